@@ -1,0 +1,71 @@
+"""MAC and IPv4 address helpers: parsing, checks and the derived cluster and dedicated MACs."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+ZERO_MAC = "00:00:00:00:00:00"
+ZERO_IP = "0.0.0.0"
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+class AddressError(ValueError):
+    """A MAC or IP address is malformed or not allowed where it is used."""
+
+
+def parse_mac(text: object) -> str:
+    """Return the MAC in canonical lower-case colon form, or raise AddressError."""
+    if not isinstance(text, str) or not _MAC_RE.match(text.strip().lower()):
+        raise AddressError(f"{text!r} is not a MAC address (expected six hex octets like 02:de:0a:00:00:0b)")
+    return text.strip().lower().replace("-", ":")
+
+
+def parse_unicast_mac(text: object) -> str:
+    """A MAC that can name one NIC: not multicast/broadcast, not all zeros."""
+    mac = parse_mac(text)
+    if mac == ZERO_MAC:
+        raise AddressError(f"{mac} is the zero MAC")
+    if is_multicast_mac(mac):
+        raise AddressError(f"{mac} is a multicast MAC (lowest bit of the first octet set)")
+    return mac
+
+
+def parse_ipv4(text: object) -> str:
+    """Return the IPv4 address in dotted form, or raise AddressError."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise AddressError(f"{text!r} is not an IPv4 address") from None
+
+
+def parse_host_ipv4(text: object) -> str:
+    """An IPv4 address that can belong to a host: not 0.0.0.0, broadcast, multicast or loopback."""
+    ip = parse_ipv4(text)
+    address = ipaddress.IPv4Address(ip)
+    if address.is_unspecified or address.is_multicast or address.is_loopback or ip == "255.255.255.255":
+        raise AddressError(f"{ip} cannot be a host address")
+    return ip
+
+
+def is_multicast_mac(mac: str) -> bool:
+    return int(mac[:2], 16) & 1 == 1
+
+
+def _mac_from_ip(first_octets: tuple[int, int], ip: str) -> str:
+    octets = first_octets + tuple(ipaddress.IPv4Address(ip).packed)
+    return ":".join(f"{octet:02x}" for octet in octets)
+
+
+def unicast_cluster_mac(cluster_ip: str) -> str:
+    """Windows NLB's unicast cluster MAC for primary cluster IP W.X.Y.Z: 02:bf:W:X:Y:Z."""
+    return _mac_from_ip((0x02, 0xBF), cluster_ip)
+
+
+def dedicated_mac(ip: str) -> str:
+    """nlbflow's default dedicated (non-cluster-mode) MAC for DIP A.B.C.D: 02:de:A:B:C:D (claim 4)."""
+    return _mac_from_ip((0x02, 0xDE), ip)

@@ -1,0 +1,147 @@
+"""The controller's state and every decision it makes, free of any framework.
+
+The Ryu/os-ken app (ryu_apps/nlbflow.py) only turns events into calls on NlbCore and sends what
+they return. The offline fabric (flows/oftable.py) drives the same object, so one test can follow
+an ARP request through the controller to the frame a peer receives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flows.arp import ArpDecision, ArpFrame, FrameOut, decide_arp, probe_outputs
+from flows.cookies import Purpose, decode_cookie
+from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec, Output, expected_flows, reconcile
+from flows.model import Config
+
+PROBE_MAC = "0e:4e:4c:00:00:01"
+"""Sender MAC of the app's own ARP probes; locally administered, never a member's or a cluster's."""
+
+OFPP_MAX = 0xFFFFFF00  # ports above are OpenFlow's reserved ports (LOCAL, CONTROLLER, ...)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the OpenFlow layer must send, in order: flow changes first, then frames."""
+
+    diff: FlowDiff = EMPTY_DIFF
+    frames: tuple[FrameOut, ...] = ()
+
+
+@dataclass
+class SwitchState:
+    ports: set[int] = field(default_factory=set)
+    installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
+
+
+class NlbCore:
+    """Registry, member locations per switch, and the flows each switch must hold."""
+
+    def __init__(self, config: Config, probe_mac: str = PROBE_MAC) -> None:
+        self.registry = config.registry
+        self.settings = config.settings
+        self.probe_mac = probe_mac
+        self.switches: dict[int, SwitchState] = {}
+        self.learned: dict[tuple[int, str, str], int] = {}  # (dpid, cluster, member ip) -> port
+        self.counters: Counter[str] = Counter()
+
+    def member_ports(self, dpid: int) -> dict[tuple[str, str], int]:
+        """Where each member sits on this switch: its pinned port, else the port it was last heard on."""
+        ports: dict[tuple[str, str], int] = {}
+        for cluster in self.registry.clusters:
+            for member in cluster.members:
+                if member.pinned:
+                    if member.dpid == dpid:
+                        ports[(cluster.name, member.ip)] = member.port
+                elif (dpid, cluster.name, member.ip) in self.learned:
+                    ports[(cluster.name, member.ip)] = self.learned[(dpid, cluster.name, member.ip)]
+        return ports
+
+    def expected_flows(self, dpid: int) -> list[FlowSpec]:
+        return expected_flows(self.registry, self.settings, self.member_ports(dpid))
+
+    def switch_connected(self, dpid: int, ports: Iterable[int]) -> None:
+        """A (re)connected switch: its flows are unknown until read back, so nothing is pushed yet."""
+        self.switches[dpid] = SwitchState(ports={port for port in ports if port < OFPP_MAX})
+
+    def switch_disconnected(self, dpid: int) -> None:
+        self.switches.pop(dpid, None)
+
+    def flows_read_back(self, dpid: int, installed: Iterable[FlowSpec]) -> Work:
+        """Reconcile a switch by difference, then look for members still unlocated.
+
+        Member-delivery flows already in the switch say where members were; adopting them keeps a
+        restarted controller from deleting the flows that carry traffic while it reconnects.
+        """
+        installed = frozenset(installed)
+        self._adopt_locations(dpid, installed)
+        state = self.switches[dpid]
+        state.installed = installed
+        diff = self._sync(dpid)
+        return Work(diff=diff, frames=self.unlocated_probes(dpid))
+
+    def port_changed(self, dpid: int, port: int, present: bool) -> Work:
+        """A port appeared or disappeared: members learned on a vanished port are no longer there."""
+        state = self.switches.get(dpid)
+        if state is None or port >= OFPP_MAX:
+            return Work()
+        if present:
+            state.ports.add(port)
+            return Work()
+        state.ports.discard(port)
+        for key in [key for key, learned_port in self.learned.items() if key[0] == dpid and learned_port == port]:
+            del self.learned[key]
+        return Work(diff=self._sync(dpid))
+
+    def packet_in(self, dpid: int, in_port: int, frame: ArpFrame) -> tuple[ArpDecision, Work]:
+        """One punted ARP: decide, follow the sender if it moved, and say what to send."""
+        state = self.switches.get(dpid)
+        switch_ports = state.ports if state else {in_port}
+        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, self.probe_mac, in_port, frame)
+        self.counters[decision.verdict.value] += 1
+        diff = EMPTY_DIFF
+        if decision.learned is not None:
+            (cluster_name, member_ip), port = decision.learned
+            if self.learned.get((dpid, cluster_name, member_ip)) != port:
+                self.learned[(dpid, cluster_name, member_ip)] = port
+                diff = self._sync(dpid)
+        return decision, Work(diff=diff, frames=decision.outputs)
+
+    def unlocated_probes(self, dpid: int) -> tuple[FrameOut, ...]:
+        """ARP probes for members this switch has not heard from, so a peer's first packet arrives."""
+        state = self.switches.get(dpid)
+        if state is None or state.installed is None:  # no punt flow yet: the answers would be lost
+            return ()
+        located = self.member_ports(dpid)
+        frames: list[FrameOut] = []
+        for cluster in self.registry.clusters:
+            for member in cluster.members:
+                if not member.pinned and (cluster.name, member.ip) not in located:
+                    frames += probe_outputs(self.probe_mac, member.ip, state.ports)
+        return tuple(frames)
+
+    def _sync(self, dpid: int) -> FlowDiff:
+        """Bring a switch whose flows are known to the expected set; wait for the read-back otherwise."""
+        state = self.switches.get(dpid)
+        if state is None or state.installed is None:
+            return EMPTY_DIFF
+        expected = self.expected_flows(dpid)
+        diff = reconcile(expected, state.installed)
+        state.installed = frozenset(expected)
+        return diff
+
+    def _adopt_locations(self, dpid: int, installed: frozenset[FlowSpec]) -> None:
+        ports = self.switches[dpid].ports
+        for flow in installed:
+            outputs = [action.port for action in flow.actions if isinstance(action, Output)]
+            if decode_cookie(flow.cookie).purpose != Purpose.MEMBER_DELIVERY or len(outputs) != 1:
+                continue
+            if outputs[0] not in ports:
+                continue
+            dedicated_mac = dict(flow.match).get("eth_dst")
+            for cluster in self.registry.clusters:
+                member = cluster.member_for_dedicated_mac(dedicated_mac)
+                if member is not None and not member.pinned:
+                    self.learned.setdefault((dpid, cluster.name, member.ip), outputs[0])

@@ -1,0 +1,163 @@
+"""Flow specs: the exact set of flows the app wants in one switch, as plain values.
+
+A FlowSpec is what a flow-mod installs and what flow-stats reads back, so reconciliation is a set
+difference (see reconcile()). The OpenFlow layer in ryu_apps/ofmsgs.py turns specs into messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Union
+
+from flows.cookies import Purpose, make_cookie
+from flows.model import Registry, Settings
+
+ETH_TYPE_ARP = 0x0806
+
+PRIORITY_ARP_PUNT = 300
+PRIORITY_MEMBER_DELIVERY = 200
+PRIORITY_CLUSTER_DELIVERY = 100
+PRIORITY_NORMAL_FALLBACK = 0
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class ToController:
+    """Send the whole frame to the controller (OFPCML_NO_BUFFER)."""
+
+
+@dataclass(frozen=True)
+class Normal:
+    """OVS's NORMAL pipeline: the switch's own learning and flooding."""
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Unrecognized:
+    """An action read back from a switch that the app never installs; it marks a flow as unexpected."""
+
+    text: str
+
+
+Action = Union[Output, ToController, Normal, SetField, Unrecognized]
+Match = tuple[tuple[str, object], ...]
+
+
+def make_match(**fields: object) -> Match:
+    """A match as sorted (field, value) pairs, so equal matches compare equal."""
+    return tuple(sorted(fields.items()))
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    priority: int
+    cookie: int
+    match: Match
+    actions: tuple[Action, ...]
+    table_id: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, Match]:
+        """What identifies a flow in OpenFlow: adding a flow with the same key replaces it."""
+        return (self.table_id, self.priority, self.match)
+
+
+MemberPorts = Mapping[tuple[str, str], int]
+"""(cluster name, member ip) -> port, on one switch; members not located there are absent."""
+
+
+def arp_punt_flow(cluster_name: str, cluster_mac: str) -> FlowSpec:
+    """Every ARP a member emits carries arp_sha = cluster MAC; the controller handles all of it."""
+    return FlowSpec(
+        priority=PRIORITY_ARP_PUNT,
+        cookie=make_cookie(Purpose.ARP_PUNT, cluster_name),
+        match=make_match(eth_type=ETH_TYPE_ARP, arp_sha=cluster_mac),
+        actions=(ToController(),),
+    )
+
+
+def member_delivery_flow(
+    cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int
+) -> FlowSpec:
+    """Claims 54-58: a frame for the member's dedicated MAC reaches its stack addressed to the cluster MAC."""
+    return FlowSpec(
+        priority=PRIORITY_MEMBER_DELIVERY,
+        cookie=make_cookie(Purpose.MEMBER_DELIVERY, cluster_name, member_ip),
+        match=make_match(eth_dst=dedicated_mac),
+        actions=(SetField("eth_dst", cluster_mac), Output(port)),
+    )
+
+
+def cluster_delivery_flow(cluster_name: str, cluster_mac: str, ports: Iterable[int]) -> FlowSpec:
+    """Invariant 4: cluster traffic reaches every member's load-balancing filter."""
+    return FlowSpec(
+        priority=PRIORITY_CLUSTER_DELIVERY,
+        cookie=make_cookie(Purpose.CLUSTER_DELIVERY, cluster_name),
+        match=make_match(eth_dst=cluster_mac),
+        actions=tuple(Output(port) for port in sorted(set(ports))),
+    )
+
+
+def normal_fallback_flow() -> FlowSpec:
+    return FlowSpec(
+        priority=PRIORITY_NORMAL_FALLBACK,
+        cookie=make_cookie(Purpose.NORMAL_FALLBACK),
+        match=make_match(),
+        actions=(Normal(),),
+    )
+
+
+def expected_flows(registry: Registry, settings: Settings, member_ports: MemberPorts) -> list[FlowSpec]:
+    """The complete set of the app's flows for one switch, given where members sit on it."""
+    flows: list[FlowSpec] = []
+    if settings.normal_fallback:
+        flows.append(normal_fallback_flow())
+    for cluster in registry.clusters:
+        flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
+        located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
+        located = [(member, port) for member, port in located if port is not None]
+        for member, port in located:
+            flows.append(member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port))
+        if located:
+            flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, (port for _, port in located)))
+    return flows
+
+
+@dataclass(frozen=True)
+class FlowDiff:
+    """What a switch needs to hold exactly the expected flows: ADD installs or replaces by key."""
+
+    to_add: tuple[FlowSpec, ...]
+    to_delete: tuple[FlowSpec, ...]
+
+
+def reconcile(expected: Iterable[FlowSpec], installed: Iterable[FlowSpec]) -> FlowDiff:
+    """Difference, never wipe: flows already right stay untouched, so traffic never sees a gap.
+
+    A stale flow whose key an added flow reuses is replaced by that ADD and needs no delete.
+    Duplicates read back from the switch (same spec twice) cannot exist in OpenFlow, since a key
+    holds one flow; two flows that differ only in cookie share a key and the ADD overwrites it.
+    """
+    expected_set = set(expected)
+    installed_set = set(installed)
+    to_add = tuple(sorted(expected_set - installed_set, key=_order))
+    added_keys = {flow.key for flow in to_add}
+    to_delete = tuple(sorted((flow for flow in installed_set - expected_set if flow.key not in added_keys), key=_order))
+    return FlowDiff(to_add=to_add, to_delete=to_delete)
+
+
+def _order(flow: FlowSpec) -> tuple[int, int, str]:
+    return (flow.table_id, -flow.priority, repr(flow.match))
+
+
+EMPTY_DIFF = FlowDiff(to_add=(), to_delete=())

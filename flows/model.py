@@ -1,0 +1,71 @@
+"""The registry: clusters and their members, as plain immutable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ArpMode(str, Enum):
+    """How a member's ARP for a peer is answered (method.md, Discovery)."""
+
+    PROXY = "proxy"  # the controller answers with the peer's dedicated MAC (claims 1-5)
+    RELAY = "relay"  # the peer answers and the fabric revises its reply (claims 12-18)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One host of a cluster: its dedicated IP and MAC, and where it is pinned, if it is."""
+
+    ip: str
+    dedicated_mac: str
+    dpid: int | None = None
+    port: int | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self.dpid is not None and self.port is not None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A unicast-mode cluster: every member's NIC carries cluster_mac."""
+
+    name: str
+    cluster_ip: str
+    cluster_mac: str
+    arp: ArpMode = ArpMode.PROXY
+    mode: str = "unicast"
+    members: tuple[Member, ...] = ()
+
+    def member_for_ip(self, ip: str) -> Member | None:
+        return next((member for member in self.members if member.ip == ip), None)
+
+    def member_for_dedicated_mac(self, mac: str) -> Member | None:
+        return next((member for member in self.members if member.dedicated_mac == mac), None)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Every registered cluster; the single source for ARP decisions and flow specs."""
+
+    clusters: tuple[Cluster, ...] = ()
+
+    def cluster_for_mac(self, cluster_mac: str) -> Cluster | None:
+        return next((cluster for cluster in self.clusters if cluster.cluster_mac == cluster_mac), None)
+
+    def cluster_named(self, name: str) -> Cluster | None:
+        return next((cluster for cluster in self.clusters if cluster.name == name), None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Fabric-wide behaviour that is not part of any cluster."""
+
+    normal_fallback: bool = True  # table-miss goes to OVS NORMAL; off when another app forwards
+
+
+@dataclass(frozen=True)
+class Config:
+    registry: Registry = field(default_factory=Registry)
+    settings: Settings = field(default_factory=Settings)

@@ -1,0 +1,192 @@
+"""The one thin layer between plain specs and OpenFlow 1.3 messages (as Faucet's valve_of.py).
+
+Every builder takes the datapath only to reach its ofproto/parser, so tests build messages on a
+stand-in datapath and serialise them without a switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flows.arp import ArpFrame, FrameOut
+from flows.cookies import APP_COOKIE_MASK, APP_ID
+from flows.core import Work
+from flows.flowspec import (
+    Action,
+    FlowSpec,
+    Normal,
+    Output,
+    SetField,
+    ToController,
+    Unrecognized,
+    make_match,
+)
+from ryu_apps.compat import arp, ethernet, packet
+
+ETH_TYPE_ARP = 0x0806
+ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _actions(datapath, actions: Iterable[Action]) -> list:
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    built = []
+    for action in actions:
+        if isinstance(action, Output):
+            built.append(parser.OFPActionOutput(action.port))
+        elif isinstance(action, ToController):
+            built.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
+        elif isinstance(action, Normal):
+            built.append(parser.OFPActionOutput(ofp.OFPP_NORMAL))
+        elif isinstance(action, SetField):
+            built.append(parser.OFPActionSetField(**{action.field: action.value}))
+        else:
+            raise ValueError(f"the app never installs {action!r}")
+    return built
+
+
+def flow_add(datapath, flow: FlowSpec):
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, flow.actions))]
+    return parser.OFPFlowMod(
+        datapath,
+        cookie=flow.cookie,
+        table_id=flow.table_id,
+        command=ofp.OFPFC_ADD,
+        priority=flow.priority,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        match=parser.OFPMatch(**dict(flow.match)),
+        instructions=instructions,
+    )
+
+
+def flow_delete(datapath, flow: FlowSpec):
+    """Strict delete with the full cookie as mask: removes this flow and never another app's."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowMod(
+        datapath,
+        cookie=flow.cookie,
+        cookie_mask=ALL_COOKIE_BITS,
+        table_id=flow.table_id,
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=flow.priority,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(**dict(flow.match)),
+    )
+
+
+def app_flow_stats_request(datapath):
+    """Flow-stats for the app's cookie only: the read-back that reconciliation starts from."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        datapath,
+        table_id=ofp.OFPTT_ALL,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        cookie=APP_ID << 48,
+        cookie_mask=APP_COOKIE_MASK,
+        match=parser.OFPMatch(),
+    )
+
+
+def port_desc_request(datapath):
+    return datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0)
+
+
+def _normal_value(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def spec_from_stats(datapath, stats) -> FlowSpec:
+    """A flow read back from the switch, in the same form the app computes, so the two compare."""
+    ofp = datapath.ofproto
+    actions: list[Action] = []
+    for instruction in stats.instructions:
+        if instruction.type != ofp.OFPIT_APPLY_ACTIONS:
+            actions.append(Unrecognized(repr(instruction)))
+            continue
+        for action in instruction.actions:
+            actions.append(_action_from_ofp(ofp, action))
+    return FlowSpec(
+        priority=stats.priority,
+        cookie=stats.cookie,
+        match=make_match(**{name: _normal_value(value) for name, value in stats.match.items()}),
+        actions=tuple(actions),
+        table_id=stats.table_id,
+    )
+
+
+def _action_from_ofp(ofp, action) -> Action:
+    if action.type == ofp.OFPAT_OUTPUT:
+        if action.port == ofp.OFPP_CONTROLLER and action.max_len == ofp.OFPCML_NO_BUFFER:
+            return ToController()
+        if action.port == ofp.OFPP_NORMAL:
+            return Normal()
+        if action.port < ofp.OFPP_MAX:
+            return Output(action.port)
+    elif action.type == ofp.OFPAT_SET_FIELD:
+        return SetField(action.key, _normal_value(action.value))
+    return Unrecognized(repr(action))
+
+
+def arp_bytes(frame: ArpFrame) -> bytes:
+    """Serialise with the framework's packet library, never by hand."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=frame.eth_dst, src=frame.eth_src, ethertype=ETH_TYPE_ARP))
+    pkt.add_protocol(
+        arp.arp(
+            opcode=frame.op,
+            src_mac=frame.sha,
+            src_ip=frame.spa,
+            dst_mac=frame.tha,
+            dst_ip=frame.tpa,
+        )
+    )
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def arp_frame(data: bytes) -> ArpFrame | None:
+    """The ARP fields of a punted frame, or None if it is not Ethernet/ARP for IPv4."""
+    pkt = packet.Packet(data)
+    eth = pkt.get_protocol(ethernet.ethernet)
+    arp_pkt = pkt.get_protocol(arp.arp)
+    if eth is None or arp_pkt is None:
+        return None
+    return ArpFrame(
+        eth_src=eth.src.lower(),
+        eth_dst=eth.dst.lower(),
+        op=arp_pkt.opcode,
+        sha=arp_pkt.src_mac.lower(),
+        spa=arp_pkt.src_ip,
+        tha=arp_pkt.dst_mac.lower(),
+        tpa=arp_pkt.dst_ip,
+    )
+
+
+def packet_outs(datapath, frames: Iterable[FrameOut]) -> list:
+    """One packet-out per distinct frame, with an output per port; in_port CONTROLLER lets a
+    frame leave through the port its request came in on."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    ports_by_frame: dict[ArpFrame, list[int]] = {}
+    for frame_out in frames:
+        ports_by_frame.setdefault(frame_out.frame, []).append(frame_out.port)
+    return [
+        parser.OFPPacketOut(
+            datapath,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            in_port=ofp.OFPP_CONTROLLER,
+            actions=[parser.OFPActionOutput(port) for port in ports],
+            data=arp_bytes(frame),
+        )
+        for frame, ports in ports_by_frame.items()
+    ]
+
+
+def work_messages(datapath, work: Work) -> list:
+    """Flow changes, a barrier, then frames: an answer never overtakes the flow its traffic needs."""
+    messages = [flow_add(datapath, flow) for flow in work.diff.to_add]
+    messages += [flow_delete(datapath, flow) for flow in work.diff.to_delete]
+    if messages:
+        messages.append(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+    return messages + packet_outs(datapath, work.frames)

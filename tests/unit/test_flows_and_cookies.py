@@ -1,0 +1,89 @@
+"""Addresses, cookies and the expected flow set of one switch."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.addresses import AddressError, dedicated_mac, parse_unicast_mac, unicast_cluster_mac
+from flows.cookies import APP_COOKIE_MASK, APP_ID, Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
+from flows.flowspec import (
+    ETH_TYPE_ARP,
+    FlowSpec,
+    Normal,
+    Output,
+    SetField,
+    ToController,
+    expected_flows,
+    make_match,
+    reconcile,
+)
+from flows.model import Registry, Settings
+from tests.unit.example_cluster import CM, DM, MEMBER_PORT, web_cluster
+
+
+def test_cluster_mac_is_derived_from_the_primary_cluster_ip_as_windows_nlb_does():
+    assert unicast_cluster_mac("10.0.0.100") == "02:bf:0a:00:00:64"
+
+
+def test_dedicated_mac_is_derived_from_the_dedicated_ip():
+    assert dedicated_mac("10.0.0.11") == "02:de:0a:00:00:0b"
+    assert dedicated_mac("192.168.200.254") == "02:de:c0:a8:c8:fe"
+
+
+@pytest.mark.parametrize("text", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "02:de:0a", "xyz"])
+def test_a_member_or_cluster_mac_must_be_unicast_and_well_formed(text):
+    with pytest.raises(AddressError):
+        parse_unicast_mac(text)
+
+
+def test_cookie_names_app_cluster_member_and_purpose():
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), {("web", "10.0.0.11"): 1})
+    delivery = next(f for f in flows if decode_cookie(f.cookie).purpose == Purpose.MEMBER_DELIVERY)
+    fields = decode_cookie(delivery.cookie)
+    assert delivery.cookie & APP_COOKIE_MASK == APP_ID << 48
+    assert (fields.cluster_id, fields.member_id) == (cluster_id("web"), member_id("10.0.0.11"))
+    assert all(is_app_cookie(flow.cookie) for flow in flows)
+    assert not is_app_cookie(0)
+
+
+def test_every_flow_of_a_switch_carries_a_distinct_cookie():
+    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    assert len({flow.cookie for flow in flows}) == len(flows)
+
+
+def test_expected_flows_for_a_located_cluster():
+    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
+    flows = {flow.match: flow for flow in expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)}
+    assert flows[make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM)].actions == (ToController(),)
+    for ip, port in MEMBER_PORT.items():
+        assert flows[make_match(eth_dst=DM[ip])].actions == (SetField("eth_dst", CM), Output(port))
+    assert flows[make_match(eth_dst=CM)].actions == (Output(1), Output(2), Output(3))
+    assert flows[make_match()].actions == (Normal(),)
+    assert len(flows) == 6
+
+
+def test_unlocated_members_get_no_delivery_flow_and_normal_fallback_can_be_turned_off():
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(normal_fallback=False), {})
+    assert [flow.match for flow in flows] == [make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM)]
+
+
+def test_reconcile_adds_missing_deletes_stale_and_leaves_correct_flows_alone():
+    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
+    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    stale = FlowSpec(priority=200, cookie=expected[1].cookie, match=make_match(eth_dst="02:de:0a:00:00:63"), actions=())
+    installed = [*expected[2:], stale]
+    diff = reconcile(expected, installed)
+    assert set(diff.to_add) == set(expected[:2])
+    assert diff.to_delete == (stale,)
+
+
+def test_reconcile_replaces_a_changed_flow_by_add_without_a_delete_that_would_remove_it():
+    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
+    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    moved = next(f for f in expected if f.match == make_match(eth_dst=DM["10.0.0.11"]))
+    old = FlowSpec(moved.priority, moved.cookie, moved.match, (SetField("eth_dst", CM), Output(9)))
+    installed = [f for f in expected if f != moved] + [old]
+    diff = reconcile(expected, installed)
+    assert diff.to_add == (moved,)
+    assert diff.to_delete == ()
