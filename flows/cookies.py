@@ -11,6 +11,7 @@ so audit and cleanup never touch another application's flows.
 
 from __future__ import annotations
 
+import ipaddress
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,17 +29,15 @@ class Purpose(IntEnum):
     CLUSTER_DELIVERY = 4  # eth_dst = cluster MAC -> every member's port (invariant 4)
 
 
-def _short_id(text: str) -> int:
-    """A stable 16-bit id in 1..0xffff; collisions are rejected when the registry is built."""
-    return zlib.crc32(text.encode()) % 0xFFFF + 1
-
-
 def cluster_id(cluster_name: str) -> int:
-    return _short_id(cluster_name)
+    """A stable 16-bit id in 1..0xffff; collisions are rejected when the registry is built."""
+    return zlib.crc32(cluster_name.encode()) % 0xFFFF + 1
 
 
 def member_id(member_ip: str) -> int:
-    return _short_id(member_ip)
+    """The dedicated IP's last two octets (0x000b for 10.0.0.11): readable in a flow dump, and unique
+    for members of one subnet up to a /16. Collisions and id 0 are rejected when the registry is built."""
+    return int(ipaddress.IPv4Address(member_ip)) & 0xFFFF
 
 
 def make_cookie(purpose: Purpose, cluster_name: str | None = None, member_ip: str | None = None) -> int:

@@ -1,0 +1,324 @@
+"""The YAML config: load it, reject anything doubtful, and build a Config.
+
+Every error is one ConfigError naming the file, the key path and the problem, so a typo never turns
+into a silently ignored setting. cluster_from_data(), member_from_data() and validate_registry() check
+one piece each, so a REST layer can validate what it receives with the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import yaml
+
+from flows import cookies
+from flows.addresses import (
+    AddressError,
+    dedicated_mac,
+    parse_host_ipv4,
+    parse_unicast_mac,
+    unicast_cluster_mac,
+)
+from flows.model import ArpMode, Cluster, Config, Member, Registry, Settings
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names appear in URLs
+MAX_DPID = 2**64 - 1
+MAX_PORT = 0xFFFFFEFF  # from OFPP_MAX (0xffffff00) up, port numbers are OpenFlow's own
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_DPID_RE = re.compile(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}")
+_DECIMAL_OR_HEX_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+)")
+
+
+class ConfigError(ValueError):
+    """A config is invalid: the message names the file, the key path and the problem."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_document(self, node: yaml.Node) -> object:
+        _reject_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> object:
+    """Only decimal and 0x ints: YAML 1.1 would read an unquoted OVS dpid (0000000000000010, hex) as
+    octal and a MAC of decimal octets as base 60; kept as strings, they parse as written or fail loudly."""
+    text = loader.construct_scalar(node)
+    return loader.construct_yaml_int(node) if _DECIMAL_OR_HEX_RE.fullmatch(text) else text
+
+
+_StrictLoader.add_constructor(_INT_TAG, _construct_int)
+
+
+def _reject_duplicate_keys(node: yaml.Node, key: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias: checked where its anchor is, and it may be recursive
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_duplicate_keys(item, f"{key}[{index}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first_lines: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            child_key = _join(key, key_node.value)
+            line = key_node.start_mark.line + 1
+            identity = (key_node.tag, key_node.value)
+            if identity in first_lines:
+                raise _DuplicateKeyError(
+                    child_key, f"duplicate key on line {line} (first on line {first_lines[identity]})"
+                )
+            first_lines[identity] = line
+            _reject_duplicate_keys(value_node, child_key, seen)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the config file at path."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "cannot read the file: it is not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text; source names it in errors."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(source, exc.key, exc.problem) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError(source, "", f"invalid YAML: {where}{problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+    return config_from_data(data, source)
+
+
+def config_from_data(data: object, source: str) -> Config:
+    """Validate an already-parsed config; None (an empty file) is an empty registry."""
+    if data is None:
+        return Config()
+    fields = _fields(data, "", source, required=(), optional=("fabric", "clusters"))
+    settings = _settings_from_data(fields["fabric"], "fabric", source) if "fabric" in fields else Settings()
+    clusters_data = _list(fields.get("clusters", []), "clusters", source)
+    registry = Registry(
+        clusters=tuple(
+            cluster_from_data(item, f"clusters[{index}]", source) for index, item in enumerate(clusters_data)
+        )
+    )
+    validate_registry(registry, source)
+    return Config(registry=registry, settings=settings)
+
+
+def _settings_from_data(data: object, key: str, source: str) -> Settings:
+    fields = _fields(data, key, source, required=(), optional=("normal_fallback",))
+    normal_fallback = fields.get("normal_fallback", True)
+    if not isinstance(normal_fallback, bool):
+        raise ConfigError(
+            source, _join(key, "normal_fallback"), f"expected true or false, got {_describe(normal_fallback)}"
+        )
+    return Settings(normal_fallback=normal_fallback)
+
+
+def cluster_from_data(data: object, key: str, source: str) -> Cluster:
+    """One cluster's own fields; validate_registry() checks it against its members and other clusters."""
+    fields = _fields(
+        data, key, source, required=("name", "cluster_ip"), optional=("cluster_mac", "mode", "arp", "members")
+    )
+    name = _name(fields["name"], _join(key, "name"), source)
+    cluster_ip = _address(parse_host_ipv4, fields["cluster_ip"], _join(key, "cluster_ip"), source)
+    if "cluster_mac" in fields:
+        cluster_mac = _address(parse_unicast_mac, fields["cluster_mac"], _join(key, "cluster_mac"), source)
+    else:
+        cluster_mac = unicast_cluster_mac(cluster_ip)
+    mode = fields.get("mode", "unicast")
+    if mode != "unicast":
+        raise ConfigError(source, _join(key, "mode"), f"only unicast mode is supported in this version, got {mode!r}")
+    arp = fields.get("arp", ArpMode.PROXY.value)
+    if not isinstance(arp, str) or arp not in {arp_mode.value for arp_mode in ArpMode}:
+        raise ConfigError(source, _join(key, "arp"), f"{arp!r} is not an ARP mode (expected proxy or relay)")
+    members_key = _join(key, "members")
+    members_data = _list(fields.get("members", []), members_key, source)
+    members = tuple(
+        member_from_data(item, f"{members_key}[{index}]", source) for index, item in enumerate(members_data)
+    )
+    return Cluster(
+        name=name, cluster_ip=cluster_ip, cluster_mac=cluster_mac, arp=ArpMode(arp), mode=mode, members=members
+    )
+
+
+def member_from_data(data: object, key: str, source: str) -> Member:
+    """One member's own fields; validate_registry() checks it against the other members."""
+    fields = _fields(data, key, source, required=("ip",), optional=("mac", "dpid", "port"))
+    ip = _address(parse_host_ipv4, fields["ip"], _join(key, "ip"), source)
+    if "mac" in fields:
+        mac = _address(parse_unicast_mac, fields["mac"], _join(key, "mac"), source)
+    else:
+        mac = dedicated_mac(ip)
+    if ("dpid" in fields) != ("port" in fields):
+        given, missing = ("dpid", "port") if "dpid" in fields else ("port", "dpid")
+        raise ConfigError(source, _join(key, given), f"given without {missing}: pin a member with both or neither")
+    dpid = _dpid(fields["dpid"], _join(key, "dpid"), source) if "dpid" in fields else None
+    port = _port(fields["port"], _join(key, "port"), source) if "port" in fields else None
+    return Member(ip=ip, dedicated_mac=mac, dpid=dpid, port=port)
+
+
+def validate_registry(registry: Registry, source: str) -> None:
+    """What spans clusters and members: each name, address, cookie id and switch port has one owner.
+
+    Cluster IPs and MACs are claimed before any member's, so a member clashing with a cluster later
+    in the list is still caught.
+    """
+    names: dict[str, str] = {}
+    cluster_ids: dict[int, str] = {}
+    ips: dict[str, str] = {}
+    macs: dict[str, str] = {}
+    locations: dict[tuple[int, int], str] = {}
+    for index, cluster in enumerate(registry.clusters):
+        key = f"clusters[{index}]"
+        _claim(names, cluster.name, f"the name of {key}", f"{cluster.name!r}", source, f"{key}.name")
+        _claim(
+            cluster_ids,
+            cookies.cluster_id(cluster.name),
+            f"the cookie id of cluster {cluster.name!r}",
+            f"the flow-cookie id 0x{cookies.cluster_id(cluster.name):04x} of {cluster.name!r}",
+            source,
+            f"{key}.name",
+            hint="; rename one of the clusters",
+        )
+        owner = f"cluster {cluster.name!r}"
+        _claim(ips, cluster.cluster_ip, f"the cluster IP of {owner}", cluster.cluster_ip, source, f"{key}.cluster_ip")
+        _claim(
+            macs, cluster.cluster_mac, f"the cluster MAC of {owner}", cluster.cluster_mac, source, f"{key}.cluster_mac"
+        )
+    for index, cluster in enumerate(registry.clusters):
+        member_ids: dict[int, str] = {0: "reserved for the flows of the whole cluster"}
+        for member_index, member in enumerate(cluster.members):
+            key = f"clusters[{index}].members[{member_index}]"
+            owner = f"member {member.ip} of cluster {cluster.name!r}"
+            _claim(ips, member.ip, f"the IP of a member of cluster {cluster.name!r}", member.ip, source, f"{key}.ip")
+            _claim(
+                member_ids,
+                cookies.member_id(member.ip),
+                f"the cookie id of member {member.ip} in the same cluster",
+                f"the flow-cookie id 0x{cookies.member_id(member.ip):04x} of {member.ip}",
+                source,
+                f"{key}.ip",
+                hint="; their flows could not be told apart: give the member another dedicated IP",
+            )
+            _claim(
+                macs, member.dedicated_mac, f"the dedicated MAC of {owner}", member.dedicated_mac, source, f"{key}.mac"
+            )
+            if member.pinned:
+                _claim(
+                    locations,
+                    (member.dpid, member.port),
+                    f"where {owner} is attached",
+                    f"dpid {member.dpid:#x} port {member.port}",
+                    source,
+                    f"{key}.port",
+                )
+
+
+def _claim(owners: dict, value: object, owner: str, what: str, source: str, key: str, hint: str = "") -> None:
+    """Record owner as holding value; a second holder is an error naming the first."""
+    if value in owners:
+        raise ConfigError(source, key, f"{what} is already {owners[value]}{hint}")
+    owners[value] = owner
+
+
+def _fields(data: object, key: str, source: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
+    """A mapping with every required key and no unknown key: a typo must not pass as a missing option."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, key, f"expected a mapping, got {_describe(data)}")
+    known = required + optional
+    for name in data:
+        if name not in known:
+            raise ConfigError(source, _join(key, str(name)), f"unknown key (known keys: {', '.join(known)})")
+    for name in required:
+        if name not in data:
+            raise ConfigError(source, _join(key, name), "required key is missing")
+    return data
+
+
+def _list(data: object, key: str, source: str) -> list:
+    if not isinstance(data, list):
+        raise ConfigError(source, key, f"expected a list, got {_describe(data)}")
+    return data
+
+
+def _name(value: object, key: str, source: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(source, key, f"expected a string, got {_describe(value)}")
+    if not NAME_RE.fullmatch(value):
+        raise ConfigError(
+            source,
+            key,
+            f"{value!r} is not a valid name: 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def _address(parse: Callable[[object], str], value: object, key: str, source: str) -> str:
+    try:
+        return parse(value)
+    except AddressError as exc:
+        raise ConfigError(source, key, str(exc)) from None
+
+
+def _dpid(value: object, key: str, source: str) -> int:
+    """An int, the 16 hex digits OVS prints, or 0x hex: all name the same 64-bit datapath id."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_DPID:
+        return value
+    if isinstance(value, str) and _DPID_RE.fullmatch(value):
+        return int(value, 16)
+    raise ConfigError(
+        source,
+        key,
+        f"{value!r} is not a datapath id (an integer below 2**64, 16 hex digits as OVS prints it, or 0x hex)",
+    )
+
+
+def _port(value: object, key: str, source: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PORT:
+        return value
+    raise ConfigError(
+        source, key, f"{value!r} is not a switch port (an integer from 1 to {MAX_PORT:#x}; OpenFlow reserves the rest)"
+    )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name

@@ -1,0 +1,411 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flows import cookies
+from flows.config import ConfigError, load_config, parse_config
+from flows.model import ArpMode, Cluster, Config, Member, Registry, Settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+
+# Found by search: pairs whose 16-bit cookie ids collide.
+COLLIDING_NAMES = ("c51", "c355")
+COLLIDING_IPS = ("10.0.0.78", "10.1.0.78")
+VIP = "cluster_ip: 10.0.0.100, "
+
+
+def parse(text: str) -> Config:
+    return parse_config(textwrap.dedent(text), "config.yaml")
+
+
+def rejection(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    assert caught.value.source == "config.yaml"
+    return caught.value
+
+
+def test_colliding_pairs_really_collide():
+    assert cookies.cluster_id(COLLIDING_NAMES[0]) == cookies.cluster_id(COLLIDING_NAMES[1])
+    assert cookies.member_id(COLLIDING_IPS[0]) == cookies.member_id(COLLIDING_IPS[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        pytest.param("controller: {}", "controller", "unknown key", id="unknown-top-level-key"),
+        pytest.param("fabric: {flood: true}", "fabric.flood", "unknown key", id="unknown-fabric-key"),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, vip: 10.0.0.101}]",
+            "clusters[0].vip",
+            "unknown key",
+            id="unknown-cluster-key",
+        ),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, prot: 1}]}]",
+            "clusters[0].members[0].prot",
+            "unknown key",
+            id="unknown-member-key",
+        ),
+        pytest.param("fabric: []", "fabric", "expected a mapping, got a list", id="fabric-not-a-mapping"),
+        pytest.param(
+            "fabric: {normal_fallback: 1}",
+            "fabric.normal_fallback",
+            "expected true or false, got integer 1",
+            id="normal-fallback-not-a-boolean",
+        ),
+        pytest.param("clusters: web", "clusters", "expected a list, got string 'web'", id="clusters-not-a-list"),
+        pytest.param("clusters:", "clusters", "expected a list, got null", id="clusters-null"),
+        pytest.param(
+            "clusters: [web]", "clusters[0]", "expected a mapping, got string 'web'", id="cluster-not-a-mapping"
+        ),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: {ip: 10.0.0.11}}]",
+            "clusters[0].members",
+            "expected a list, got a mapping",
+            id="members-not-a-list",
+        ),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [10.0.0.11]}]",
+            "clusters[0].members[0]",
+            "expected a mapping, got string '10.0.0.11'",
+            id="member-not-a-mapping",
+        ),
+        pytest.param(
+            "clusters: [{cluster_ip: 10.0.0.100}]", "clusters[0].name", "required key is missing", id="no-name"
+        ),
+        pytest.param(
+            "clusters: [{name: web}]", "clusters[0].cluster_ip", "required key is missing", id="no-cluster-ip"
+        ),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{mac: 02:de:0a:00:00:0b}]}]",
+            "clusters[0].members[0].ip",
+            "required key is missing",
+            id="no-member-ip",
+        ),
+    ],
+)
+def test_rejects_unknown_keys_wrong_types_and_missing_keys(text, key, problem):
+    error = rejection(text)
+    assert error.key == key
+    assert error.problem.startswith(problem)
+    assert str(error) == f"config.yaml: {key}: {error.problem}"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        pytest.param(
+            """\
+            clusters: []
+            clusters: []
+            """,
+            "clusters",
+            "duplicate key on line 2 (first on line 1)",
+            id="top-level",
+        ),
+        pytest.param(
+            """\
+            clusters:
+              - name: web
+                cluster_ip: 10.0.0.100
+                name: api
+            """,
+            "clusters[0].name",
+            "duplicate key on line 4 (first on line 2)",
+            id="in-a-cluster",
+        ),
+        pytest.param(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, ip: 10.0.0.12}]}]",
+            "clusters[0].members[0].ip",
+            "duplicate key on line 1 (first on line 1)",
+            id="in-a-flow-mapping",
+        ),
+    ],
+)
+def test_rejects_duplicate_keys_with_path_and_line(text, key, problem):
+    error = rejection(text)
+    assert (error.key, error.problem) == (key, problem)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("''", "'' is not a valid name"),
+        ("123", "expected a string, got integer 123"),
+        ("[web]", "expected a string, got a list"),
+        ("web site", "'web site' is not a valid name"),
+        ("-web", "'-web' is not a valid name"),
+        ('"web\\n"', "'web\\n' is not a valid name"),
+        ("a" * 64, f"'{'a' * 64}' is not a valid name"),
+    ],
+)
+def test_rejects_empty_non_string_and_malformed_names(name, problem):
+    error = rejection(f"clusters: [{{name: {name}, cluster_ip: 10.0.0.100}}]")
+    assert error.key == "clusters[0].name"
+    assert error.problem.startswith(problem)
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "problem"),
+    [
+        ("cluster_ip: 10.0.0.300", "cluster_ip", "'10.0.0.300' is not an IPv4 address"),
+        ("cluster_ip: 0.0.0.0", "cluster_ip", "0.0.0.0 cannot be a host address"),
+        (VIP + "cluster_mac: 02:bf:0a:00:00", "cluster_mac", "'02:bf:0a:00:00' is not a MAC address"),
+        (VIP + "cluster_mac: 03:bf:0a:00:00:64", "cluster_mac", "03:bf:0a:00:00:64 is a multicast MAC"),
+        (VIP + "cluster_mac: 00:00:00:00:00:00", "cluster_mac", "00:00:00:00:00:00 is the zero MAC"),
+        (VIP + "mode: multicast", "mode", "only unicast mode is supported in this version, got 'multicast'"),
+        (VIP + "arp: answer", "arp", "'answer' is not an ARP mode (expected proxy or relay)"),
+        (VIP + "arp: [proxy]", "arp", "['proxy'] is not an ARP mode"),
+        (VIP + "members: [{ip: 10.0.0.300}]", "members[0].ip", "'10.0.0.300' is not an IPv4 address"),
+        (
+            VIP + "members: [{ip: 10.0.0.11, mac: 01:00:5e:00:00:01}]",
+            "members[0].mac",
+            "01:00:5e:00:00:01 is a multicast MAC",
+        ),
+        (
+            VIP + "members: [{ip: 10.0.0.11, mac: 00:00:00:00:00:00}]",
+            "members[0].mac",
+            "00:00:00:00:00:00 is the zero MAC",
+        ),
+        (VIP + "members: [{ip: 10.0.0.11, mac: nonsense}]", "members[0].mac", "'nonsense' is not a MAC address"),
+    ],
+)
+def test_rejects_malformed_addresses_and_modes(fields, key, problem):
+    error = rejection(f"clusters: [{{name: web, {fields}}}]")
+    assert error.key == f"clusters[0].{key}"
+    assert error.problem.startswith(problem)
+    assert str(error).startswith(f"config.yaml: clusters[0].{key}: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("location", "key", "problem"),
+    [
+        ("dpid: 1", "dpid", "given without port"),
+        ("port: 1", "port", "given without dpid"),
+        ("dpid: 1, port: true", "port", "True is not a switch port"),
+        ("dpid: 1, port: 0", "port", "0 is not a switch port"),
+        ("dpid: 1, port: 0xffffff00", "port", "4294967040 is not a switch port"),
+        ("dpid: 1, port: '1'", "port", "'1' is not a switch port"),
+        ("dpid: 1, port: 010", "port", "'010' is not a switch port"),
+        ("dpid: true, port: 1", "dpid", "True is not a datapath id"),
+        ("dpid: -1, port: 1", "dpid", "-1 is not a datapath id"),
+        ("dpid: 18446744073709551616, port: 1", "dpid", "18446744073709551616 is not a datapath id"),
+        ("dpid: '1', port: 1", "dpid", "'1' is not a datapath id"),
+        ("dpid: '0x10000000000000000', port: 1", "dpid", "'0x10000000000000000' is not a datapath id"),
+    ],
+)
+def test_rejects_bad_member_locations(location, key, problem):
+    error = rejection(f"clusters: [{{name: web, cluster_ip: 10.0.0.100, members: [{{ip: 10.0.0.11, {location}}}]}}]")
+    assert error.key == f"clusters[0].members[0].{key}"
+    assert error.problem.startswith(problem)
+
+
+@pytest.mark.parametrize(
+    ("clusters", "key", "problem"),
+    [
+        pytest.param(
+            ["{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11}, {ip: 10.0.0.11}]}"],
+            "clusters[0].members[1].ip",
+            "10.0.0.11 is already the IP of a member of cluster 'web'",
+            id="member-ip-twice-in-a-cluster",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11}]}",
+                "{name: api, cluster_ip: 10.0.0.101, members: [{ip: 10.0.0.11}]}",
+            ],
+            "clusters[1].members[0].ip",
+            "10.0.0.11 is already the IP of a member of cluster 'web'",
+            id="member-ip-in-two-clusters",
+        ),
+        pytest.param(
+            ["{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.100}]}"],
+            "clusters[0].members[0].ip",
+            "10.0.0.100 is already the cluster IP of cluster 'web'",
+            id="member-ip-is-its-cluster-ip",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.101}]}",
+                "{name: api, cluster_ip: 10.0.0.101}",
+            ],
+            "clusters[0].members[0].ip",
+            "10.0.0.101 is already the cluster IP of cluster 'api'",
+            id="member-ip-is-a-later-cluster-ip",
+        ),
+        pytest.param(
+            ["{name: web, cluster_ip: 10.0.0.100}", "{name: api, cluster_ip: 10.0.0.100}"],
+            "clusters[1].cluster_ip",
+            "10.0.0.100 is already the cluster IP of cluster 'web'",
+            id="cluster-ip-twice",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100}",
+                "{name: api, cluster_ip: 10.0.0.101, cluster_mac: 02:bf:0a:00:00:64}",
+            ],
+            "clusters[1].cluster_mac",
+            "02:bf:0a:00:00:64 is already the cluster MAC of cluster 'web'",
+            id="cluster-mac-twice",
+        ),
+        pytest.param(
+            ["{name: web, cluster_ip: 10.0.0.100}", "{name: web, cluster_ip: 10.0.0.101}"],
+            "clusters[1].name",
+            "'web' is already the name of clusters[0]",
+            id="name-twice",
+        ),
+        pytest.param(
+            [
+                f"{{name: {COLLIDING_NAMES[0]}, cluster_ip: 10.0.0.100}}",
+                f"{{name: {COLLIDING_NAMES[1]}, cluster_ip: 10.0.0.101}}",
+            ],
+            "clusters[1].name",
+            f"the flow-cookie id 0xb527 of '{COLLIDING_NAMES[1]}' is already the cookie id of cluster"
+            f" '{COLLIDING_NAMES[0]}'; rename one of the clusters",
+            id="names-collide-in-cookie-space",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100,"
+                f" members: [{{ip: {COLLIDING_IPS[0]}}}, {{ip: {COLLIDING_IPS[1]}}}]}}"
+            ],
+            "clusters[0].members[1].ip",
+            f"the flow-cookie id 0x004e of {COLLIDING_IPS[1]} is already the cookie id of member {COLLIDING_IPS[0]}"
+            " in the same cluster; their flows could not be told apart: give the member another dedicated IP",
+            id="member-ips-collide-in-cookie-space",
+        ),
+        pytest.param(
+            ["{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.1.0.0}]}"],
+            "clusters[0].members[0].ip",
+            "the flow-cookie id 0x0000 of 10.1.0.0 is already reserved for the flows of the whole cluster;"
+            " their flows could not be told apart: give the member another dedicated IP",
+            id="member-ip-with-cookie-id-zero",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100,"
+                " members: [{ip: 10.0.0.11}, {ip: 10.0.0.12, mac: 02:de:0a:00:00:0b}]}"
+            ],
+            "clusters[0].members[1].mac",
+            "02:de:0a:00:00:0b is already the dedicated MAC of member 10.0.0.11 of cluster 'web'",
+            id="dedicated-mac-twice",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, mac: 02:bf:0a:00:00:65}]}",
+                "{name: api, cluster_ip: 10.0.0.101}",
+            ],
+            "clusters[0].members[0].mac",
+            "02:bf:0a:00:00:65 is already the cluster MAC of cluster 'api'",
+            id="dedicated-mac-is-a-cluster-mac",
+        ),
+        pytest.param(
+            [
+                "{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, dpid: 1, port: 3}]}",
+                "{name: api, cluster_ip: 10.0.0.101, members: [{ip: 10.0.0.21, dpid: '0000000000000001', port: 3}]}",
+            ],
+            "clusters[1].members[0].port",
+            "dpid 0x1 port 3 is already where member 10.0.0.11 of cluster 'web' is attached",
+            id="two-members-on-one-port",
+        ),
+    ],
+)
+def test_rejects_anything_claimed_twice(clusters, key, problem):
+    error = rejection("clusters:\n" + "".join(f"  - {cluster}\n" for cluster in clusters))
+    assert (error.key, error.problem) == (key, problem)
+    assert str(error) == f"config.yaml: {key}: {problem}"
+
+
+def test_rejects_a_top_level_that_is_not_a_mapping():
+    error = rejection("- web")
+    assert (error.key, error.problem) == ("", "expected a mapping, got a list")
+    assert str(error) == "config.yaml: expected a mapping, got a list"
+
+
+def test_rejects_invalid_yaml_with_its_line():
+    error = rejection("clusters:\n  - name: web\n   cluster_ip: 10.0.0.100\n")
+    assert error.key == ""
+    assert error.problem.startswith("invalid YAML: line 3, column ")
+
+
+def test_rejects_an_unreadable_file_naming_it(tmp_path):
+    path = str(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.source == path
+    assert str(caught.value) == f"{path}: cannot read the file: No such file or directory"
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "clusters: []", "fabric: {}"])
+def test_empty_config_is_an_empty_registry(text):
+    assert parse(text) == Config()
+
+
+def test_defaults_derive_macs_from_ips():
+    config = parse("clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11}]}]")
+    assert config == Config(
+        registry=Registry(
+            clusters=(
+                Cluster(
+                    name="web",
+                    cluster_ip="10.0.0.100",
+                    cluster_mac="02:bf:0a:00:00:64",
+                    arp=ArpMode.PROXY,
+                    mode="unicast",
+                    members=(Member(ip="10.0.0.11", dedicated_mac="02:de:0a:00:00:0b"),),
+                ),
+            )
+        ),
+        settings=Settings(normal_fallback=True),
+    )
+
+
+def test_explicit_values_are_kept_in_canonical_form():
+    config = parse(
+        """\
+        fabric:
+          normal_fallback: false
+        clusters:
+          - name: web
+            cluster_ip: 10.0.0.100
+            cluster_mac: 02-BF-0A-00-00-99
+            mode: unicast
+            arp: relay
+            members:
+              - {ip: 10.0.0.11, mac: 12:34:56:10:20:30, dpid: 1, port: 7}
+        """
+    )
+    assert config.settings == Settings(normal_fallback=False)
+    (cluster,) = config.registry.clusters
+    assert (cluster.cluster_mac, cluster.arp) == ("02:bf:0a:00:00:99", ArpMode.RELAY)
+    assert cluster.members == (Member(ip="10.0.0.11", dedicated_mac="12:34:56:10:20:30", dpid=1, port=7),)
+
+
+@pytest.mark.parametrize(
+    ("dpid", "expected"),
+    [
+        ("1", 1),
+        ("'0000000000000001'", 1),
+        ("0000000000000010", 0x10),  # unquoted: hex as OVS prints it, not YAML 1.1 octal
+        ("00000000000000ab", 0xAB),
+        ("'0x00ab'", 0xAB),
+        ("0xAB", 0xAB),
+        ("'ffffffffffffffff'", 2**64 - 1),
+        ("18446744073709551615", 2**64 - 1),
+    ],
+)
+def test_dpid_forms_normalize_to_int(dpid, expected):
+    config = parse(
+        f"clusters: [{{name: web, cluster_ip: 10.0.0.100, members: [{{ip: 10.0.0.11, dpid: {dpid}, port: 1}}]}}]"
+    )
+    assert config.registry.clusters[0].members[0].dpid == expected
+
+
+def test_example_config_loads():
+    config = load_config(str(EXAMPLE))
+    assert [cluster.name for cluster in config.registry.clusters] == ["web", "api"]
+    assert config.registry.cluster_named("web").member_for_ip("10.0.0.11").pinned
