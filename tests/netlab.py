@@ -1,0 +1,907 @@
+"""A throw-away network lab: one Open vSwitch bridge and hosts, each in a network namespace of its own.
+
+The lab exists so that lab tests see real Linux stacks (ARP cache, probes, TCP) behind a real switch.
+Everything lives in namespaces the lab creates and deletes: a *switch namespace* holds a private
+ovsdb-server and a userspace (`netdev`) ovs-vswitchd, the switch ends of the veths and the controller,
+and every host gets a namespace with its veth end as `eth0`. No lab namespace has a default route, so
+lab traffic cannot leave the lab. Teardown stops every process the lab started by its pid and deletes
+its namespaces, even if setup failed halfway, the test raised or the process got SIGTERM.
+
+The lab is IPv4 only: IPv6 is off in its namespaces so that captures hold no router solicitations.
+Standard library and scapy only; runs under Python 3.9 (Ryu) and 3.11 (os-ken).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import scapy.layers.inet  # noqa: F401 - registers Ether, ARP, IP, TCP and UDP, so that rdpcap dissects them
+from scapy.packet import Packet
+from scapy.utils import rdpcap
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+BRIDGE = "br0"
+CONTROLLER_PORT = 6653
+CONTROLLER_TARGET = f"tcp:127.0.0.1:{CONTROLLER_PORT}"
+MANAGERS = {
+    "osken": REPO_ROOT / ".venv" / "bin" / "osken-manager",
+    "ryu": REPO_ROOT / ".venv-ryu" / "bin" / "ryu-manager",
+}
+DEFAULT_APP = "ryu_apps/nlbflow.py"
+
+# The typical cluster of the lab tests (method.md): unicast mode, NIC MAC = cluster MAC on every member.
+CLUSTER_MAC = "02:bf:0a:00:00:64"
+CLUSTER_VIP = "10.0.0.100/32"
+MEMBER_DIPS = ("10.0.0.11/24", "10.0.0.12/24", "10.0.0.13/24")
+CLIENT_MAC = "02:00:0a:00:00:32"
+CLIENT_ADDRESS = "10.0.0.50/24"
+
+_NAME_RE = re.compile(r"^[a-z0-9]+$")
+_IFNAMSIZ = 15
+_OFCTL_STATS = re.compile(
+    r"^(cookie|duration|table|n_packets|n_bytes|idle_timeout|hard_timeout|importance|idle_age|hard_age)="
+)
+_FLOW_FLAGS = ("send_flow_rem", "check_overlap", "reset_counts", "no_packet_counts", "no_byte_counts")
+
+# Small programs run with sys.executable inside a namespace. Each ends by itself (signal.alarm) so that
+# nothing outlives a lab even if teardown never ran.
+_ECHO_SERVER = r"""
+import signal, socket, sys, threading
+proto, ip, port, lifetime = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+signal.alarm(lifetime)
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+srv = socket.socket(socket.AF_INET, kind)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((ip, port))
+if proto == "udp":
+    print("ready", flush=True)
+    while True:
+        data, peer = srv.recvfrom(65535)
+        srv.sendto(data, peer)
+srv.listen()
+print("ready", flush=True)
+def echo(conn):
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            conn.sendall(data)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=echo, args=(conn,), daemon=True).start()
+"""
+
+_TCP_CLIENT = r"""
+import signal, socket, sys
+ip, port, source, lifetime, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+signal.alarm(lifetime)
+sock = socket.socket()
+sock.settimeout(timeout)
+try:
+    if source:
+        sock.bind((source, 0))
+    sock.connect((ip, port))
+except OSError as exc:
+    print("error", exc, flush=True)
+    sys.exit(1)
+print("connected", flush=True)
+for line in sys.stdin:
+    data = line.encode()
+    got = b""
+    try:
+        sock.sendall(data)
+        while len(got) < len(data):
+            chunk = sock.recv(len(data) - len(got))
+            if not chunk:
+                raise OSError("connection closed by peer")
+            got += chunk
+    except OSError as exc:
+        print("error", exc, flush=True)
+        sys.exit(1)
+    print("ok" if got == data else "mismatch", flush=True)
+"""
+
+_UDP_CLIENT = r"""
+import socket, sys
+ip, port, source, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+payload = sys.argv[5].encode()
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(timeout)
+if source:
+    sock.bind((source, 0))
+sock.sendto(payload, (ip, port))
+try:
+    sys.exit(0 if sock.recv(65535) == payload else 1)
+except OSError:
+    sys.exit(1)
+"""
+
+_SEND_FRAMES = r"""
+import socket, sys
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((sys.argv[1], 0))
+for frame in sys.argv[2:]:
+    sock.send(bytes.fromhex(frame))
+"""
+
+
+LABS: list[Lab] = []  # every Lab built in this process, so that a test harness can check each left nothing
+
+
+class LabError(RuntimeError):
+    """A lab command failed; the message carries the command and its output."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host namespace whose `eth0` is plugged into br0 at `ofport` through `switch_iface`."""
+
+    name: str
+    netns: str
+    mac: str
+    addresses: tuple[str, ...]  # "ip/prefix", in the order they were added
+    ofport: int
+    switch_iface: str
+
+    @property
+    def ip(self) -> str:
+        """The first address without its prefix: a member's DIP, a client's only address."""
+        return self.addresses[0].split("/")[0]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One line of `ovs-ofctl dump-flows`, with the parts tests compare."""
+
+    cookie: int
+    table: int
+    priority: int
+    match: str
+    actions: str
+    n_packets: int
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class Neigh:
+    """One IPv4 neighbour entry; `lladdr` is None while unresolved (INCOMPLETE, FAILED)."""
+
+    ip: str
+    lladdr: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process the lab started. The start time tells our process from a later one that reuses the pid."""
+
+    pid: int
+    start_time: str
+    what: str
+
+    @classmethod
+    def of(cls, pid: int, what: str) -> ProcessRecord:
+        stat = _proc_stat(pid)
+        return cls(pid, stat[19] if stat else "", what)
+
+    def alive(self) -> bool:
+        """True while the process runs (a zombie counts as gone); never true for a reused pid."""
+        stat = _proc_stat(self.pid)
+        return stat is not None and stat[0] != "Z" and stat[19] == self.start_time
+
+
+@dataclass
+class Capture:
+    """Frames seen by one tcpdump; `frames` is filled when the capture's with-block exits."""
+
+    path: Path
+    frames: list[Packet] = field(default_factory=list)
+
+
+class TcpSession:
+    """A TCP connection held open across events: echo() sends a line and tells whether it came back.
+
+    The client runs in the client's namespace and reads lines from its stdin; the echo server runs in the
+    server's. After one failed echo the session is finished (the connection may hold stray bytes).
+    """
+
+    def __init__(self, server: subprocess.Popen, client: subprocess.Popen, timeout: float) -> None:
+        self._server = server
+        self._client = client
+        self._timeout = timeout
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(client.stdout, self._lines), daemon=True).start()
+        first = self._next_line(timeout + 2.0)
+        self.connected = first == "connected"
+        self.error = None if self.connected else first
+        self._usable = self.connected
+
+    def echo(self, message: str = "hello") -> bool:
+        """Send `message` and return True if the same bytes come back within the session's timeout."""
+        if "\n" in message:
+            raise ValueError("an echo message is one line")
+        if not self._usable:
+            return False
+        try:
+            self._client.stdin.write(message + "\n")
+            self._client.stdin.flush()
+        except OSError as exc:
+            self._usable, self.error = False, str(exc)
+            return False
+        answer = self._next_line(self._timeout + 2.0)
+        if answer != "ok":
+            self._usable, self.error = False, answer
+        return self._usable
+
+    def close(self) -> None:
+        """Stop the client and the server, by pid."""
+        _stop_process(self._client)
+        _stop_process(self._server)
+
+    def __enter__(self) -> TcpSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _next_line(self, timeout: float) -> str:
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return "timeout"
+
+
+class Lab:
+    """An OVS bridge (br0, OpenFlow 1.3, fail_mode secure) in a switch namespace, and hosts around it.
+
+    Use as a context manager, or call close(). The bridge's controller is tcp:127.0.0.1:6653 inside the
+    switch namespace from the start: adding or removing a bridge's first controller later makes OVS
+    flush the bridge's flows.
+    """
+
+    def __init__(self, prefix: str | None = None, dpid: int = 1) -> None:
+        self.prefix = prefix or _unused_prefix()
+        if not _NAME_RE.match(self.prefix) or len(self.prefix) > 8:
+            raise ValueError(f"lab prefix {self.prefix!r}: up to 8 lower-case letters and digits")
+        LABS.append(self)
+        self.dpid = dpid
+        self.switch_netns = f"{self.prefix}-sw"
+        self.hosts: dict[str, Host] = {}
+        self.namespaces: list[str] = []
+        self.processes: list[ProcessRecord] = []
+        self._popens: list[subprocess.Popen] = []
+        self._controller: subprocess.Popen | None = None
+        self._controller_args: tuple[str, str | None, tuple[str, ...], str] | None = None
+        self._controller_log: Path | None = None
+        self._controller_starts = 0
+        self.closed = False
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"nlbflow-{self.prefix}-"))
+        self._ovs_env = {**os.environ, "OVS_RUNDIR": str(self.workdir), "OVS_DBDIR": str(self.workdir)}
+        self._ovs_env.update(OVS_LOGDIR=str(self.workdir), OVS_SYSCONFDIR=str(self.workdir))
+        atexit.register(self.close)
+        _exit_on_sigterm()
+        try:
+            self._start_switch()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def _start_switch(self) -> None:
+        """ovsdb-server and a userspace ovs-vswitchd with a private run directory, as OVS's own tests do."""
+        self._add_netns(None)
+        db = self.workdir / "conf.db"
+        self.run(None, "ovsdb-tool", "create", str(db), str(OVS_SCHEMA), env=self._ovs_env)
+        remote = f"--remote=punix:{self.workdir / 'db.sock'}"
+        self.run(None, "ovsdb-server", str(db), remote, "--pidfile", "--detach", "--log-file", env=self._ovs_env)
+        self._record_pidfile("ovsdb-server")
+        self.vsctl("--no-wait", "init")
+        self.run(None, "ovs-vswitchd", "--disable-system", "--pidfile", "--detach", "--log-file", env=self._ovs_env)
+        self._record_pidfile("ovs-vswitchd")
+        # Out-of-band: the controller is on loopback, never reached through br0.
+        self.vsctl(
+            *("add-br", BRIDGE),
+            *("--", "set", "bridge", BRIDGE, "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure"),
+            *("--", "set", "bridge", BRIDGE, f"other-config:datapath-id={self.dpid:016x}"),
+            *("--", "set-controller", BRIDGE, CONTROLLER_TARGET),
+            *("--", "set", "controller", BRIDGE, "connection-mode=out-of-band"),
+        )
+
+    def _record_pidfile(self, daemon: str) -> None:
+        pid = int((self.workdir / f"{daemon}.pid").read_text().strip())
+        self.processes.append(ProcessRecord.of(pid, daemon))
+
+    def _add_netns(self, host: Host | None) -> None:
+        """The host's (None: the switch's) namespace, loopback up, IPv6 off (no solicitations in captures)."""
+        netns = self._netns(host)
+        _host_cmd("ip", "netns", "add", netns)
+        self.namespaces.append(netns)
+        self.run(host, "ip", "link", "set", "lo", "up")
+        if Path("/proc/sys/net/ipv6").exists():
+            self.run(
+                host, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
+            )
+
+    def add_host(self, name: str, mac: str, addresses: Sequence[str], ofport: int) -> Host:
+        """A namespace `<prefix>-<name>` whose eth0 (`mac`, `addresses`) is br0's port `ofport`."""
+        switch_iface = self.prefix + name
+        if not _NAME_RE.match(name) or len(switch_iface) > _IFNAMSIZ:
+            raise ValueError(f"host name {name!r}: lower-case letters and digits, at most {_IFNAMSIZ} with prefix")
+        if name in self.hosts or any(h.ofport == ofport for h in self.hosts.values()):
+            raise ValueError(f"host {name!r} or ofport {ofport} already in the lab")
+        host = Host(name, f"{self.prefix}-{name}", mac.lower(), tuple(addresses), ofport, switch_iface)
+        self._add_netns(host)
+        _host_cmd(
+            *f"ip link add eth0 netns {host.netns} type veth peer name {switch_iface} netns {self.switch_netns}".split()
+        )
+        self.run(host, "ip", "link", "set", "eth0", "address", host.mac)
+        for address in host.addresses:
+            self.run(host, "ip", "addr", "add", address, "dev", "eth0")
+        self.run(host, "ip", "link", "set", "eth0", "up")
+        # Mandatory: with TX offload on, TCP through the userspace datapath hangs (method.md, lab facts).
+        self.run(host, "ethtool", "-K", "eth0", "tx", "off")
+        self.run(None, "ip", "link", "set", switch_iface, "up")
+        self.vsctl("add-port", BRIDGE, switch_iface, "--", "set", "interface", switch_iface, f"ofport_request={ofport}")
+        got = self.vsctl("get", "interface", switch_iface, "ofport").strip()
+        if got != str(ofport):
+            raise LabError(f"{switch_iface} got ofport {got}, not {ofport}")
+        self.hosts[name] = host
+        return host
+
+    def add_member(
+        self, name: str, dip: str, ofport: int, vip: str = CLUSTER_VIP, cluster_mac: str = CLUSTER_MAC
+    ) -> Host:
+        """An NLB member in unicast mode: NIC MAC = cluster MAC, DIP (with prefix) then VIP/32 on eth0."""
+        return self.add_host(name, cluster_mac, [dip, vip], ofport)
+
+    def add_typical_cluster(self) -> tuple[list[Host], Host]:
+        """Members m1..m3 (MEMBER_DIPS) on ofports 1..3 and client c1 (CLIENT_ADDRESS) on ofport 4."""
+        members = [self.add_member(f"m{i}", dip, ofport=i) for i, dip in enumerate(MEMBER_DIPS, start=1)]
+        client = self.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], ofport=len(members) + 1)
+        return members, client
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        host: Host | None,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run `argv` in the host's namespace (None: the switch namespace) and return its output as text."""
+        netns = self._netns(host)
+        return _host_cmd("ip", "netns", "exec", netns, *argv, check=check, timeout=timeout, env=env, stdin=stdin)
+
+    def _netns(self, host: Host | None) -> str:
+        return self.switch_netns if host is None else host.netns
+
+    def vsctl(self, *args: str) -> str:
+        """`ovs-vsctl` against the lab's ovsdb-server; returns stdout."""
+        return self.run(None, "ovs-vsctl", "--timeout=10", *args, env=self._ovs_env).stdout
+
+    def ofctl(self, command: str, *args: str, check: bool = True) -> str:
+        """`ovs-ofctl -O OpenFlow13 <command> br0 <args>`; returns stdout."""
+        return self.run(
+            None, "ovs-ofctl", "-O", "OpenFlow13", command, BRIDGE, *args, check=check, env=self._ovs_env
+        ).stdout
+
+    def appctl(self, *args: str) -> str:
+        """`ovs-appctl <args>` (ovs-vswitchd unless `-t` says otherwise); returns stdout."""
+        return self.run(None, "ovs-appctl", *args, env=self._ovs_env).stdout
+
+    def add_flow(self, flow: str) -> None:
+        """Add one flow in ovs-ofctl syntax, e.g. "actions=NORMAL"."""
+        self.ofctl("add-flow", flow)
+
+    def del_flows(self, match: str = "") -> None:
+        """Delete the flows `match` selects (all of them by default)."""
+        self.ofctl("del-flows", *([match] if match else []))
+
+    def dump_flows(self, cookie_mask: str | None = None, table: int | None = None) -> list[Flow]:
+        """br0's flows, optionally only those whose cookie matches "0xC/0xM" or of one table."""
+        selector = []
+        if cookie_mask:
+            selector.append(f"cookie={cookie_mask}")
+        if table is not None:
+            selector.append(f"table={table}")
+        text = self.ofctl("dump-flows", *([",".join(selector)] if selector else []))
+        return [parse_flow(line) for line in text.splitlines() if " actions=" in line]
+
+    # --- hosts: reachability ----------------------------------------------------------------------
+
+    def ping_replies(self, src: Host, dst_ip: str, count: int = 3, timeout: float = 1.0, interval: float = 0.2) -> int:
+        """How many of `count` echo requests from `src` to `dst_ip` were answered (each waits `timeout` s)."""
+        argv = f"ping -n -c {count} -i {interval} -W {timeout} {dst_ip}".split()
+        out = self.run(src, *argv, check=False, timeout=count * (interval + timeout) + 10).stdout
+        found = re.search(r"(\d+) received", out)
+        return int(found.group(1)) if found else 0
+
+    def ping(self, src: Host, dst_ip: str, count: int = 3, timeout: float = 1.0) -> bool:
+        """True only if every one of `count` echo requests was answered."""
+        return self.ping_replies(src, dst_ip, count, timeout) == count
+
+    def tcp_session(
+        self,
+        client: Host,
+        server: Host,
+        server_ip: str,
+        port: int,
+        *,
+        source_ip: str | None = None,
+        timeout: float = 5.0,
+        lifetime: int = 300,
+    ) -> TcpSession:
+        """Open a TCP connection from `client` to an echo server on `server_ip:port` in `server`.
+
+        Check `.connected`; call `.echo()` whenever the test wants to know whether the connection still
+        works, and `.close()` (or use it as a context manager) when done. Both ends exit by themselves
+        after `lifetime` seconds.
+        """
+        srv = self._start_echo_server("tcp", server, server_ip, port, lifetime)
+        cli = self._spawn(
+            client.netns,
+            [sys.executable, "-c", _TCP_CLIENT, server_ip, str(port), source_ip or "", str(lifetime), str(timeout)],
+            "tcp client",
+            stdin=subprocess.PIPE,
+        )
+        return TcpSession(srv, cli, timeout)
+
+    def tcp_exchange(
+        self,
+        client: Host,
+        server: Host,
+        server_ip: str,
+        port: int,
+        *,
+        source_ip: str | None = None,
+        timeout: float = 5.0,
+    ) -> bool:
+        """True if a fresh TCP connection from `client` to `server_ip:port` carries bytes both ways."""
+        with self.tcp_session(client, server, server_ip, port, source_ip=source_ip, timeout=timeout, lifetime=60) as s:
+            return s.connected and s.echo("nlbflow")
+
+    def udp_exchange(
+        self,
+        client: Host,
+        server: Host,
+        server_ip: str,
+        port: int,
+        *,
+        source_ip: str | None = None,
+        timeout: float = 3.0,
+    ) -> bool:
+        """True if one UDP datagram from `client` to `server_ip:port` is echoed back by `server`."""
+        srv = self._start_echo_server("udp", server, server_ip, port, lifetime=60)
+        try:
+            argv = [sys.executable, "-c", _UDP_CLIENT, server_ip, str(port), source_ip or "", str(timeout), "nlbflow"]
+            return self.run(client, *argv, check=False, timeout=timeout + 10).returncode == 0
+        finally:
+            _stop_process(srv)
+
+    def _start_echo_server(self, proto: str, host: Host, ip: str, port: int, lifetime: int) -> subprocess.Popen:
+        proc = self._spawn(
+            host.netns,
+            [sys.executable, "-c", _ECHO_SERVER, proto, ip, str(port), str(lifetime)],
+            f"{proto} echo server",
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
+        try:
+            ready = lines.get(timeout=10)
+        except queue.Empty:
+            ready = "no answer"
+        if ready != "ready":
+            _stop_process(proc)
+            raise LabError(f"{proto} echo server on {host.name} {ip}:{port} did not start: {ready}")
+        return proc
+
+    # --- hosts: ARP and neighbours ----------------------------------------------------------------
+
+    def neigh(self, host: Host) -> dict[str, Neigh]:
+        """The host's IPv4 neighbour table on eth0, by IP."""
+        entries = json.loads(self.run(host, "ip", "-j", "-4", "neigh", "show", "dev", "eth0").stdout or "[]")
+        return {e["dst"]: Neigh(e["dst"], e.get("lladdr"), (e.get("state") or [""])[0]) for e in entries}
+
+    def flush_neigh(self, host: Host) -> None:
+        """Forget every dynamic neighbour entry on eth0."""
+        self.run(host, "ip", "neigh", "flush", "dev", "eth0")
+
+    def set_neigh(self, host: Host, ip: str, mac: str, nud: str = "stale") -> None:
+        """Create or overwrite a neighbour entry, e.g. to plant the cluster MAC for a peer."""
+        self.run(host, "ip", "neigh", "replace", ip, "lladdr", mac, "dev", "eth0", "nud", nud)
+
+    def set_neigh_stale(self, host: Host, ip: str) -> None:
+        """Make an entry STALE, keeping its MAC, so the next packet to `ip` makes Linux probe it (unicast)."""
+        entry = self.neigh(host).get(ip)
+        if entry is None or entry.lladdr is None:
+            raise LabError(f"{host.name} has no resolved neighbour entry for {ip}: {entry}")
+        self.set_neigh(host, ip, entry.lladdr, "stale")
+
+    def arping(
+        self,
+        host: Host,
+        target_ip: str,
+        *,
+        count: int = 1,
+        timeout: float = 2.0,
+        target_mac: str | None = None,
+        source_ip: str | None = None,
+    ) -> list[str]:
+        """ARP request(s) for `target_ip` from eth0; returns the MAC of each reply (empty: none came).
+
+        `target_mac` sends the request unicast to that MAC (as Linux probes a stale entry); `source_ip`
+        sets the sender IP (`arp_spa`).
+        """
+        argv = ["arping", "-i", "eth0", "-c", str(count), "-w", str(timeout)]
+        argv += ["-t", target_mac] if target_mac else []
+        argv += ["-S", source_ip] if source_ip else []
+        out = self.run(host, *argv, target_ip, check=False, timeout=timeout + count + 10).stdout
+        return re.findall(r"bytes from ([0-9a-f:]{17}) ", out)
+
+    def gratuitous_arp(self, host: Host, ip: str, *, reply: bool = False, count: int = 1) -> None:
+        """Broadcast a gratuitous ARP for `ip`: a request (`arp_spa` = `arp_tpa` = ip), or a reply with `reply`.
+
+        Debian's arping (Thomas Habets' 2.x) puts ff:ff:ff:ff:ff:ff in `arp_tha` of both.
+        """
+        argv = ["arping", "-U", *(["-P"] if reply else []), "-i", "eth0", "-c", str(count), "-w", "1", ip]
+        self.run(host, *argv, check=False, timeout=count + 10)
+
+    def dad_probe(self, host: Host, ip: str, timeout: float = 1.0) -> list[str]:
+        """A duplicate-address probe (`arp_spa` 0.0.0.0, `arp_tpa` ip); returns the MACs that claimed `ip`."""
+        out = self.run(
+            host, "arping", "-0", "-i", "eth0", "-c", "1", "-w", str(timeout), ip, check=False, timeout=timeout + 10
+        ).stdout
+        return re.findall(r"bytes from ([0-9a-f:]{17}) ", out)
+
+    def send_frames(self, host: Host, frames: Sequence[bytes]) -> None:
+        """Send raw Ethernet frames out of the host's eth0, e.g. ones built with scapy (`bytes(Ether()/ARP())`)."""
+        self.run(host, sys.executable, "-c", _SEND_FRAMES, "eth0", *(frame.hex() for frame in frames))
+
+    # --- capture ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def capture(
+        self, where: Host | str, bpf_filter: str = "", *, direction: str | None = None, settle: float = 0.3
+    ) -> Iterator[Capture]:
+        """Capture frames while the with-block runs; `.frames` holds them (scapy packets) afterwards.
+
+        `where` is a host (its eth0) or the name of a switch-side interface such as `host.switch_iface`.
+        `direction` is tcpdump's -Q ("in" or "out", seen from that interface). The capture is running
+        when the block starts, and keeps running `settle` seconds after it ends for frames in flight.
+        """
+        netns, iface = (where.netns, "eth0") if isinstance(where, Host) else (self.switch_netns, where)
+        cap = Capture(self.workdir / f"capture-{secrets.token_hex(4)}.pcap")
+        errlog = cap.path.with_suffix(".err")
+        # Immediate mode: otherwise frames wait in the kernel's ring for up to a second and are lost when
+        # tcpdump is stopped. -Z root: tcpdump would drop privileges and then could not write the file.
+        argv = ["tcpdump", "-n", "--immediate-mode", "-U", "-Z", "root", "-i", iface, "-w", str(cap.path)]
+        argv += ["-Q", direction] if direction else []
+        argv += [bpf_filter] if bpf_filter else []
+        with errlog.open("w") as err:
+            proc = self._spawn(netns, argv, f"tcpdump on {iface}", stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 10
+        while "listening on" not in errlog.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop_process(proc)
+                raise LabError(f"tcpdump on {iface} in {netns} did not start: {errlog.read_text().strip()}")
+            time.sleep(0.05)
+        try:
+            yield cap
+        finally:
+            time.sleep(settle)
+            _stop_process(proc)
+            if cap.path.exists() and cap.path.stat().st_size > 0:
+                cap.frames = list(rdpcap(str(cap.path)))
+
+    # --- controller -------------------------------------------------------------------------------
+
+    def start_controller(
+        self,
+        runtime: str = "osken",
+        config_path: str | os.PathLike | None = None,
+        extra_args: Sequence[str] = (),
+        app: str = DEFAULT_APP,
+    ) -> subprocess.Popen:
+        """Run osken-manager or ryu-manager with `app` in the switch namespace, listening on 127.0.0.1:6653.
+
+        cwd is the repo root, NLBFLOW_CONFIG is `config_path` (if given), output goes to a log file
+        (controller_log()). `extra_args` come before `app` (options, or more apps); `app` may also be a
+        module name. Returns without waiting for the switch to connect: see wait_connected().
+        """
+        if self._controller is not None and self._controller.poll() is None:
+            raise LabError("a controller is already running in this lab")
+        if runtime not in MANAGERS:
+            raise ValueError(f"runtime {runtime!r}: one of {', '.join(MANAGERS)}")
+        manager = MANAGERS[runtime]
+        if not manager.exists():
+            raise LabError(f"{manager} is missing: run `make install`")
+        env = dict(os.environ)
+        if config_path is not None:
+            env["NLBFLOW_CONFIG"] = str(config_path)
+        argv = [
+            *(str(manager), "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(CONTROLLER_PORT)),
+            *extra_args,
+            app,
+        ]
+        self._controller_starts += 1
+        self._controller_log = self.workdir / f"controller-{self._controller_starts}.log"
+        with self._controller_log.open("w") as log:
+            self._controller = self._spawn(
+                self.switch_netns,
+                argv,
+                f"controller {runtime}",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+            )
+        self._controller_args = (runtime, None if config_path is None else str(config_path), tuple(extra_args), app)
+        return self._controller
+
+    def stop_controller(self, kill9: bool = False) -> None:
+        """Stop the controller by pid: SIGTERM (SIGKILL if it lingers), or SIGKILL at once with `kill9`."""
+        if self._controller is not None:
+            _stop_process(self._controller, kill9=kill9)
+
+    def restart_controller(self, kill9: bool = False) -> subprocess.Popen:
+        """Stop the controller and start it again with the same arguments (a fresh log file)."""
+        if self._controller_args is None:
+            raise LabError("no controller was started in this lab")
+        self.stop_controller(kill9=kill9)
+        runtime, config_path, extra_args, app = self._controller_args
+        return self.start_controller(runtime, config_path, extra_args, app)
+
+    def controller_connected(self) -> bool:
+        """Whether ovs-vswitchd holds a TCP connection to the controller port right now.
+
+        The socket, not the Controller table: OVS refreshes `is_connected` there only every 5 s or so.
+        """
+        sockets = self.run(None, "ss", "-Htn", "state", "established", f"( dport = :{CONTROLLER_PORT} )").stdout
+        return bool(sockets.strip())
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        """Wait until br0 is connected to the controller; raise LabError (with the log) if it never is.
+
+        OVS retries a lost controller after 1, 2, 4, then every 8 s, so a restart can take that long.
+        """
+        self._wait_connection(True, timeout)
+
+    def wait_disconnected(self, timeout: float = 15.0) -> None:
+        """Wait until br0 has noticed that its controller is gone."""
+        self._wait_connection(False, timeout)
+
+    def _wait_connection(self, connected: bool, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.controller_connected() != connected:
+            if connected and self._controller is not None and self._controller.poll() is not None:
+                raise LabError(f"controller exited with {self._controller.returncode}:\n{self.controller_log()}")
+            if time.monotonic() > deadline:
+                state = "connect to" if connected else "lose"
+                raise LabError(f"br0 did not {state} its controller in {timeout} s:\n{self.controller_log()}")
+            time.sleep(0.1)
+
+    def controller_log(self) -> str:
+        """The output of the controller started last (empty if none was)."""
+        if self._controller_log is None or not self._controller_log.exists():
+            return ""
+        return self._controller_log.read_text(errors="replace")
+
+    def ovs_log(self) -> str:
+        """ovs-vswitchd's log, for failure messages."""
+        path = self.workdir / "ovs-vswitchd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # --- processes and teardown -------------------------------------------------------------------
+
+    def _spawn(
+        self,
+        netns: str,
+        argv: Sequence[str],
+        what: str,
+        *,
+        stdin: int | None = None,
+        stdout: object = subprocess.PIPE,
+        stderr: object = subprocess.DEVNULL,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen:
+        """Start a long-running process in `netns` and record it, so that close() stops it by pid."""
+        # `ip netns exec` execs the command, so the Popen pid is the command's own.
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, *argv],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            text=True,
+            bufsize=1,
+        )
+        self._popens.append(proc)
+        self.processes.append(ProcessRecord.of(proc.pid, what))
+        return proc
+
+    def close(self) -> None:
+        """Stop every process the lab started (by pid), delete its namespaces and its temp dir.
+
+        Every step runs even if an earlier one failed; the failures are raised together at the end.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        atexit.unregister(self.close)
+        errors: list[str] = []
+
+        def attempt(step: str, action: Callable[..., object], *args: object) -> None:
+            try:
+                action(*args)
+            except Exception as exc:  # teardown must go on
+                errors.append(f"{step}: {exc}")
+
+        for proc in reversed(self._popens):
+            attempt(f"stop pid {proc.pid}", _stop_process, proc)
+        # The daemons detached from us: stop them through their recorded pid, switch before database.
+        for record in reversed(self.processes):
+            attempt(f"stop {record.what}", _terminate, record)
+        # Anything still inside a lab namespace was started by the lab (e.g. a command whose `ip netns exec`
+        # parent was killed by a timeout): stop it by pid, or the namespace would outlive its name.
+        for netns in self.namespaces:
+            attempt(f"sweep {netns}", self._sweep_netns, netns)
+        for netns in reversed(self.namespaces):
+            attempt(f"delete {netns}", _host_cmd, "ip", "netns", "delete", netns)
+        attempt("remove workdir", shutil.rmtree, self.workdir)
+        if errors:
+            raise LabError(f"lab {self.prefix} teardown: " + "; ".join(errors))
+
+    def _sweep_netns(self, netns: str) -> None:
+        pids = _host_cmd("ip", "netns", "pids", netns, check=False).stdout.split()
+        for pid in pids:
+            record = ProcessRecord.of(int(pid), f"leftover in {netns}")
+            self.processes.append(record)
+            _terminate(record)
+
+    def leftovers(self) -> list[str]:
+        """What of this lab still exists: namespaces, root-namespace links, processes, the temp dir."""
+        found = [f"namespace {name}" for name in list_netns() if name.startswith(f"{self.prefix}-")]
+        links = [line.split(":")[1].strip() for line in _host_cmd("ip", "-o", "link", "show").stdout.splitlines()]
+        found += [f"link {name}" for name in links if name.startswith(self.prefix)]
+        found += [f"process {r.pid} ({r.what})" for r in self.processes if r.alive()]
+        found += [f"directory {self.workdir}"] if self.workdir.exists() else []
+        return found
+
+
+def parse_flow(line: str) -> Flow:
+    """Parse one `ovs-ofctl dump-flows` line (stats, then "priority=N,match", then " actions=...")."""
+    head, actions = line.strip().split(" actions=", 1)
+    stats: dict[str, str] = {}
+    match = ""
+    for item in head.rstrip(",").split(", "):
+        if _OFCTL_STATS.match(item):
+            key, value = item.split("=", 1)
+            stats[key] = value
+        else:
+            match = item
+    words = match.split(" ")
+    match = " ".join(word for word in words if word not in _FLOW_FLAGS)
+    priority = 32768  # OpenFlow's default, which ovs-ofctl does not print
+    found = re.match(r"priority=(\d+),?", match)
+    if found:
+        priority, match = int(found.group(1)), match[found.end() :]
+    return Flow(
+        cookie=int(stats.get("cookie", "0"), 16),
+        table=int(stats.get("table", "0")),
+        priority=priority,
+        match=match,
+        actions=actions,
+        n_packets=int(stats.get("n_packets", "0")),
+        n_bytes=int(stats.get("n_bytes", "0")),
+    )
+
+
+def list_netns() -> list[str]:
+    """Names of all network namespaces (`ip netns list`)."""
+    return [line.split()[0] for line in _host_cmd("ip", "netns", "list").stdout.splitlines() if line.strip()]
+
+
+def _unused_prefix() -> str:
+    """A short random prefix that no namespace on the machine uses yet (other labs may be running)."""
+    taken = list_netns()
+    while True:
+        prefix = "nf" + secrets.token_hex(2)
+        if not any(name.startswith(f"{prefix}-") for name in taken):
+            return prefix
+
+
+def _host_cmd(
+    *argv: str, check: bool = True, timeout: float = 30.0, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command to completion; with `check`, a failure raises LabError showing its output."""
+    try:
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout} s: {' '.join(argv)}") from exc
+    if check and done.returncode != 0:
+        raise LabError(f"exit {done.returncode}: {' '.join(argv)}\n{done.stdout}{done.stderr}".rstrip())
+    return done
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat from the state on (the command name may hold spaces), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def _stop_process(proc: subprocess.Popen, kill9: bool = False, grace: float = 10.0) -> None:
+    """Stop a child by its pid: SIGTERM (SIGKILL if it lingers past `grace`), or SIGKILL at once."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill9 else signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    if proc.stdin is not None:
+        proc.stdin.close()  # output pipes are closed by the threads that read them (_pump_lines)
+
+
+def _terminate(record: ProcessRecord, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; only ever signals the very process recorded."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not record.alive():
+            return
+        os.kill(record.pid, sig)
+        deadline = time.monotonic() + grace
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if record.alive():
+        raise LabError(f"pid {record.pid} ({record.what}) survived SIGKILL")
+
+
+def _pump_lines(pipe, lines: queue.Queue[str]) -> None:
+    """Move a child's output lines to a queue, so that readers can wait with a timeout."""
+    with pipe:
+        for line in pipe:
+            lines.put(line.strip())
+    lines.put("eof")
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that with-blocks and atexit tear labs down; only if nobody else
+    handles SIGTERM, and only from the main thread (where Python delivers signals)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
