@@ -133,7 +133,8 @@ def decide_arp(
         return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(probe_mac, target.ip, switch_ports), learned)
     if frame.op == ARP_REPLY:
         return ArpDecision(Verdict.REVISED, (FrameOut(target_port, revised_reply(frame, sender, cluster)),), learned)
-    if cluster.arp == ArpMode.RELAY and sender is not None:
+    if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa == sender.ip:
+        # with the VIP as sender IP the target would drop the request (its own address): answer instead
         return ArpDecision(Verdict.RELAYED, (FrameOut(target_port, for_peer(frame, sender, cluster)),), learned)
     return ArpDecision(Verdict.ANSWERED, (FrameOut(in_port, proxy_reply(cluster, target, frame)),), learned)
 

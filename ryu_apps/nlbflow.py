@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from flows.config import load_config
+from flows.config import ConfigError, load_config
 from flows.core import NlbCore, Work
 from flows.model import Config
 from ryu_apps import ofmsgs
@@ -44,7 +44,11 @@ class NlbFlow(BaseApp):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         path = config_path()
-        config = load_config(path) if path else Config()
+        try:
+            config = load_config(path) if path else Config()
+        except ConfigError as error:  # a bad config stops the start, with file, key and problem named
+            self.logger.error("nlbflow: bad config: %s", error)
+            raise SystemExit(2) from None
         self.core = NlbCore(config)
         self.datapaths: dict[int, object] = {}
         self.multipart: dict[tuple[int, int], list] = {}  # (dpid, xid) -> bodies so far

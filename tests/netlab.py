@@ -569,9 +569,10 @@ class Lab:
     def gratuitous_arp(self, host: Host, ip: str, *, reply: bool = False, count: int = 1) -> None:
         """Broadcast a gratuitous ARP for `ip`: a request (`arp_spa` = `arp_tpa` = ip), or a reply with `reply`.
 
-        Debian's arping (Thomas Habets' 2.x) puts ff:ff:ff:ff:ff:ff in `arp_tha` of both.
+        Debian's arping (Thomas Habets' 2.x) puts ff:ff:ff:ff:ff:ff in `arp_tha` of both. `-S` is needed:
+        left to itself it may pick the VIP as sender IP.
         """
-        argv = ["arping", "-U", *(["-P"] if reply else []), "-i", "eth0", "-c", str(count), "-w", "1", ip]
+        argv = ["arping", "-U", *(["-P"] if reply else []), "-S", ip, "-i", "eth0", "-c", str(count), "-w", "1", ip]
         self.run(host, *argv, check=False, timeout=count + 10)
 
     def dad_probe(self, host: Host, ip: str, timeout: float = 1.0) -> list[str]:

@@ -66,6 +66,13 @@ def test_relay_passes_the_request_to_the_target_only_with_the_requesters_dedicat
     assert by_port(decision.outputs) == {MEMBER_PORT[B]: request(A, B, sha=DM[A], eth_src=DM[A])}
 
 
+def test_relay_falls_back_to_answering_when_the_sender_ip_is_the_vip(all_located):
+    """The target holds the VIP itself and would drop a request from it; the proxy answer still works."""
+    decision = decide(request(CLUSTER_IP, B), MEMBER_PORT[A], all_located, arp=ArpMode.RELAY)
+    assert decision.verdict == Verdict.ANSWERED
+    assert by_port(decision.outputs)[MEMBER_PORT[A]].tpa == CLUSTER_IP
+
+
 def test_relay_readdresses_a_unicast_probe_to_the_cluster_mac(all_located):
     decision = decide(request(A, B, eth_dst=DM[B]), MEMBER_PORT[A], all_located, arp=ArpMode.RELAY)
     relayed = by_port(decision.outputs)[MEMBER_PORT[B]]
