@@ -12,13 +12,18 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
+from flows.addresses import dedicated_mac
+from flows.cookies import Purpose, decode_cookie
+from tests.lab.appkit import APP_COOKIES, VIP, cluster_yaml, write_config
 from tests.netlab import CLUSTER_MAC, CLUSTER_VIP, Flow, Host, Lab, LabError
 
-APP_COOKIE = "0x4e4c000000000000/0xffff000000000000"
-VIP = CLUSTER_VIP.split("/")[0]
-PURPOSES = {1: "normal fallback", 2: "ARP to controller", 3: "to a member", 4: "to all members"}
+PURPOSES = {
+    Purpose.NORMAL_FALLBACK: "normal fallback",
+    Purpose.ARP_PUNT: "ARP to controller",
+    Purpose.MEMBER_DELIVERY: "to a member",
+    Purpose.CLUSTER_DELIVERY: "to all members",
+}
 FLOW_TIMEOUT = 30.0
 
 
@@ -43,11 +48,6 @@ class Checks:
 
 def heading(title: str, explanation: str) -> None:
     print(f"\n== {title} ==\n{explanation}", flush=True)
-
-
-def dedicated_mac(ip: str) -> str:
-    """nlbflow's default dedicated MAC for a DIP: 02:de:A:B:C:D (method.md, claim 4)."""
-    return "02:de:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
 
 
 def ping_matrix(lab: Lab, members: list[Host], count: int) -> dict[tuple[str, str], bool]:
@@ -101,21 +101,12 @@ def show_problem(lab: Lab, members: list[Host], checks: Checks) -> None:
     print("\n  Removed the NORMAL flow and flushed the members' neighbour tables.")
 
 
-def write_config(lab: Lab, members: list[Host], arp: str) -> str:
-    """The cluster as nlbflow sees it: members without dpid/port, so the app locates them itself."""
-    lines = ["clusters:", "  - name: web", f"    cluster_ip: {VIP}", f"    arp: {arp}", "    members:"]
-    lines += [f"      - ip: {m.ip}" for m in members]
-    path = lab.workdir / "nlbflow.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
     """The app locates members by probing them; wait until each has its priority-200 delivery flow."""
     wanted = {dedicated_mac(m.ip) for m in members}
     deadline = time.monotonic() + FLOW_TIMEOUT
     while True:
-        flows = lab.dump_flows(APP_COOKIE)
+        flows = lab.dump_flows(APP_COOKIES)
         missing = {mac for mac in wanted if not any(f.priority == 200 and mac in f.match for f in flows)}
         if not missing:
             return flows
@@ -131,7 +122,7 @@ def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
 def print_flows(flows: list[Flow]) -> None:
     print(f"  {'cookie':<18}  {'purpose':<17}  {'prio':>4}  {'match':<30}  {'actions':<44}  packets")
     for f in sorted(flows, key=lambda f: (-f.priority, f.cookie)):
-        purpose = PURPOSES.get((f.cookie >> 8) & 0xFF, "?")
+        purpose = PURPOSES.get(decode_cookie(f.cookie).purpose, "?")
         print(
             f"  0x{f.cookie:016x}  {purpose:<17}  {f.priority:>4}  {f.match or '(any)':<30}  {f.actions:<44}"
             f"  {f.n_packets}"
@@ -147,9 +138,10 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
         f"3. The fix: nlbflow on {args.runtime}, ARP mode {args.arp}",
         "Each member gets a dedicated MAC (02:de:<DIP>) that exists only in the switch and its peers' ARP caches.",
     )
-    config = write_config(lab, members, args.arp)
+    # members without dpid/port: the app locates them itself
+    config = write_config(lab, cluster_yaml(args.arp, tuple(m.addresses[0] for m in members)))
     print(f"  Config {config}:")
-    print("".join(f"    {line}\n" for line in Path(config).read_text().splitlines()), end="")
+    print("".join(f"    {line}\n" for line in config.read_text().splitlines()), end="")
     lab.start_controller(args.runtime, config)
     lab.wait_connected()
     print("  The switch is connected; waiting for the app to locate every member ...", flush=True)
@@ -176,8 +168,8 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
             print(f"    {member.name}: {peer.ip:<10} -> {mac or '(none)':<17}  {state:<10} {owner_of(mac, members)}")
             checks.check(mac == dedicated_mac(peer.ip), f"fix: {member.name} should hold {peer.name}'s dedicated MAC")
 
-    print("\n  The app's flows in br0 (ovs-ofctl dump-flows br0 cookie=" + APP_COOKIE + "):")
-    print_flows(lab.dump_flows(APP_COOKIE))
+    print("\n  The app's flows in br0 (ovs-ofctl dump-flows br0 cookie=" + APP_COOKIES + "):")
+    print_flows(lab.dump_flows(APP_COOKIES))
 
     print("\n  The client still sees the cluster the usual way: VIP and DIPs resolve to the cluster MAC")
     print("  (every member answers an ARP for the VIP, each with the cluster MAC).")
