@@ -47,6 +47,7 @@ class Verdict(str, Enum):
     LOCATED = "located"  # a member's answer to the app's own probe: consumed
     TARGET_UNLOCATED = "target_unlocated"  # the peer has not been found yet: probed, not answered
     NOT_A_CLUSTER = "not_a_cluster"  # sha is no registered cluster MAC: flooded unchanged
+    DROPPED_SPOOFED = "dropped_spoofed"  # claims a pinned member's DIP from another port: dropped
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def decide_arp(
     sender = cluster.member_for_ip(frame.spa)
     learned = None
     ports = dict(member_ports)
+    if sender is not None and sender.pinned and ports.get((cluster.name, sender.ip)) != in_port:
+        return ArpDecision(Verdict.DROPPED_SPOOFED)
     if sender is not None and not sender.pinned:
         learned = ((cluster.name, sender.ip), in_port)
         ports[(cluster.name, sender.ip)] = in_port

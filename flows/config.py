@@ -7,6 +7,7 @@ one piece each, so a REST layer can validate what it receives with the same rule
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Callable
 
@@ -20,7 +21,7 @@ from flows.addresses import (
     parse_unicast_mac,
     unicast_cluster_mac,
 )
-from flows.model import ArpMode, Cluster, Config, Member, Registry, Settings
+from flows.model import ArpMode, Cluster, Config, ControllerSettings, Member, Registry, Settings
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names appear in URLs
 MAX_DPID = 2**64 - 1
@@ -122,8 +123,9 @@ def config_from_data(data: object, source: str) -> Config:
     """Validate an already-parsed config; None (an empty file) is an empty registry."""
     if data is None:
         return Config()
-    fields = _fields(data, "", source, required=(), optional=("fabric", "clusters"))
+    fields = _fields(data, "", source, required=(), optional=("fabric", "controller", "clusters"))
     settings = _settings_from_data(fields["fabric"], "fabric", source) if "fabric" in fields else Settings()
+    controller = _controller_from_data(fields.get("controller", {}), "controller", source)
     clusters_data = _list(fields.get("clusters", []), "clusters", source)
     registry = Registry(
         clusters=tuple(
@@ -131,7 +133,7 @@ def config_from_data(data: object, source: str) -> Config:
         )
     )
     validate_registry(registry, source)
-    return Config(registry=registry, settings=settings)
+    return Config(registry=registry, settings=settings, controller=controller)
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
@@ -142,6 +144,57 @@ def _settings_from_data(data: object, key: str, source: str) -> Settings:
             source, _join(key, "normal_fallback"), f"expected true or false, got {_describe(normal_fallback)}"
         )
     return Settings(normal_fallback=normal_fallback)
+
+
+def _controller_from_data(data: object, key: str, source: str) -> ControllerSettings:
+    fields = _fields(data, key, source, required=(), optional=("rest", "state_file"))
+    rest_key = _join(key, "rest")
+    rest = _fields(fields.get("rest", {}), rest_key, source, required=(), optional=("listen", "token_file"))
+    host, port = _listen(rest.get("listen", "127.0.0.1:8080"), _join(rest_key, "listen"), source)
+    token_file = _path(rest["token_file"], _join(rest_key, "token_file"), source) if "token_file" in rest else None
+    if token_file is None and not ipaddress.ip_address(host).is_loopback:
+        raise ConfigError(
+            source,
+            _join(rest_key, "listen"),
+            f"{host} is not a loopback address: the API would be open to the network; set {rest_key}.token_file",
+        )
+    state_file = _path(fields["state_file"], _join(key, "state_file"), source) if "state_file" in fields else None
+    return ControllerSettings(rest_host=host, rest_port=port, token_file=token_file, state_file=state_file)
+
+
+def read_token_file(path: str) -> str:
+    """The REST bearer token: the file's content without surrounding white space; never empty."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read the token file: {getattr(exc, 'strerror', None) or exc}") from None
+    if not token:
+        raise ConfigError(path, "", "the token file is empty")
+    return token
+
+
+def _listen(value: object, key: str, source: str) -> tuple[str, int]:
+    """HOST:PORT with an IPv4 host ([IPv6]:PORT too): the REST listener's address."""
+    text = value if isinstance(value, str) else ""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        port_number = int(port)
+    except ValueError:
+        port_number = 0
+    if not 1 <= port_number <= 65535:
+        raise ConfigError(
+            source, key, f"{value!r} is not HOST:PORT (an IP address and a TCP port, e.g. 127.0.0.1:8080)"
+        )
+    return host, port_number
+
+
+def _path(value: object, key: str, source: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(source, key, f"expected a file path, got {_describe(value)}")
+    return value
 
 
 def cluster_from_data(data: object, key: str, source: str) -> Cluster:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from flows.arp import ArpDecision, ArpFrame, FrameOut, decide_arp, probe_outputs
 from flows.cookies import Purpose, decode_cookie
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec, Output, expected_flows, reconcile
-from flows.model import Config
+from flows.model import Config, Member, Registry
 
 PROBE_MAC = "0e:4e:4c:00:00:01"
 """Sender MAC of the app's own ARP probes; locally administered, never a member's or a cluster's."""
@@ -58,6 +58,19 @@ class NlbCore:
                 elif (dpid, cluster.name, member.ip) in self.learned:
                     ports[(cluster.name, member.ip)] = self.learned[(dpid, cluster.name, member.ip)]
         return ports
+
+    def set_registry(self, registry: Registry) -> dict[int, Work]:
+        """A changed registry, pushed to every switch: the flows it changes, and probes for new members."""
+        self.registry = registry
+        known = {(cluster.name, member.ip) for cluster in registry.clusters for member in cluster.members}
+        for key in [key for key in self.learned if key[1:] not in known]:
+            del self.learned[key]
+        return {dpid: Work(diff=self._sync(dpid), frames=self.unlocated_probes(dpid)) for dpid in self.switches}
+
+    def locations(self, cluster_name: str, member: Member) -> list[tuple[int, int]]:
+        """(dpid, port) on every connected switch that knows where the member is."""
+        found = ((dpid, self.member_ports(dpid).get((cluster_name, member.ip))) for dpid in sorted(self.switches))
+        return [(dpid, port) for dpid, port in found if port is not None]
 
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
         return expected_flows(self.registry, self.settings, self.member_ports(dpid))

@@ -53,6 +53,19 @@ Action = Union[Output, ToController, Normal, SetField, Unrecognized]
 Match = tuple[tuple[str, object], ...]
 
 
+def action_text(action: Action) -> str:
+    """An action as ovs-ofctl prints it (OpenFlow 1.3), for the audit and for tests."""
+    if isinstance(action, Output):
+        return f"output:{action.port}"
+    if isinstance(action, ToController):
+        return "CONTROLLER:65535"
+    if isinstance(action, Normal):
+        return "NORMAL"
+    if isinstance(action, SetField):
+        return f"set_field:{action.value}->{action.field}"
+    return action.text
+
+
 def make_match(**fields: object) -> Match:
     """A match as sorted (field, value) pairs, so equal matches compare equal."""
     return tuple(sorted(fields.items()))

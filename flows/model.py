@@ -66,6 +66,17 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class ControllerSettings:
+    """Where the REST API listens, who may use it, and where the registry is kept across restarts."""
+
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8080
+    token_file: str | None = None
+    state_file: str | None = None  # None: nlbflow-state.yaml beside the config file
+
+
+@dataclass(frozen=True)
 class Config:
     registry: Registry = field(default_factory=Registry)
     settings: Settings = field(default_factory=Settings)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)

@@ -1,16 +1,23 @@
 """nlbflow: unicast-mode NLB members reach each other through the fabric.
 
 Load with `osken-manager ryu_apps/nlbflow.py` or `ryu-manager ryu_apps/nlbflow.py`. Each handler
-hands one event to NlbCore (flows/core.py) and sends back what it returns.
+hands one event to NlbCore (flows/core.py) and sends back what it returns; the REST API
+(ryu_apps/rest.py) changes the registry through the same core.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
 
-from flows.config import ConfigError, load_config
+from flows.arp import Verdict
+from flows.audit import ReadBackFlow, audit_switch
+from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
-from flows.model import Config
+from flows.model import Config, Member, Registry
+from flows.state import load_state, save_state, state_path
 from ryu_apps import ofmsgs
 from ryu_apps.compat import (
     CONFIG_DISPATCHER,
@@ -24,8 +31,11 @@ from ryu_apps.compat import (
     ofproto_v1_3,
     set_ev_cls,
 )
+from ryu_apps.rest import RestApi
 
+T = TypeVar("T")
 PROBE_INTERVAL_SECONDS = 5.0
+REPLY_TIMEOUT_SECONDS = 10.0
 
 cfg.CONF.register_opts(
     [cfg.StrOpt("config", default=None, help="nlbflow YAML config; overrides the NLBFLOW_CONFIG variable")],
@@ -38,45 +48,65 @@ def config_path() -> str | None:
     return cfg.CONF.nlbflow.config or os.environ.get("NLBFLOW_CONFIG") or None
 
 
+class Reply:
+    """A request's reply bodies, filled by the reply handlers while the requester waits."""
+
+    def __init__(self) -> None:
+        self.bodies: list = []
+        self.done = hub.Event()
+
+
 class NlbFlow(BaseApp):
     OFP_VERSIONS = (ofproto_v1_3.OFP_VERSION,)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         path = config_path()
-        try:
+        try:  # a bad config or state file stops the start, with file, key and problem named
             config = load_config(path) if path else Config()
-        except ConfigError as error:  # a bad config stops the start, with file, key and problem named
-            self.logger.error("nlbflow: bad config: %s", error)
+            self.state_file = state_path(path, config.controller.state_file)
+            saved = load_state(self.state_file)
+            token = read_token_file(config.controller.token_file) if config.controller.token_file else None
+        except ConfigError as error:
+            self.logger.error("nlbflow: %s", error)
             raise SystemExit(2) from None
-        self.core = NlbCore(config)
+        if saved is None:
+            save_state(self.state_file, config.registry)
+        self.core = NlbCore(replace(config, registry=saved if saved is not None else config.registry))
         self.datapaths: dict[int, object] = {}
-        self.multipart: dict[tuple[int, int], list] = {}  # (dpid, xid) -> bodies so far
-        clusters = ", ".join(f"{c.name} ({len(c.members)} members, {c.arp.value})" for c in config.registry.clusters)
-        self.logger.info("nlbflow on %s, config %s: %s", RUNTIME, path or "(none)", clusters or "no clusters")
+        self.replies: dict[tuple[int, int], Reply] = {}
+        self.change_lock = hub.BoundedSemaphore(1)
+        source = "state file" if saved is not None else "config (first start)"
+        clusters = ", ".join(f"{c.name} ({len(c.members)} members, {c.arp.value})" for c in self.registry.clusters)
+        self.logger.info(
+            "nlbflow on %s, registry from %s %s: %s", RUNTIME, source, self.state_file, clusters or "empty"
+        )
+        if saved is not None and config.registry.clusters and config.registry != saved:
+            self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
+        listen = (config.controller.rest_host, config.controller.rest_port)
+        self.rest_server = hub.WSGIServer(listen, RestApi(self, token))
+        hub.spawn(self.rest_server.serve_forever)
         hub.spawn(self._probe_unlocated)
+        self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
+
+    # --- events -----------------------------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev) -> None:
-        datapath = ev.msg.datapath
-        self.datapaths[datapath.id] = datapath
-        datapath.send_msg(ofmsgs.port_desc_request(datapath))
+        self.datapaths[ev.msg.datapath.id] = ev.msg.datapath
+        hub.spawn(self._sync_switch, ev.msg.datapath)
 
-    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
-    def port_desc(self, ev) -> None:
-        bodies = self._complete(ev)
-        if bodies is not None:
-            datapath = ev.msg.datapath
-            self.core.switch_connected(datapath.id, [port.port_no for port in bodies])
-            datapath.send_msg(ofmsgs.app_flow_stats_request(datapath))
-
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def flow_stats(self, ev) -> None:
-        bodies = self._complete(ev)
-        if bodies is not None:
-            datapath = ev.msg.datapath
-            installed = [ofmsgs.spec_from_stats(datapath, stats) for stats in bodies]
-            self._send(datapath, self.core.flows_read_back(datapath.id, installed))
+    @set_ev_cls(
+        [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply],
+        MAIN_DISPATCHER,
+    )
+    def reply(self, ev) -> None:
+        msg = ev.msg
+        waiting = self.replies.get((msg.datapath.id, msg.xid))
+        if waiting is not None:
+            waiting.bodies += getattr(msg, "body", None) or []
+            if not getattr(msg, "flags", 0) & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                waiting.done.set()
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev) -> None:
@@ -93,15 +123,11 @@ class NlbFlow(BaseApp):
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
-        self.logger.info(
+        spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
+        (self.logger.warning if spoofed else self.logger.info)(
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
-            datapath.id,
-            msg.match["in_port"],
-            "request" if frame.op == 1 else "reply",
-            frame.spa,
-            frame.sha,
-            frame.tpa,
-            decision.verdict.value,
+            *(datapath.id, msg.match["in_port"], "request" if frame.op == 1 else "reply"),
+            *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
         )
         self._send(datapath, work)
 
@@ -111,15 +137,88 @@ class NlbFlow(BaseApp):
             del self.datapaths[ev.datapath.id]
             self.core.switch_disconnected(ev.datapath.id)
 
-    def _complete(self, ev) -> list | None:
-        """Multipart replies may span messages; return all bodies once the last one arrived."""
-        msg = ev.msg
-        key = (msg.datapath.id, msg.xid)
-        bodies = self.multipart.pop(key, []) + list(msg.body)
-        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-            self.multipart[key] = bodies
-            return None
-        return bodies
+    # --- the service the REST API calls -----------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        return self.core.registry
+
+    def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> T:
+        """Persist first (a 2xx survives kill -9), then push to every switch and wait for its barrier."""
+        with self.change_lock:
+            registry, touched = mutate(self.core.registry)
+            save_state(self.state_file, registry)
+            for dpid, work in self.core.set_registry(registry).items():
+                self._send(self.datapaths[dpid], work)
+            self._wait_barriers()
+            return touched
+
+    def locations(self, cluster_name: str, member: Member) -> list[dict]:
+        how = "pinned" if member.pinned else "learned"
+        return [{"dpid": d, "port": p, "how": how} for d, p in self.core.locations(cluster_name, member)]
+
+    def audit(self) -> dict:
+        switches = {}
+        for dpid, datapath in sorted(self.datapaths.items()):
+            stats = self._request(datapath, ofmsgs.flow_stats_request(datapath, app_only=False))
+            read_back = [ReadBackFlow(ofmsgs.spec_from_stats(datapath, s), s.packet_count, s.byte_count) for s in stats]
+            report = audit_switch(self.core.registry, self.core.expected_flows(dpid), read_back)
+            switches[f"{dpid:016x}"] = {"dpid": dpid, **report}
+        return {"switches": switches}
+
+    def reconcile(self) -> dict:
+        repaired = {}
+        with self.change_lock:
+            for dpid, datapath in sorted(self.datapaths.items()):
+                stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+                work = self.core.flows_read_back(dpid, [ofmsgs.spec_from_stats(datapath, s) for s in stats])
+                self._send(datapath, work)
+                repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
+            self._wait_barriers()
+        report = self.audit()
+        for key, counts in repaired.items():
+            report["switches"].get(key, {})["repaired"] = counts
+        return report
+
+    def status(self) -> dict:
+        counters = {verdict.value: 0 for verdict in Verdict}
+        counters.update(packet_in_not_arp=0, **self.core.counters)
+        return {
+            "runtime": RUNTIME,
+            "switches": [{"dpid": d, "ports": sorted(s.ports)} for d, s in sorted(self.core.switches.items())],
+            "clusters": [
+                {"name": c.name, "members": [{"ip": m.ip, "located": self.locations(c.name, m)} for m in c.members]}
+                for c in self.core.registry.clusters
+            ],
+            "counters": counters,
+        }
+
+    # --- talking to switches ----------------------------------------------------------------------
+
+    def _sync_switch(self, datapath) -> None:
+        """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from."""
+        ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
+        self.core.switch_connected(datapath.id, [port.port_no for port in ports])
+        stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+        installed = [ofmsgs.spec_from_stats(datapath, s) for s in stats]
+        self._send(datapath, self.core.flows_read_back(datapath.id, installed))
+
+    def _request(self, datapath, message) -> list:
+        """Send a request and wait for its whole reply (all parts of a multipart one)."""
+        datapath.set_xid(message)
+        key = (datapath.id, message.xid)
+        self.replies[key] = waiting = Reply()
+        try:
+            datapath.send_msg(message)
+            if not waiting.done.wait(timeout=REPLY_TIMEOUT_SECONDS):
+                raise TimeoutError(f"dpid {datapath.id} did not answer {type(message).__name__}")
+            return waiting.bodies
+        finally:
+            del self.replies[key]
+
+    def _wait_barriers(self) -> None:
+        for datapath in list(self.datapaths.values()):
+            self._request(datapath, ofmsgs.barrier_request(datapath))
 
     def _send(self, datapath, work: Work) -> None:
         for message in ofmsgs.work_messages(datapath, work):

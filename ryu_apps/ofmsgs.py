@@ -75,18 +75,23 @@ def flow_delete(datapath, flow: FlowSpec):
     )
 
 
-def app_flow_stats_request(datapath):
-    """Flow-stats for the app's cookie only: the read-back that reconciliation starts from."""
+def flow_stats_request(datapath, app_only: bool = True):
+    """Flow-stats for the app's cookie (the read-back reconciliation starts from), or for every flow
+    (the audit counts other apps' flows)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
     return parser.OFPFlowStatsRequest(
         datapath,
         table_id=ofp.OFPTT_ALL,
         out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY,
-        cookie=APP_ID << 48,
-        cookie_mask=APP_COOKIE_MASK,
+        cookie=APP_ID << 48 if app_only else 0,
+        cookie_mask=APP_COOKIE_MASK if app_only else 0,
         match=parser.OFPMatch(),
     )
+
+
+def barrier_request(datapath):
+    return datapath.ofproto_parser.OFPBarrierRequest(datapath)
 
 
 def port_desc_request(datapath):
@@ -188,5 +193,5 @@ def work_messages(datapath, work: Work) -> list:
     messages = [flow_add(datapath, flow) for flow in work.diff.to_add]
     messages += [flow_delete(datapath, flow) for flow in work.diff.to_delete]
     if messages:
-        messages.append(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+        messages.append(barrier_request(datapath))
     return messages + packet_outs(datapath, work.frames)

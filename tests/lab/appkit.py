@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flows.addresses import dedicated_mac
 from flows.config import load_config
-from flows.flowspec import Action, FlowSpec, Normal, Output, SetField, ToController, expected_flows
+from flows.flowspec import FlowSpec, action_text, expected_flows
 from tests.netlab import CLUSTER_VIP, MEMBER_DIPS, Host, Lab
 
 RUNTIMES = ("osken", "ryu")
@@ -44,19 +44,7 @@ def ovs_text(flow: FlowSpec) -> tuple[int, int, str, str]:
     match = dict(flow.match)
     parts = ["arp"] if match.get("eth_type") == 0x0806 else []
     parts += [f"{names.get(field, field)}={value}" for field, value in flow.match if names.get(field, field)]
-    return (flow.cookie, flow.priority, ",".join(parts), ",".join(_action_text(a) for a in flow.actions))
-
-
-def _action_text(action: Action) -> str:
-    if isinstance(action, Output):
-        return f"output:{action.port}"
-    if isinstance(action, ToController):
-        return "CONTROLLER:65535"
-    if isinstance(action, Normal):
-        return "NORMAL"
-    if isinstance(action, SetField):
-        return f"set_field:{action.value}->{action.field}"
-    raise ValueError(action)
+    return (flow.cookie, flow.priority, ",".join(parts), ",".join(action_text(a) for a in flow.actions))
 
 
 def expected_table(config_path: Path, members: list[Host]) -> set[tuple[int, int, str, str]]:

@@ -145,7 +145,7 @@ def test_the_answer_to_the_apps_probe_locates_the_member_and_goes_nowhere():
 
 
 def test_a_pinned_member_is_not_relearned_from_its_arp(all_located):
-    assert decide(request(A, B), 9, all_located, pinned=True).learned is None
+    assert decide(request(A, B), MEMBER_PORT[A], all_located, pinned=True).learned is None
 
 
 def test_arp_whose_sender_mac_is_no_cluster_mac_is_flooded_unchanged(all_located):
@@ -177,3 +177,15 @@ def test_no_member_ever_receives_the_cluster_mac_as_sender_mac(frame, arp, all_l
             assert out.frame.sha != CM
         else:
             assert out.frame == frame
+
+
+def test_arp_claiming_a_pinned_members_dip_from_another_port_is_dropped(all_located):
+    decision = decide(request(A, B), OTHER_PORT, all_located, pinned=True)
+    assert decision.verdict == Verdict.DROPPED_SPOOFED
+    assert (decision.outputs, decision.learned) == ((), None)
+
+
+def test_a_learned_member_may_move_to_another_port(all_located):
+    decision = decide(request(A, B), OTHER_PORT, all_located)
+    assert decision.verdict == Verdict.ANSWERED
+    assert decision.learned == (("web", A), OTHER_PORT)

@@ -36,7 +36,7 @@ def test_colliding_pairs_really_collide():
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
-        pytest.param("controller: {}", "controller", "unknown key", id="unknown-top-level-key"),
+        pytest.param("switches: {}", "switches", "unknown key", id="unknown-top-level-key"),
         pytest.param("fabric: {flood: true}", "fabric.flood", "unknown key", id="unknown-fabric-key"),
         pytest.param(
             "clusters: [{name: web, cluster_ip: 10.0.0.100, vip: 10.0.0.101}]",
@@ -409,3 +409,50 @@ def test_example_config_loads():
     config = load_config(str(EXAMPLE))
     assert [cluster.name for cluster in config.registry.clusters] == ["web", "api"]
     assert config.registry.cluster_named("web").member_for_ip("10.0.0.11").pinned
+
+
+def test_controller_section_defaults_to_loopback_8080_without_token():
+    controller = parse_config("clusters: []", "c.yaml").controller
+    assert (controller.rest_host, controller.rest_port, controller.token_file, controller.state_file) == (
+        "127.0.0.1",
+        8080,
+        None,
+        None,
+    )
+
+
+def test_controller_section_is_read():
+    text = "controller: {rest: {listen: '10.1.2.3:9090', token_file: /etc/t}, state_file: /var/lib/s.yaml}"
+    controller = parse_config(text, "c.yaml").controller
+    assert (controller.rest_host, controller.rest_port, controller.token_file, controller.state_file) == (
+        "10.1.2.3",
+        9090,
+        "/etc/t",
+        "/var/lib/s.yaml",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        pytest.param(
+            "controller: {rest: {listen: '0.0.0.0:8080'}}",
+            "controller.rest.listen",
+            "0.0.0.0 is not a loopback address: the API would be open to the network; set controller.rest.token_file",
+            id="non-loopback-without-token",
+        ),
+        pytest.param(
+            "controller: {rest: {listen: 'localhost:80x'}}",
+            "controller.rest.listen",
+            "'localhost:80x' is not HOST:PORT (an IP address and a TCP port, e.g. 127.0.0.1:8080)",
+            id="listen-not-host-port",
+        ),
+        pytest.param("controller: {rest: {port: 1}}", "controller.rest.port", "unknown key", id="unknown-rest-key"),
+        pytest.param(
+            "controller: {state_file: 3}", "controller.state_file", "expected a file path, got integer 3", id="bad-path"
+        ),
+    ],
+)
+def test_rejects_a_bad_controller_section(text, key, problem):
+    error = rejection(text)
+    assert (error.key, error.problem.split(" (known keys")[0]) == (key, problem)

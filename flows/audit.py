@@ -1,0 +1,68 @@
+"""The audited flow dump: what the app's flows in a switch are, what is missing, what is unexpected.
+
+Built from flows read back from the switch (with their counters), never from the app's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flows.cookies import Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
+from flows.flowspec import FlowSpec, action_text
+from flows.model import Registry
+
+CLAIMS = {
+    Purpose.NORMAL_FALLBACK: "invariant 6 (other traffic switched as before)",
+    Purpose.ARP_PUNT: "1-19 (discovery: the member's ARP reaches the controller)",
+    Purpose.MEMBER_DELIVERY: "54-58 (dedicated MAC -> cluster MAC, on the member's port)",
+    Purpose.CLUSTER_DELIVERY: "invariant 4 (cluster traffic to every member)",
+}
+
+
+@dataclass(frozen=True)
+class ReadBackFlow:
+    """One flow as flow-stats returned it."""
+
+    spec: FlowSpec
+    packets: int
+    bytes: int
+
+
+def flow_entry(registry: Registry, spec: FlowSpec) -> dict:
+    """A flow with its cookie decoded into cluster, member, purpose and the claims it serves."""
+    fields = decode_cookie(spec.cookie)
+    cluster = next((c for c in registry.clusters if cluster_id(c.name) == fields.cluster_id), None)
+    member = None
+    if cluster is not None:
+        member = next((m for m in cluster.members if member_id(m.ip) == fields.member_id), None)
+    return {
+        "cookie": f"{spec.cookie:#018x}",
+        "cluster": cluster.name if cluster else None,
+        "member": member.ip if member else None,
+        "purpose": fields.purpose.name.lower() if fields.purpose else None,
+        "claims": CLAIMS.get(fields.purpose),
+        "table_id": spec.table_id,
+        "priority": spec.priority,
+        "match": dict(spec.match),
+        "actions": [action_text(action) for action in spec.actions],
+    }
+
+
+def audit_switch(registry: Registry, expected: Iterable[FlowSpec], read_back: Iterable[ReadBackFlow]) -> dict:
+    read_back = list(read_back)
+    app_flows = [flow for flow in read_back if is_app_cookie(flow.spec.cookie)]
+    expected_set = set(expected)
+    installed = {flow.spec for flow in app_flows}
+    return {
+        "flows": [
+            {**flow_entry(registry, flow.spec), "packets": flow.packets, "bytes": flow.bytes} for flow in app_flows
+        ],
+        "missing": [flow_entry(registry, spec) for spec in sorted(expected_set - installed, key=_order)],
+        "unexpected": [flow_entry(registry, spec) for spec in sorted(installed - expected_set, key=_order)],
+        "other_apps_flows": len(read_back) - len(app_flows),
+    }
+
+
+def _order(spec: FlowSpec) -> tuple:
+    return (spec.table_id, -spec.priority, spec.cookie, repr(spec.match))

@@ -1,0 +1,76 @@
+"""The registry across restarts: a YAML file in the config's own `clusters:` format.
+
+Written atomically (temp file, fsync, rename, fsync of the directory) before a change is answered, so a
+`kill -9` at any moment leaves either the old file or the new one, never half of one. A file that cannot
+be read or validated stops the start: it is never replaced silently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import yaml
+
+from flows.config import ConfigError, load_config
+from flows.model import Cluster, Member, Registry
+
+STATE_FILE_NAME = "nlbflow-state.yaml"
+HEADER = "# nlbflow registry, written by the controller on every change; edit only while it is stopped.\n"
+
+
+def state_path(config_path: str | None, state_file: str | None) -> str:
+    """The state file: as configured (relative to the config file's folder), else beside the config."""
+    base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
+    return os.path.join(base, state_file or STATE_FILE_NAME)
+
+
+def load_state(path: str) -> Registry | None:
+    """The saved registry, or None when there is no state file yet (first start)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_config(path).registry
+    except ConfigError as error:
+        raise ConfigError(
+            path, error.key, f"{error.problem}; the state file is never replaced silently: repair or remove it"
+        ) from None
+
+
+def member_data(member: Member) -> dict:
+    data: dict = {"ip": member.ip, "mac": member.dedicated_mac}
+    if member.pinned:
+        data.update(dpid=member.dpid, port=member.port)
+    return data
+
+
+def cluster_data(cluster: Cluster) -> dict:
+    return {
+        "name": cluster.name,
+        "cluster_ip": cluster.cluster_ip,
+        "cluster_mac": cluster.cluster_mac,
+        "mode": cluster.mode,
+        "arp": cluster.arp.value,
+        "members": [member_data(member) for member in cluster.members],
+    }
+
+
+def save_state(path: str, registry: Registry) -> None:
+    text = HEADER + yaml.safe_dump({"clusters": [cluster_data(c) for c in registry.clusters]}, sort_keys=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp_path = tempfile.mkstemp(prefix=".nlbflow-state-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,139 @@
+"""docs/rest-api.yaml stays in step with the routes the server serves (ryu_apps.rest.ROUTES) and documents,
+for every operation, a success and the errors docs/rest-api.md lists for it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "rest-api.yaml"
+SPEC = yaml.safe_load(DOC.read_text())
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+ERROR_SCHEMA = "#/components/schemas/Error"
+
+# From docs/rest-api.md: the routes that take a JSON body.
+BODY_ROUTES = {
+    ("POST", "/nlb/clusters"),
+    ("POST", "/nlb/clusters/{name}/members"),
+    ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
+}
+
+
+def operations(spec: dict) -> dict[tuple[str, str], dict]:
+    """(METHOD, path template) -> operation object, for every operation under `paths`."""
+    return {
+        (method.upper(), path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+OPERATIONS = operations(SPEC)
+ROUTE_IDS = [f"{method} {path}" for method, path in OPERATIONS]
+
+
+def resolve(node: dict) -> dict:
+    """Follow a local $ref ("#/components/...") to the object it names."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), f"only local references are used, got {ref}"
+        node = SPEC
+        for part in ref[2:].split("/"):
+            node = node[part]
+    return node
+
+
+def expected_errors(method: str, path: str) -> set[str]:
+    """The error statuses docs/rest-api.md lists for a route (404 and 405 for unknown paths and methods
+    apply to no documented operation)."""
+    errors = {"401"}
+    if "{" in path:
+        errors.add("404")
+    if (method, path) in BODY_ROUTES:
+        errors.add("400")
+    if method in ("POST", "PATCH") and path.startswith("/nlb/clusters"):
+        errors.add("409")
+    return errors
+
+
+def test_doc_is_openapi_3():
+    assert str(SPEC.get("openapi", "")).startswith("3."), f"{DOC.name} is not OpenAPI 3.x: {SPEC.get('openapi')!r}"
+    assert SPEC["info"]["title"]
+    assert SPEC["info"]["version"]
+
+
+def test_documented_routes_are_the_served_routes():
+    from ryu_apps import rest
+
+    served = set(rest.ROUTES)
+    assert len(served) == len(rest.ROUTES), f"ryu_apps.rest.ROUTES has duplicates: {rest.ROUTES}"
+    documented = set(OPERATIONS)
+    only_doc = sorted(documented - served)
+    only_server = sorted(served - documented)
+    assert not only_doc and not only_server, (
+        f"{DOC.name} and ryu_apps.rest.ROUTES disagree\n"
+        f"  only in the doc:    {only_doc}\n"
+        f"  only in the server: {only_server}"
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), list(OPERATIONS), ids=ROUTE_IDS)
+def test_operation_documents_success_and_errors(method: str, path: str):
+    operation = OPERATIONS[method, path]
+    statuses = {str(status) for status in operation.get("responses", {})}
+    assert any(re.fullmatch(r"2\d\d", status) for status in statuses), f"{method} {path}: no 2xx response"
+    missing = expected_errors(method, path) - statuses
+    assert not missing, f"{method} {path}: error responses not documented: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(("method", "path"), list(OPERATIONS), ids=ROUTE_IDS)
+def test_request_body_only_where_the_prose_has_one(method: str, path: str):
+    operation = OPERATIONS[method, path]
+    has_body = "requestBody" in operation
+    assert has_body == ((method, path) in BODY_ROUTES), f"{method} {path}: requestBody documented: {has_body}"
+    if has_body:
+        body = resolve(operation["requestBody"])
+        assert body.get("required") is True, f"{method} {path}: the body is required"
+        assert "application/json" in body["content"]
+
+
+@pytest.mark.parametrize(("method", "path"), list(OPERATIONS), ids=ROUTE_IDS)
+def test_path_parameters_are_declared(method: str, path: str):
+    declared = [
+        resolve(parameter)
+        for parameter in SPEC["paths"][path].get("parameters", []) + OPERATIONS[method, path].get("parameters", [])
+    ]
+    in_path = {parameter["name"] for parameter in declared if parameter["in"] == "path"}
+    assert in_path == set(re.findall(r"{(\w+)}", path)), f"{method} {path}: path parameters declared: {in_path}"
+
+
+def test_error_responses_have_the_error_body():
+    responses = [
+        (f"{method} {path} {status}", response)
+        for (method, path), operation in OPERATIONS.items()
+        for status, response in operation["responses"].items()
+        if str(status).startswith(("4", "5"))
+    ]
+    components = SPEC["components"]["responses"]
+    responses += [(f"components.responses.{name}", response) for name, response in components.items()]
+    for where, response in responses:
+        schema = resolve(response)["content"]["application/json"]["schema"]
+        assert schema == {"$ref": ERROR_SCHEMA}, f"{where}: body is not the Error schema"
+    error = resolve({"$ref": ERROR_SCHEMA})
+    assert error["required"] == ["error"]
+    assert error["properties"]["error"]["type"] == "string"
+    assert {"BadRequest", "Unauthorized", "NotFound", "MethodNotAllowed", "Conflict"} <= set(components)
+
+
+def test_bearer_auth_applies_to_every_operation():
+    schemes = SPEC["components"]["securitySchemes"].items()
+    bearer = [name for name, scheme in schemes if scheme.get("type") == "http" and scheme.get("scheme") == "bearer"]
+    assert bearer, "no http bearer security scheme"
+    assert any(set(requirement) & set(bearer) for requirement in SPEC.get("security", [])), "bearer auth not global"
+    for (method, path), operation in OPERATIONS.items():
+        assert operation.get("security", SPEC["security"]) == SPEC["security"], f"{method} {path} overrides security"
