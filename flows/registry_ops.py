@@ -46,6 +46,16 @@ def add_cluster(registry: Registry, data: object) -> tuple[Registry, Cluster]:
     cluster = _bad_field(lambda: cluster_from_data(data, "", SOURCE))
     if registry.cluster_named(cluster.name) is not None:
         raise RegistryError(409, f"name: a cluster named {cluster.name!r} exists already")
+    for other in registry.clusters:  # the registry check would blame the registered member, not this field
+        for member in other.members:
+            if cluster.cluster_ip == member.ip:
+                raise RegistryError(
+                    409, f"cluster_ip: {member.ip} is already member {member.ip} of cluster {other.name!r}"
+                )
+            if cluster.cluster_mac == member.dedicated_mac:
+                raise RegistryError(
+                    409, f"cluster_mac: {member.dedicated_mac} is already the dedicated MAC of member {member.ip}"
+                )
     return _checked(replace(registry, clusters=(*registry.clusters, cluster))), cluster
 
 

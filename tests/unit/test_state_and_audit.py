@@ -1,0 +1,90 @@
+"""The saved registry, registry changes pushed through the core, and the audited flow dump."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flows.audit import ReadBackFlow, audit_switch
+from flows.config import ConfigError
+from flows.core import PROBE_MAC, NlbCore
+from flows.flowspec import FlowSpec, Output, make_match
+from flows.registry_ops import add_member, remove_member
+from flows.state import load_state, save_state, state_path
+from tests.unit.example_cluster import DM, MEMBER_PORT, SWITCH_PORTS, web_config
+
+
+def test_state_file_round_trips_the_registry(tmp_path):
+    registry = web_config(pinned=True).registry
+    path = str(tmp_path / "state.yaml")
+    save_state(path, registry)
+    assert load_state(path) == registry
+    assert os.listdir(tmp_path) == ["state.yaml"], "no temp file is left after an atomic write"
+
+
+def test_no_state_file_means_first_start(tmp_path):
+    assert load_state(str(tmp_path / "absent.yaml")) is None
+
+
+@pytest.mark.parametrize("garbage", ["clusters: [", "clusters: []\nclusters: []\n", "clusters: [{name: web}]"])
+def test_a_corrupt_state_file_is_an_error_naming_it_and_is_left_as_it_is(tmp_path, garbage):
+    path = tmp_path / "state.yaml"
+    path.write_text(garbage)
+    with pytest.raises(ConfigError, match="never replaced silently") as caught:
+        load_state(str(path))
+    assert caught.value.source == str(path)
+    assert path.read_text() == garbage
+
+
+def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
+    config = str(tmp_path / "etc" / "nlbflow.yaml")
+    assert state_path(config, None) == str(tmp_path / "etc" / "nlbflow-state.yaml")
+    assert state_path(config, "state/s.yaml") == str(tmp_path / "etc" / "state" / "s.yaml")
+    assert state_path(config, "/var/lib/s.yaml") == "/var/lib/s.yaml"
+
+
+def located_core() -> NlbCore:
+    core = NlbCore(web_config())
+    core.switch_connected(1, SWITCH_PORTS)
+    core.learned.update({(1, "web", ip): port for ip, port in MEMBER_PORT.items()})
+    core.flows_read_back(1, core.expected_flows(1))
+    return core
+
+
+def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
+    core = located_core()
+    registry, _ = add_member(core.registry, "web", {"ip": "10.0.0.14"})
+    work = core.set_registry(registry)[1]
+    assert {(out.frame.sha, out.frame.tpa) for out in work.frames} == {(PROBE_MAC, "10.0.0.14")}
+    assert work.diff.to_add == () and work.diff.to_delete == ()
+
+    registry, _ = remove_member(core.registry, "web", "10.0.0.12")
+    diff = core.set_registry(registry)[1].diff
+    assert [dict(flow.match) for flow in diff.to_delete] == [{"eth_dst": DM["10.0.0.12"]}]
+    assert [flow.actions for flow in diff.to_add] == [(Output(1), Output(3))]
+    assert (1, "web", "10.0.0.12") not in core.learned
+
+
+def test_audit_decodes_cookies_and_lists_missing_unexpected_and_other_apps_flows():
+    core = located_core()
+    expected = core.expected_flows(1)
+    delivery = next(flow for flow in expected if dict(flow.match).get("eth_dst") == DM["10.0.0.11"])
+    stale = FlowSpec(priority=200, cookie=delivery.cookie, match=make_match(eth_dst="02:de:0a:00:00:63"), actions=())
+    foreign = FlowSpec(priority=5, cookie=0x1234, match=(), actions=())
+    read_back = [ReadBackFlow(flow, 7, 700) for flow in expected if flow != delivery]
+    read_back += [ReadBackFlow(stale, 0, 0), ReadBackFlow(foreign, 1, 1)]
+
+    report = audit_switch(core.registry, expected, read_back)
+    assert report["other_apps_flows"] == 1
+    assert [(e["member"], e["purpose"], e["match"]) for e in report["missing"]] == [
+        ("10.0.0.11", "member_delivery", {"eth_dst": DM["10.0.0.11"]})
+    ]
+    assert report["missing"][0]["actions"] == ["set_field:02:bf:0a:00:00:64->eth_dst", "output:1"]
+    assert [(e["cookie"], e["match"]) for e in report["unexpected"]] == [
+        (f"{delivery.cookie:#018x}", {"eth_dst": "02:de:0a:00:00:63"})
+    ]
+    punt = next(e for e in report["flows"] if e["purpose"] == "arp_punt")
+    assert (punt["cluster"], punt["member"], punt["packets"], punt["bytes"]) == ("web", None, 7, 700)
+    assert punt["claims"].startswith("1-19")
+    assert len(report["flows"]) == len(expected)  # every app flow in the switch, the stale one included
