@@ -1,0 +1,549 @@
+"""`nlbflow`: the command-line client of the controller's REST API (docs/rest-api.md).
+
+Standard library only and no SDN framework import, so it runs wherever Python does, including hosts
+without Ryu or os-ken. Each command builds one request; a pure format_* function turns the answer
+into text, so the output is testable without a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, NamedTuple
+
+from flows.config import ConfigError, load_config
+from flows.model import Config
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT = 60.0  # seconds; a change waits for every switch's barrier before the API answers
+_PLAIN_DECIMAL_RE = re.compile(r"0|[1-9][0-9]*")
+_OVS_DPID_LENGTH = 16
+
+
+class CliError(Exception):
+    """An expected failure (API error, unreachable API, unreadable token): one line, exit 1."""
+
+
+class UsageError(Exception):
+    """Options that argparse cannot check on its own, reported like argparse's own errors."""
+
+
+class Client:
+    """The controller's REST API: JSON in, (status, JSON) out."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = TIMEOUT) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CliError(f"{base_url!r} is not an http:// or https:// URL")
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        # Straight to the controller: a proxy from the environment would see the bearer token.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        """Send one request; an error status is returned, not raised, so callers see the API's message."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                status, raw = error.code, error.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise CliError(f"cannot reach the nlbflow API at {self.base_url}: {_reason(error)}") from None
+        try:
+            return status, json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise CliError(
+                f"{self.base_url} answered {method} {path} with status {status} and no JSON: is it the nlbflow API?"
+            ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """The socket's own words ("Connection refused"), not urllib's wrapping of them."""
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def read_token(path: str) -> str:
+    """The bearer token: the file's content without surrounding whitespace."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except OSError as error:
+        raise CliError(f"cannot read the token file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"cannot read the token file {path}: it is not UTF-8 text") from None
+    if not token or any(char.isspace() for char in token):
+        raise CliError(f"the token file {path} must hold one token, without spaces or line breaks inside")
+    return token
+
+
+def dpid_value(text: str) -> int | str:
+    """A dpid as the API reads it: an int for a plain decimal, else the string as typed.
+
+    Sixteen digits are the form OVS prints, hex even when every digit is decimal (0000000000000010
+    is 16), so they stay a string; so do 0x hex and anything the API should judge itself.
+    """
+    if len(text) != _OVS_DPID_LENGTH and _PLAIN_DECIMAL_RE.fullmatch(text):
+        return int(text)
+    return text
+
+
+# Formatting: JSON in, text out.
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "") -> str:
+    cells = [list(headers)] + [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    return "\n".join(
+        (indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))).rstrip() for row in cells
+    )
+
+
+def _pairs(pairs: Sequence[tuple[str, object]], indent: str = "") -> str:
+    width = max(len(name) for name, _ in pairs)
+    return "\n".join(f"{indent}{name.ljust(width)}  {_cell(value)}" for name, value in pairs)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _dpid(value: object) -> str:
+    """Dpids shown as OVS prints them, so they can be matched against ovs-ofctl output."""
+    return f"{value:016x}" if isinstance(value, int) else str(value)
+
+
+def _where(dpid: object, port: object) -> str:
+    return f"{_dpid(dpid)} port {port}"
+
+
+def _pinned(member: dict) -> str | None:
+    return None if member["dpid"] is None else _where(member["dpid"], member["port"])
+
+
+def _located(located: list) -> str:
+    return ", ".join(f"{_where(spot['dpid'], spot['port'])} ({spot['how']})" for spot in located) or "unlocated"
+
+
+def format_clusters(data: dict) -> str:
+    """GET /nlb/clusters as a table, one row per cluster."""
+    clusters = data["clusters"]
+    if not clusters:
+        return "no clusters"
+    return _table(
+        ("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"),
+        [(c["name"], c["cluster_ip"], c["cluster_mac"], c["mode"], c["arp"], len(c["members"])) for c in clusters],
+    )
+
+
+def format_members(members: list) -> str:
+    """Members as a table: where each is pinned and where the switches see it now."""
+    if not members:
+        return "no members"
+    return _table(
+        ("IP", "DEDICATED MAC", "PINNED", "LOCATED"),
+        [(m["ip"], m["mac"], _pinned(m), _located(m["located"])) for m in members],
+    )
+
+
+def format_cluster(cluster: dict) -> str:
+    """One cluster: its fields, then its members."""
+    fields = _pairs(
+        [
+            ("cluster", cluster["name"]),
+            ("cluster IP", cluster["cluster_ip"]),
+            ("cluster MAC", cluster["cluster_mac"]),
+            ("mode", cluster["mode"]),
+            ("arp", cluster["arp"]),
+            ("members", len(cluster["members"])),
+        ]
+    )
+    return f"{fields}\n\n{format_members(cluster['members'])}" if cluster["members"] else fields
+
+
+def format_member(member: dict) -> str:
+    """One member: its dedicated MAC, where it is pinned and where it is seen."""
+    return _pairs(
+        [
+            ("ip", member["ip"]),
+            ("dedicated MAC", member["mac"]),
+            ("pinned", _pinned(member)),
+            ("located", _located(member["located"])),
+        ]
+    )
+
+
+def _flow_table(flows: list) -> str:
+    """Flows as in the audit; a missing flow has no counters and shows '-' for them."""
+    return _table(
+        ("COOKIE", "CLUSTER", "MEMBER", "PURPOSE", "PRIORITY", "MATCH", "ACTIONS", "PACKETS", "BYTES"),
+        [
+            (
+                flow["cookie"],
+                flow.get("cluster"),
+                flow.get("member"),
+                flow.get("purpose"),
+                flow["priority"],
+                ",".join(f"{field}={value}" for field, value in flow["match"].items()) or "*",
+                ",".join(flow["actions"]) or "drop",
+                flow.get("packets"),
+                flow.get("bytes"),
+            )
+            for flow in flows
+        ],
+        indent="  ",
+    )
+
+
+def _flow_section(label: str, flows: list) -> str:
+    return f"{label}: {len(flows)}\n{_flow_table(flows)}" if flows else f"{label}: none"
+
+
+def format_flows(audit: dict) -> str:
+    """GET /nlb/flows: per switch, the app's flows, then what is missing or unexpected."""
+    switches = audit["switches"]
+    if not switches:
+        return "no switches connected"
+    blocks = []
+    for key in sorted(switches):
+        switch = switches[key]
+        blocks.append(
+            "\n".join(
+                [
+                    f"switch {key} (dpid {switch['dpid']}): {_count(len(switch['flows']), 'flow')} of nlbflow",
+                    *([_flow_table(switch["flows"])] if switch["flows"] else []),
+                    _flow_section("missing", switch["missing"]),
+                    _flow_section("unexpected", switch["unexpected"]),
+                    f"flows of other apps: {switch['other_apps_flows']}",
+                ]
+            )
+        )
+    return "\n\n".join(blocks)
+
+
+def format_reconcile(result: dict) -> str:
+    """POST /nlb/flows/reconcile: what each switch got repaired, and anything still off."""
+    switches = result["switches"]
+    if not switches:
+        return "no switches connected: nothing to reconcile"
+    lines = []
+    for key in sorted(switches):
+        switch = switches[key]
+        added, deleted = switch["repaired"]["added"], switch["repaired"]["deleted"]
+        done = f"{_count(added, 'flow')} added, {deleted} deleted" if added or deleted else "in step, nothing to repair"
+        lines.append(f"switch {key}: {done}")
+        lines += [
+            _flow_section(f"still {label}", switch[label]) for label in ("missing", "unexpected") if switch[label]
+        ]
+    return "\n".join(lines)
+
+
+def format_status(status: dict) -> str:
+    """GET /nlb/status: the switches, which members are located, the ARP counters."""
+    switches = status["switches"]
+    members = [(cluster["name"], member) for cluster in status["clusters"] for member in cluster["members"]]
+    located = sum(1 for _, member in members if member["located"])
+    lines = [f"runtime: {status['runtime']}", f"switches: {len(switches)}"]
+    lines += [f"  {_dpid(s['dpid'])}  ports {', '.join(str(port) for port in s['ports']) or 'none'}" for s in switches]
+    lines.append(f"members located: {located} of {len(members)}")
+    if members:
+        rows = [(name, member["ip"], _located(member["located"])) for name, member in members]
+        lines.append(_table(("CLUSTER", "MEMBER", "LOCATED"), rows, indent="  "))
+    counters = status["counters"]
+    lines.append("counters:")
+    if counters:
+        lines.append(_pairs(list(counters.items()), indent="  "))
+    return "\n".join(lines)
+
+
+def format_config(path: str, config: Config) -> str:
+    """A valid config in brief: how many clusters and members, one line per cluster."""
+    clusters = config.registry.clusters
+    members = sum(len(cluster.members) for cluster in clusters)
+    summary = f"{path}: valid, {_count(len(clusters), 'cluster')}, {_count(members, 'member')}"
+    if not clusters:
+        return summary
+    rows = [(c.name, c.cluster_ip, c.cluster_mac, c.arp.value, len(c.members)) for c in clusters]
+    return summary + "\n" + _table(("NAME", "CLUSTER IP", "CLUSTER MAC", "ARP", "MEMBERS"), rows)
+
+
+# Commands: each turns parsed arguments into one API call and the way to show its answer.
+
+
+class Call(NamedTuple):
+    """One API request, and how to print its answer when it succeeds."""
+
+    method: str
+    path: str
+    body: dict | None
+    render: Callable[[Any], str]
+
+
+def _segment(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _cluster_path(name: str) -> str:
+    return f"/nlb/clusters/{_segment(name)}"
+
+
+def _member_path(cluster: str, ip: str) -> str:
+    return f"{_cluster_path(cluster)}/members/{_segment(ip)}"
+
+
+def _pin(args: argparse.Namespace) -> dict:
+    if (args.dpid is None) != (args.port is None):
+        raise UsageError("--dpid and --port go together: a member is pinned to one switch port")
+    return {} if args.dpid is None else {"dpid": dpid_value(args.dpid), "port": args.port}
+
+
+def cluster_add(args: argparse.Namespace) -> Call:
+    options = {"cluster_mac": args.cluster_mac, "mode": args.mode, "arp": args.arp}
+    body = {"name": args.name, "cluster_ip": args.cluster_ip}
+    body.update((key, value) for key, value in options.items() if value is not None)
+    return Call("POST", "/nlb/clusters", body, lambda cluster: f"added cluster\n{format_cluster(cluster)}")
+
+
+def cluster_list(args: argparse.Namespace) -> Call:
+    return Call("GET", "/nlb/clusters", None, format_clusters)
+
+
+def cluster_show(args: argparse.Namespace) -> Call:
+    return Call("GET", _cluster_path(args.name), None, format_cluster)
+
+
+def cluster_remove(args: argparse.Namespace) -> Call:
+    def render(cluster: dict) -> str:
+        return (
+            f"removed cluster {cluster['name']} ({cluster['cluster_ip']}, {_count(len(cluster['members']), 'member')})"
+        )
+
+    return Call("DELETE", _cluster_path(args.name), None, render)
+
+
+def member_add(args: argparse.Namespace) -> Call:
+    body = {"ip": args.ip, **({"mac": args.mac} if args.mac is not None else {}), **_pin(args)}
+    return Call(
+        "POST",
+        f"{_cluster_path(args.cluster)}/members",
+        body,
+        lambda member: f"added member to cluster {args.cluster}\n{format_member(member)}",
+    )
+
+
+def member_list(args: argparse.Namespace) -> Call:
+    return Call("GET", f"{_cluster_path(args.cluster)}/members", None, lambda data: format_members(data["members"]))
+
+
+def member_show(args: argparse.Namespace) -> Call:
+    return Call("GET", _member_path(args.cluster, args.ip), None, format_member)
+
+
+def member_remove(args: argparse.Namespace) -> Call:
+    return Call(
+        "DELETE",
+        _member_path(args.cluster, args.ip),
+        None,
+        lambda member: f"removed member {member['ip']} ({member['mac']}) from cluster {args.cluster}",
+    )
+
+
+def member_move(args: argparse.Namespace) -> Call:
+    if args.unpin and (args.dpid is not None or args.port is not None):
+        raise UsageError("--unpin cannot go with --dpid or --port")
+    body = {"dpid": None, "port": None} if args.unpin else _pin(args)
+    if args.mac is not None:
+        body["mac"] = args.mac
+    if not body:
+        raise UsageError("nothing to change: give --dpid and --port, --unpin, or --mac")
+    return Call(
+        "PATCH",
+        _member_path(args.cluster, args.ip),
+        body,
+        lambda member: f"updated member of cluster {args.cluster}\n{format_member(member)}",
+    )
+
+
+def flows_audit(args: argparse.Namespace) -> Call:
+    if args.action == "reconcile":
+        return Call("POST", "/nlb/flows/reconcile", None, format_reconcile)
+    return Call("GET", "/nlb/flows", None, format_flows)
+
+
+def status_show(args: argparse.Namespace) -> Call:
+    return Call("GET", "/nlb/status", None, format_status)
+
+
+def check_config(path: str) -> int:
+    """Validate a config offline with the controller's own loader, so the verdict is the controller's."""
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"nlbflow: bad config: {error}", file=sys.stderr)
+        return 1
+    print(format_config(path, config))
+    return 0
+
+
+# The command line.
+
+
+def _connection_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
+    """On the main parser with defaults, and on every API command without, so they go before or after it."""
+
+    def default(value: object) -> object:
+        return value if with_defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--url",
+        default=default(os.environ.get("NLBFLOW_URL") or DEFAULT_URL),
+        help=f"the controller's REST API (default: $NLBFLOW_URL, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=default(os.environ.get("NLBFLOW_TOKEN_FILE") or None),
+        help="send 'Authorization: Bearer <the file's content>' (default: $NLBFLOW_TOKEN_FILE, else no token)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print the API's JSON answer as it is, instead of tables",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlbflow",
+        description="Manage the NLB clusters of a running nlbflow controller through its REST API.",
+        epilog="Exit status: 0 on success, 1 when the API refuses or cannot be reached, 2 on a usage error.",
+    )
+    _connection_options(parser, with_defaults=True)
+    connection = argparse.ArgumentParser(add_help=False)
+    _connection_options(connection, with_defaults=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def leaf(group: Any, name: str, help_text: str, call: Callable[[argparse.Namespace], Call]) -> Any:
+        sub = group.add_parser(name, help=help_text, description=help_text, parents=[connection])
+        sub.set_defaults(call=call, parser=sub)
+        return sub
+
+    cluster = commands.add_parser("cluster", help="add, list, show or remove clusters")
+    cluster_actions = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = leaf(cluster_actions, "add", "register a cluster (POST /nlb/clusters)", cluster_add)
+    sub.add_argument("name", metavar="NAME", help="1-63 letters, digits, '_', '.', '-'")
+    sub.add_argument("cluster_ip", metavar="CLUSTER_IP", help="the primary cluster IP (VIP)")
+    sub.add_argument("--cluster-mac", metavar="MAC", help="default 02:bf:<cluster IP>, as Windows NLB derives it")
+    sub.add_argument("--mode", choices=("unicast",), help="default unicast, the only mode supported")
+    sub.add_argument(
+        "--arp", choices=("proxy", "relay"), help="proxy: the controller answers; relay: the peer does (default proxy)"
+    )
+    leaf(cluster_actions, "list", "list the clusters", cluster_list)
+    sub = leaf(cluster_actions, "show", "show a cluster and its members", cluster_show)
+    sub.add_argument("name", metavar="NAME")
+    sub = leaf(cluster_actions, "remove", "remove a cluster, its members and their flows", cluster_remove)
+    sub.add_argument("name", metavar="NAME")
+
+    member = commands.add_parser("member", help="add, list, show, move or remove cluster members")
+    member_actions = member.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dpid_help = "the switch: a decimal integer, or the 16 hex digits OVS prints (0000000000000001)"
+    sub = leaf(member_actions, "add", "add a member to a cluster", member_add)
+    sub.add_argument("cluster", metavar="CLUSTER")
+    sub.add_argument("ip", metavar="IP", help="the member's dedicated IP (DIP)")
+    sub.add_argument("--mac", help="its dedicated MAC (default 02:de:<IP>)")
+    sub.add_argument("--dpid", help=dpid_help + "; with --port, pins the member (default: the app locates it)")
+    sub.add_argument("--port", type=int, help="the switch port the member is attached to")
+    sub = leaf(member_actions, "list", "list a cluster's members and where they are", member_list)
+    sub.add_argument("cluster", metavar="CLUSTER")
+    sub = leaf(member_actions, "show", "show one member", member_show)
+    sub.add_argument("cluster", metavar="CLUSTER")
+    sub.add_argument("ip", metavar="IP")
+    sub = leaf(member_actions, "remove", "remove a member and its flows", member_remove)
+    sub.add_argument("cluster", metavar="CLUSTER")
+    sub.add_argument("ip", metavar="IP")
+    sub = leaf(
+        member_actions,
+        "move",
+        "pin a member to a switch port (--dpid and --port), unpin it (--unpin), and/or change its MAC (--mac)",
+        member_move,
+    )
+    sub.add_argument("cluster", metavar="CLUSTER")
+    sub.add_argument("ip", metavar="IP")
+    sub.add_argument("--dpid", help=dpid_help)
+    sub.add_argument("--port", type=int, help="the switch port")
+    sub.add_argument("--unpin", action="store_true", help="let the app locate the member itself")
+    sub.add_argument("--mac", help="a new dedicated MAC")
+
+    sub = leaf(
+        commands,
+        "flows",
+        "audit the app's flows in every switch; 'flows reconcile' repairs what is missing or unexpected",
+        flows_audit,
+    )
+    sub.add_argument(
+        "action",
+        nargs="?",
+        choices=("reconcile",),
+        metavar="reconcile",
+        help="add the missing flows and delete the unexpected ones, then show what was repaired",
+    )
+    leaf(commands, "status", "show the switches, where members are located and the ARP counters", status_show)
+
+    sub = commands.add_parser(
+        "check-config",
+        help="validate a config file offline, as the controller would",
+        description="Validate a YAML config offline with the controller's own rules; no controller needed.",
+    )
+    sub.add_argument("file", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    try:
+        call = args.call(args)
+    except UsageError as error:
+        args.parser.error(str(error))
+    try:
+        client = Client(args.url, read_token(args.token_file) if args.token_file else None)
+        code, data = client.request(call.method, call.path, call.body)
+    except CliError as error:
+        print(f"nlbflow: {error}", file=sys.stderr)
+        return 1
+    if code >= 400:
+        message = data.get("error") if isinstance(data, dict) else None
+        print(f"nlbflow: {code}: {message or json.dumps(data)}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2) if args.json else call.render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

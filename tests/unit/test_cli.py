@@ -1,0 +1,570 @@
+"""The `nlbflow` client against a fake REST API on 127.0.0.1: each command sends the request
+docs/rest-api.md describes and prints the answer readably; errors are one line and exit 1."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from flows.config import ConfigError, load_config
+from ryu_apps import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "example.yaml"
+
+PINNED = {
+    "ip": "10.0.0.11",
+    "mac": "02:de:0a:00:00:0b",
+    "dpid": 1,
+    "port": 1,
+    "located": [{"dpid": 1, "port": 1, "how": "pinned"}],
+}
+PINNED_AT = "0000000000000001 port 1 (pinned)"
+UNLOCATED = {"ip": "10.0.0.12", "mac": "02:de:0a:00:00:0c", "dpid": None, "port": None, "located": []}
+CLUSTER = {
+    "name": "web",
+    "cluster_ip": "10.0.0.100",
+    "cluster_mac": "02:bf:0a:00:00:64",
+    "mode": "unicast",
+    "arp": "proxy",
+    "members": [PINNED, UNLOCATED],
+}
+FLOW = {
+    "cookie": "0x4e4c4e1b000b0300",
+    "cluster": "web",
+    "member": "10.0.0.11",
+    "purpose": "member_delivery",
+    "claims": "54-58",
+    "table_id": 0,
+    "priority": 200,
+    "match": {"eth_dst": "02:de:0a:00:00:0b"},
+    "actions": ["set_field:02:bf:0a:00:00:64->eth_dst", "output:1"],
+    "packets": 7,
+    "bytes": 686,
+}
+MISSING_FLOW = {
+    "cookie": "0x4e4c4e1b000c0300",
+    "cluster": "web",
+    "member": "10.0.0.12",
+    "purpose": "member_delivery",
+    "claims": "54-58",
+    "table_id": 0,
+    "priority": 200,
+    "match": {"eth_dst": "02:de:0a:00:00:0c"},
+    "actions": ["set_field:02:bf:0a:00:00:64->eth_dst", "output:2"],
+}
+STALE_FLOW = {**FLOW, "cookie": "0x4e4c4e1b00630300", "member": "10.0.0.99", "packets": 0, "bytes": 0}
+AUDIT = {
+    "switches": {
+        "0000000000000001": {
+            "dpid": 1,
+            "flows": [FLOW, STALE_FLOW],
+            "missing": [MISSING_FLOW],
+            "unexpected": [STALE_FLOW],
+            "other_apps_flows": 3,
+        }
+    }
+}
+REPAIRED = {
+    "switches": {
+        "0000000000000001": {
+            "dpid": 1,
+            "flows": [FLOW, {**MISSING_FLOW, "packets": 0, "bytes": 0}],
+            "missing": [],
+            "unexpected": [],
+            "other_apps_flows": 3,
+            "repaired": {"added": 1, "deleted": 1},
+        }
+    }
+}
+STATUS = {
+    "runtime": "os-ken",
+    "switches": [{"dpid": 1, "ports": [1, 2, 3, 4]}],
+    "clusters": [
+        {
+            "name": "web",
+            "members": [{"ip": "10.0.0.11", "located": PINNED["located"]}, {"ip": "10.0.0.12", "located": []}],
+        }
+    ],
+    "counters": {"answered": 6, "relayed": 0, "forwarded": 3, "dropped_spoofed": 2},
+}
+
+
+class Seen(NamedTuple):
+    method: str
+    path: str
+    body: Any
+    authorization: str | None
+
+
+class FakeApi:
+    """Records every request; answers with what a test set for (method, path), else a 404 as the API would."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.answers: dict[tuple[str, str], tuple[int, bytes]] = {}
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                body = json.loads(raw) if raw else None
+                api.requests.append(Seen(self.command, self.path, body, self.headers.get("Authorization")))
+                status, payload = api.answers.get(
+                    (self.command, self.path), (404, json.dumps({"error": f"no such path: {self.path}"}).encode())
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = handle_any
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, method: str, path: str, status: int, body: object) -> None:
+        self.answers[(method, path)] = (status, json.dumps(body).encode())
+
+    def answer_raw(self, method: str, path: str, status: int, payload: bytes) -> None:
+        self.answers[(method, path)] = (status, payload)
+
+    @property
+    def last(self) -> Seen:
+        assert self.requests, "the CLI sent no request"
+        return self.requests[-1]
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
+    monkeypatch.delenv("NLBFLOW_URL", raising=False)
+    monkeypatch.delenv("NLBFLOW_TOKEN_FILE", raising=False)
+    fake = FakeApi()
+    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+    thread.join()
+
+
+def run(api: FakeApi, *argv: str) -> int:
+    return cli.main(["--url", api.url, *argv])
+
+
+def columns(line: str) -> list[str]:
+    """A table row's cells: columns are two or more spaces apart, words within a cell one."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+# Clusters
+
+
+def test_cluster_add_posts_name_and_ip_and_prints_the_derived_fields(api, capsys):
+    api.answer("POST", "/nlb/clusters", 201, {**CLUSTER, "members": []})
+    assert run(api, "cluster", "add", "web", "10.0.0.100") == 0
+    assert api.last == Seen("POST", "/nlb/clusters", {"name": "web", "cluster_ip": "10.0.0.100"}, None)
+    out = capsys.readouterr().out
+    assert "web" in out
+    assert "02:bf:0a:00:00:64" in out
+    assert "proxy" in out
+
+
+def test_cluster_add_sends_every_option_given(api):
+    api.answer("POST", "/nlb/clusters", 201, {**CLUSTER, "arp": "relay", "members": []})
+    argv = ("cluster", "add", "web", "10.0.0.100", "--cluster-mac", "02:bf:0a:00:00:64", "--mode", "unicast")
+    assert run(api, *argv, "--arp", "relay") == 0
+    assert api.last.body == {
+        "name": "web",
+        "cluster_ip": "10.0.0.100",
+        "cluster_mac": "02:bf:0a:00:00:64",
+        "mode": "unicast",
+        "arp": "relay",
+    }
+
+
+def test_cluster_list_prints_a_row_per_cluster_with_its_member_count(api, capsys):
+    other = {**CLUSTER, "name": "api", "cluster_ip": "10.0.1.100", "cluster_mac": "02:bf:0a:00:01:64", "members": []}
+    api.answer("GET", "/nlb/clusters", 200, {"clusters": [CLUSTER, {**other, "arp": "relay"}]})
+    assert run(api, "cluster", "list") == 0
+    assert api.last[:3] == ("GET", "/nlb/clusters", None)
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(lines[0]) == ["NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"]
+    assert lines[1].split() == ["web", "10.0.0.100", "02:bf:0a:00:00:64", "unicast", "proxy", "2"]
+    assert lines[2].split() == ["api", "10.0.1.100", "02:bf:0a:00:01:64", "unicast", "relay", "0"]
+
+
+def test_cluster_list_says_so_when_there_is_none(api, capsys):
+    api.answer("GET", "/nlb/clusters", 200, {"clusters": []})
+    assert run(api, "cluster", "list") == 0
+    assert capsys.readouterr().out.strip() == "no clusters"
+
+
+def test_cluster_show_prints_the_fields_and_a_members_table(api, capsys):
+    api.answer("GET", "/nlb/clusters/web", 200, CLUSTER)
+    assert run(api, "cluster", "show", "web") == 0
+    assert api.last.method == "GET"
+    out = capsys.readouterr().out
+    for text in ("10.0.0.100", "02:bf:0a:00:00:64", "unicast", "proxy", "DEDICATED MAC"):
+        assert text in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("10.0.0.1")}
+    assert "02:de:0a:00:00:0b" in rows["10.0.0.11"]
+    assert PINNED_AT in rows["10.0.0.11"]
+    assert "unlocated" in rows["10.0.0.12"]
+
+
+def test_cluster_remove_sends_delete_and_names_what_went(api, capsys):
+    api.answer("DELETE", "/nlb/clusters/web", 200, CLUSTER)
+    assert run(api, "cluster", "remove", "web") == 0
+    assert api.last[:3] == ("DELETE", "/nlb/clusters/web", None)
+    assert capsys.readouterr().out.strip() == "removed cluster web (10.0.0.100, 2 members)"
+
+
+# Members
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        pytest.param("1", 1, id="decimal"),
+        pytest.param("0", 0, id="zero"),
+        pytest.param("18446744073709551615", 18446744073709551615, id="largest-decimal"),
+        pytest.param("0000000000000001", "0000000000000001", id="ovs-form"),
+        pytest.param("0000000000000010", "0000000000000010", id="ovs-form-all-decimal-digits"),
+        pytest.param("1000000000000000", "1000000000000000", id="ovs-form-without-leading-zero"),
+        pytest.param("00000000000000ab", "00000000000000ab", id="ovs-form-with-hex-letters"),
+        pytest.param("0x1", "0x1", id="0x-hex"),
+        pytest.param("01", "01", id="leading-zero"),
+    ],
+)
+def test_a_dpid_is_sent_as_an_integer_only_when_typed_as_plain_decimal(typed, sent):
+    assert cli.dpid_value(typed) == sent
+    assert type(cli.dpid_value(typed)) is type(sent)
+
+
+def test_member_add_posts_ip_mac_and_pin(api, capsys):
+    api.answer("POST", "/nlb/clusters/web/members", 201, PINNED)
+    argv = ("member", "add", "web", "10.0.0.11", "--mac", "02:de:0a:00:00:0b", "--dpid", "0000000000000001")
+    assert run(api, *argv, "--port", "1") == 0
+    assert api.last[:3] == (
+        "POST",
+        "/nlb/clusters/web/members",
+        {"ip": "10.0.0.11", "mac": "02:de:0a:00:00:0b", "dpid": "0000000000000001", "port": 1},
+    )
+    out = capsys.readouterr().out
+    assert "02:de:0a:00:00:0b" in out
+    assert "0000000000000001 port 1" in out
+
+
+def test_member_add_without_options_sends_the_ip_alone(api):
+    api.answer("POST", "/nlb/clusters/web/members", 201, UNLOCATED)
+    assert run(api, "member", "add", "web", "10.0.0.12", "--dpid", "5", "--port", "2") == 0
+    assert api.last.body == {"ip": "10.0.0.12", "dpid": 5, "port": 2}
+    assert run(api, "member", "add", "web", "10.0.0.12") == 0
+    assert api.last.body == {"ip": "10.0.0.12"}
+
+
+def test_member_add_refuses_a_dpid_without_a_port_before_sending(api, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run(api, "member", "add", "web", "10.0.0.11", "--dpid", "1")
+    assert exited.value.code == 2
+    assert "--dpid and --port go together" in capsys.readouterr().err
+    assert api.requests == []
+
+
+def test_member_list_prints_where_each_member_is(api, capsys):
+    api.answer("GET", "/nlb/clusters/web/members", 200, {"members": [PINNED, UNLOCATED]})
+    assert run(api, "member", "list", "web") == 0
+    assert api.last[:3] == ("GET", "/nlb/clusters/web/members", None)
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(lines[0]) == ["IP", "DEDICATED MAC", "PINNED", "LOCATED"]
+    assert columns(lines[1]) == ["10.0.0.11", "02:de:0a:00:00:0b", "0000000000000001 port 1", PINNED_AT]
+    assert columns(lines[2]) == ["10.0.0.12", "02:de:0a:00:00:0c", "-", "unlocated"]
+
+
+def test_member_show_prints_the_member(api, capsys):
+    learned = {**UNLOCATED, "located": [{"dpid": 2, "port": 7, "how": "learned"}]}
+    api.answer("GET", "/nlb/clusters/web/members/10.0.0.12", 200, learned)
+    assert run(api, "member", "show", "web", "10.0.0.12") == 0
+    out = capsys.readouterr().out
+    assert "02:de:0a:00:00:0c" in out
+    assert "0000000000000002 port 7 (learned)" in out
+
+
+def test_member_remove_sends_delete(api, capsys):
+    api.answer("DELETE", "/nlb/clusters/web/members/10.0.0.11", 200, PINNED)
+    assert run(api, "member", "remove", "web", "10.0.0.11") == 0
+    assert api.last[:3] == ("DELETE", "/nlb/clusters/web/members/10.0.0.11", None)
+    assert capsys.readouterr().out.strip() == "removed member 10.0.0.11 (02:de:0a:00:00:0b) from cluster web"
+
+
+@pytest.mark.parametrize(
+    ("options", "body"),
+    [
+        pytest.param(("--dpid", "0000000000000002", "--port", "3"), {"dpid": "0000000000000002", "port": 3}, id="pin"),
+        pytest.param(("--unpin",), {"dpid": None, "port": None}, id="unpin-sends-nulls"),
+        pytest.param(("--mac", "02:de:00:00:00:01"), {"mac": "02:de:00:00:00:01"}, id="mac-alone"),
+        pytest.param(
+            ("--unpin", "--mac", "02:de:00:00:00:01"),
+            {"dpid": None, "port": None, "mac": "02:de:00:00:00:01"},
+            id="unpin-and-mac",
+        ),
+    ],
+)
+def test_member_move_patches_the_member(api, options, body):
+    api.answer("PATCH", "/nlb/clusters/web/members/10.0.0.11", 200, PINNED)
+    assert run(api, "member", "move", "web", "10.0.0.11", *options) == 0
+    assert api.last[:3] == ("PATCH", "/nlb/clusters/web/members/10.0.0.11", body)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param((), "nothing to change", id="nothing"),
+        pytest.param(("--unpin", "--dpid", "1", "--port", "1"), "--unpin cannot go with", id="unpin-and-pin"),
+        pytest.param(("--port", "1"), "--dpid and --port go together", id="port-alone"),
+    ],
+)
+def test_member_move_refuses_contradictory_or_empty_options_before_sending(api, capsys, options, message):
+    with pytest.raises(SystemExit) as exited:
+        run(api, "member", "move", "web", "10.0.0.11", *options)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert api.requests == []
+
+
+# Flows and status
+
+
+def test_flows_prints_each_flow_then_missing_unexpected_and_other_apps(api, capsys):
+    api.answer("GET", "/nlb/flows", 200, AUDIT)
+    assert run(api, "flows") == 0
+    assert api.last[:3] == ("GET", "/nlb/flows", None)
+    out = capsys.readouterr().out
+    assert out.startswith("switch 0000000000000001 (dpid 1): 2 flows of nlbflow\n")
+    row = next(line for line in out.splitlines() if FLOW["cookie"] in line).split()
+    assert row == [
+        "0x4e4c4e1b000b0300",
+        "web",
+        "10.0.0.11",
+        "member_delivery",
+        "200",
+        "eth_dst=02:de:0a:00:00:0b",
+        "set_field:02:bf:0a:00:00:64->eth_dst,output:1",
+        "7",
+        "686",
+    ]
+    missing = out.split("missing: 1\n")[1].split("unexpected:")[0]
+    assert MISSING_FLOW["cookie"] in missing
+    assert missing.splitlines()[1].split()[-2:] == ["-", "-"]  # no counters for a flow the switch lacks
+    assert STALE_FLOW["cookie"] in out.split("unexpected: 1\n")[1]
+    assert out.rstrip().endswith("flows of other apps: 3")
+
+
+def test_flows_says_none_when_nothing_is_missing_or_unexpected(api, capsys):
+    clean = {
+        "switches": {"0000000000000001": {**AUDIT["switches"]["0000000000000001"], "missing": [], "unexpected": []}}
+    }
+    api.answer("GET", "/nlb/flows", 200, clean)
+    assert run(api, "flows") == 0
+    out = capsys.readouterr().out
+    assert "missing: none" in out
+    assert "unexpected: none" in out
+
+
+def test_flows_without_switches_says_none_is_connected():
+    assert cli.format_flows({"switches": {}}) == "no switches connected"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_json_prints_the_answer_as_it_is_before_or_after_the_command(api, capsys, where):
+    api.answer("GET", "/nlb/flows", 200, AUDIT)
+    argv = ["--json", "flows"] if where == "before" else ["flows", "--json"]
+    assert run(api, *argv) == 0
+    assert json.loads(capsys.readouterr().out) == AUDIT
+
+
+def test_flows_reconcile_posts_and_prints_what_was_repaired(api, capsys):
+    api.answer("POST", "/nlb/flows/reconcile", 200, REPAIRED)
+    assert run(api, "flows", "reconcile") == 0
+    assert api.last[:3] == ("POST", "/nlb/flows/reconcile", None)
+    assert capsys.readouterr().out.strip() == "switch 0000000000000001: 1 flow added, 1 deleted"
+
+
+def test_flows_reconcile_shows_what_is_still_missing_after_repair():
+    still = {**REPAIRED["switches"]["0000000000000001"], "missing": [MISSING_FLOW]}
+    still["repaired"] = {"added": 0, "deleted": 0}
+    text = cli.format_reconcile({"switches": {"0000000000000001": still}})
+    assert text.startswith("switch 0000000000000001: in step, nothing to repair\nstill missing: 1\n")
+    assert MISSING_FLOW["cookie"] in text
+
+
+def test_status_prints_switches_located_members_and_counters(api, capsys):
+    api.answer("GET", "/nlb/status", 200, STATUS)
+    assert run(api, "status") == 0
+    assert api.last[:3] == ("GET", "/nlb/status", None)
+    out = capsys.readouterr().out
+    assert "runtime: os-ken" in out
+    assert "0000000000000001  ports 1, 2, 3, 4" in out
+    assert "members located: 1 of 2" in out
+    assert "10.0.0.12  unlocated" in out
+    assert [line.split() for line in out.split("counters:\n")[1].splitlines()] == [
+        ["answered", "6"],
+        ["relayed", "0"],
+        ["forwarded", "3"],
+        ["dropped_spoofed", "2"],
+    ]
+
+
+# Connection, token and errors
+
+
+def test_token_file_sends_its_stripped_content_as_bearer_token(api, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n", encoding="utf-8")
+    api.answer("GET", "/nlb/status", 200, STATUS)
+    assert run(api, "--token-file", str(token), "status") == 0
+    assert api.last.authorization == "Bearer s3cret"
+    assert run(api, "status") == 0
+    assert api.last.authorization is None
+
+
+def test_url_and_token_file_default_to_the_environment(api, tmp_path, monkeypatch):
+    token = tmp_path / "token"
+    token.write_text("  from-env  ", encoding="utf-8")
+    monkeypatch.setenv("NLBFLOW_URL", api.url + "/")
+    monkeypatch.setenv("NLBFLOW_TOKEN_FILE", str(token))
+    api.answer("GET", "/nlb/clusters", 200, {"clusters": []})
+    assert cli.main(["cluster", "list"]) == 0
+    assert api.last[:2] == ("GET", "/nlb/clusters")
+    assert api.last.authorization == "Bearer from-env"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [pytest.param(None, "cannot read the token file", id="missing"), pytest.param("\n", "must hold one", id="empty")],
+)
+def test_an_unusable_token_file_is_one_line_and_exit_1(api, tmp_path, capsys, content, problem):
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content, encoding="utf-8")
+    assert run(api, "--token-file", str(token), "status") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nlbflow: ")
+    assert problem in err
+    assert str(token) in err
+    assert api.requests == []
+
+
+def test_an_api_error_prints_its_message_and_exits_1(api, capsys):
+    message = "ip: 10.0.0.11 is already the IP of a member of cluster 'web'"
+    api.answer("POST", "/nlb/clusters/web/members", 409, {"error": message})
+    assert run(api, "member", "add", "web", "10.0.0.11") == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"nlbflow: 409: {message}\n"
+    assert captured.out == ""
+
+
+def test_an_unknown_cluster_prints_the_api_404(api, capsys):
+    assert run(api, "cluster", "show", "nope") == 1
+    assert capsys.readouterr().err == "nlbflow: 404: no such path: /nlb/clusters/nope\n"
+
+
+def test_a_server_that_does_not_answer_json_is_one_line_and_exit_1(api, capsys):
+    api.answer_raw("GET", "/nlb/status", 502, b"<html>Bad Gateway</html>")
+    assert run(api, "status") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nlbflow: {api.url} answered GET /nlb/status with status 502 and no JSON")
+
+
+def test_connection_refused_names_the_url_and_exits_1(capsys):
+    with socket.socket() as bound:  # bound, never listening: connections to it are refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        assert cli.main(["--url", url, "status"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"nlbflow: cannot reach the nlbflow API at {url}: Connection refused\n"
+    assert "Traceback" not in captured.err
+
+
+def test_a_url_without_scheme_is_refused_without_traceback(capsys):
+    assert cli.main(["--url", "127.0.0.1:8080", "status"]) == 1
+    assert capsys.readouterr().err == "nlbflow: '127.0.0.1:8080' is not an http:// or https:// URL\n"
+
+
+# Offline: check-config, help, imports
+
+
+def test_check_config_accepts_the_example_and_summarises_it(capsys):
+    assert cli.main(["check-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{EXAMPLE}: valid, 2 clusters, 4 members\n")
+    assert "web   10.0.0.100  02:bf:0a:00:00:64  proxy  2" in out
+
+
+def test_check_config_rejects_a_bad_file_with_the_controllers_message(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("clusters:\n  - name: web\n    cluster_ip: 10.0.0.300\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(bad))
+    assert cli.main(["check-config", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"nlbflow: bad config: {caught.value}\n"
+    assert "clusters[0].cluster_ip" in captured.err
+    assert captured.out == ""
+
+
+def test_check_config_of_a_missing_file_says_it_cannot_read_it(tmp_path, capsys):
+    assert cli.main(["check-config", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "listed"),
+    [
+        pytest.param([], ("cluster", "member", "flows", "status", "check-config", "--url", "--token-file"), id="top"),
+        pytest.param(["cluster"], ("add", "list", "show", "remove"), id="cluster"),
+        pytest.param(["member"], ("add", "list", "show", "remove", "move"), id="member"),
+        pytest.param(["member", "move"], ("--dpid", "--port", "--unpin", "--mac"), id="member-move"),
+        pytest.param(["flows"], ("reconcile", "--json"), id="flows"),
+    ],
+)
+def test_help_lists_the_commands_and_options(capsys, argv, listed):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for word in listed:
+        assert word in out
+
+
+def test_a_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["member"])
+    assert exited.value.code == 2
+    assert "ACTION" in capsys.readouterr().err
+
+
+def test_importing_the_cli_loads_no_sdn_framework():
+    code = (
+        "import sys, ryu_apps.cli; "
+        "loaded = [m for m in ('ryu', 'os_ken', 'ryu_apps.compat', 'eventlet') if m in sys.modules]; "
+        "print(loaded)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
