@@ -84,7 +84,11 @@ class NlbFlow(BaseApp):
         if saved is not None and config.registry.clusters and config.registry != saved:
             self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
         listen = (config.controller.rest_host, config.controller.rest_port)
-        self.rest_server = hub.WSGIServer(listen, RestApi(self, token))
+        try:
+            self.rest_server = hub.WSGIServer(listen, RestApi(self, token))
+        except OSError as error:
+            self.logger.error("nlbflow: cannot serve the REST API on %s:%s: %s", *listen, error.strerror)
+            raise SystemExit(2) from None
         hub.spawn(self.rest_server.serve_forever)
         hub.spawn(self._probe_unlocated)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
