@@ -74,6 +74,7 @@ class NlbFlow(BaseApp):
             save_state(self.state_file, config.registry)
         self.core = NlbCore(replace(config, registry=saved if saved is not None else config.registry))
         self.datapaths: dict[int, object] = {}
+        self.synced: dict[int, object] = {}  # dpid -> Event set once the switch's flows were read back
         self.replies: dict[tuple[int, int], Reply] = {}
         self.change_lock = hub.BoundedSemaphore(1)
         source = "state file" if saved is not None else "config (first start)"
@@ -98,6 +99,7 @@ class NlbFlow(BaseApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev) -> None:
         self.datapaths[ev.msg.datapath.id] = ev.msg.datapath
+        self.synced[ev.msg.datapath.id] = hub.Event()
         hub.spawn(self._sync_switch, ev.msg.datapath)
 
     @set_ev_cls(
@@ -139,6 +141,7 @@ class NlbFlow(BaseApp):
     def switch_gone(self, ev) -> None:
         if ev.datapath.id is not None and self.datapaths.get(ev.datapath.id) is ev.datapath:
             del self.datapaths[ev.datapath.id]
+            del self.synced[ev.datapath.id]
             self.core.switch_disconnected(ev.datapath.id)
 
     # --- the service the REST API calls -----------------------------------------------------------
@@ -150,6 +153,7 @@ class NlbFlow(BaseApp):
     def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> T:
         """Persist first (a 2xx survives kill -9), then push to every switch and wait for its barrier."""
         with self.change_lock:
+            self._wait_synced()
             registry, touched = mutate(self.core.registry)
             save_state(self.state_file, registry)
             for dpid, work in self.core.set_registry(registry).items():
@@ -173,6 +177,7 @@ class NlbFlow(BaseApp):
     def reconcile(self) -> dict:
         repaired = {}
         with self.change_lock:
+            self._wait_synced()
             for dpid, datapath in sorted(self.datapaths.items()):
                 stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
                 work = self.core.flows_read_back(dpid, [ofmsgs.spec_from_stats(datapath, s) for s in stats])
@@ -206,6 +211,7 @@ class NlbFlow(BaseApp):
         stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
         installed = [ofmsgs.spec_from_stats(datapath, s) for s in stats]
         self._send(datapath, self.core.flows_read_back(datapath.id, installed))
+        self.synced[datapath.id].set()
 
     def _request(self, datapath, message) -> list:
         """Send a request and wait for its whole reply (all parts of a multipart one)."""
@@ -219,6 +225,13 @@ class NlbFlow(BaseApp):
             return waiting.bodies
         finally:
             del self.replies[key]
+
+    def _wait_synced(self) -> None:
+        """A switch that just connected gets a change only once its flows are read back, so the
+        change is in it when the API answers."""
+        for dpid, synced in list(self.synced.items()):
+            if dpid in self.datapaths and not synced.wait(timeout=REPLY_TIMEOUT_SECONDS):
+                raise TimeoutError(f"dpid {dpid} did not finish connecting")
 
     def _wait_barriers(self) -> None:
         for datapath in list(self.datapaths.values()):

@@ -6,14 +6,19 @@ ports, then written the way `ovs-ofctl dump-flows` prints it, so a test compares
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flows.addresses import dedicated_mac
 from flows.config import load_config
 from flows.flowspec import FlowSpec, action_text, expected_flows
-from tests.netlab import CLUSTER_VIP, MEMBER_DIPS, Host, Lab
+from flows.state import STATE_FILE_NAME
+from tests.netlab import CLUSTER_VIP, MEMBER_DIPS, REPO_ROOT, Host, Lab
 
 RUNTIMES = ("osken", "ryu")
 ARP_MODES = ("proxy", "relay")
@@ -91,3 +96,113 @@ def start_cluster(lab: Lab, runtime: str, arp: str) -> ClusterLab:
     table = wait_for_table(lab, expected)
     assert sorted(table) == sorted(expected), f"app flows never became the expected set:\n{lab.controller_log()}"
     return ClusterLab(lab, members, client, outsider, runtime, arp, config_path)
+
+
+# --- the REST API and its CLI, reached only from inside the switch namespace ---------------------------
+
+API_URL = "http://127.0.0.1:8080"
+NLBFLOW_CLI = REPO_ROOT / ".venv" / "bin" / "nlbflow"
+
+# A tiny urllib client run with sys.executable in the switch namespace, where the API listens on loopback.
+# argv: method, url, has-body ("0"/"1"), body, headers as JSON. Prints {"status", "headers", "body"}.
+_API_CLIENT = r"""
+import json, sys, urllib.error, urllib.request
+method, url, has_body, body, headers = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
+request = urllib.request.Request(
+    url, data=body.encode() if has_body else None, headers=json.loads(headers), method=method
+)
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    with opener.open(request, timeout=60) as response:
+        status, got_headers, raw = response.status, dict(response.headers), response.read()
+except urllib.error.HTTPError as error:
+    status, got_headers, raw = error.code, dict(error.headers), error.read()
+print(json.dumps({"status": status, "headers": got_headers, "body": raw.decode("utf-8", "replace")}))
+"""
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """An answer of the REST API; header names in lower case (servers differ in their case)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def api_call(
+    lab: Lab,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    token: str | None = None,
+    raw: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ApiAnswer:
+    """One request to the app's REST API from the switch namespace; the answer's body must be JSON.
+
+    `body` is sent as JSON; `raw` is sent as it is (e.g. malformed JSON); `token` adds a bearer token;
+    `headers` adds or overrides headers (e.g. a wrong Authorization scheme).
+    """
+    sent = {"Accept": "application/json"}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    text = raw if raw is not None else (None if body is None else json.dumps(body))
+    if text is not None:
+        sent["Content-Type"] = "application/json"
+    sent.update(headers or {})
+    argv = [sys.executable, "-c", _API_CLIENT, method, API_URL + path, "0" if text is None else "1", text or ""]
+    done = lab.run(None, *argv, json.dumps(sent), timeout=90)
+    answer = json.loads(done.stdout)
+    try:
+        parsed = json.loads(answer["body"])
+    except ValueError:
+        raise AssertionError(f"{method} {path}: status {answer['status']}, not JSON: {answer['body']!r}") from None
+    return ApiAnswer(answer["status"], parsed, {name.lower(): value for name, value in answer["headers"].items()})
+
+
+def api(
+    lab: Lab, method: str, path: str, body: object = None, token: str | None = None, raw: str | None = None
+) -> tuple[int, Any]:
+    """(status, JSON body) of one request to the app's REST API, sent from the switch namespace."""
+    answer = api_call(lab, method, path, body, token=token, raw=raw)
+    return answer.status, answer.body
+
+
+def api_ok(lab: Lab, method: str, path: str, body: object = None, token: str | None = None) -> Any:
+    """The JSON body of a request that must succeed (2xx); otherwise fail showing the answer and the log."""
+    status, answer = api(lab, method, path, body, token)
+    assert 200 <= status < 300, f"{method} {path} {body}: {status} {answer}\n{lab.controller_log()}"
+    return answer
+
+
+def wait_for_api(lab: Lab, token: str | None = None, timeout: float = 20.0) -> None:
+    """Wait until the controller's REST API answers GET /nlb/status (with `token`, if one is set)."""
+    deadline = time.monotonic() + timeout
+    probe = [sys.executable, "-c", _API_CLIENT, "GET", API_URL + "/nlb/status", "0", "", "{}"]
+    if token is not None:
+        probe[-1] = json.dumps({"Authorization": f"Bearer {token}"})
+    while True:
+        done = lab.run(None, *probe, check=False)
+        if done.returncode == 0 and json.loads(done.stdout)["status"] == 200:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the REST API never answered:\n{done.stderr}\n{lab.controller_log()}")
+        time.sleep(0.2)
+
+
+def located(lab: Lab, cluster: str, ip: str) -> list[dict]:
+    """Where the switches see a member now, as GET /nlb/clusters/{cluster}/members/{ip} reports it."""
+    return api_ok(lab, "GET", f"/nlb/clusters/{cluster}/members/{ip}")["located"]
+
+
+def nlbflow_cli(lab: Lab, *args: str, url: str | None = API_URL) -> subprocess.CompletedProcess:
+    """Run the `nlbflow` command (the console script of ryu_apps.cli) in the switch namespace."""
+    argv = [str(NLBFLOW_CLI), *(["--url", url] if url else []), *args]
+    return lab.run(None, *argv, check=False, timeout=90)
+
+
+def state_file(config_path: Path) -> Path:
+    """The controller's state file when the config sets none: beside the config file."""
+    return config_path.parent / STATE_FILE_NAME
