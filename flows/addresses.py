@@ -8,6 +8,8 @@ import re
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 ZERO_MAC = "00:00:00:00:00:00"
 ZERO_IP = "0.0.0.0"
+PROBE_MAC = "0e:4e:4c:00:00:01"
+"""Sender MAC of the app's own ARP probes; locally administered, never a member's or a cluster's."""
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
@@ -64,6 +66,17 @@ def _mac_from_ip(first_octets: tuple[int, int], ip: str) -> str:
 def unicast_cluster_mac(cluster_ip: str) -> str:
     """Windows NLB's unicast cluster MAC for primary cluster IP W.X.Y.Z: 02:bf:W:X:Y:Z."""
     return _mac_from_ip((0x02, 0xBF), cluster_ip)
+
+
+def multicast_cluster_mac(cluster_ip: str) -> str:
+    """Windows NLB's multicast-mode cluster MAC: 03:bf:W:X:Y:Z."""
+    return _mac_from_ip((0x03, 0xBF), cluster_ip)
+
+
+def igmp_cluster_mac(cluster_ip: str) -> str:
+    """Windows NLB's IGMP-multicast cluster MAC: 01:00:5e:7f:Y:Z."""
+    packed = ipaddress.IPv4Address(cluster_ip).packed
+    return f"01:00:5e:7f:{packed[2]:02x}:{packed[3]:02x}"
 
 
 def dedicated_mac(ip: str) -> str:

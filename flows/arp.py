@@ -108,6 +108,8 @@ def decide_arp(
     frame: ArpFrame,
 ) -> ArpDecision:
     """Handle one ARP punted by the switch (its arp_sha is a cluster MAC)."""
+    if frame.op == ARP_REPLY and frame.tha == probe_mac:
+        return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
     if cluster is None:
         return ArpDecision(Verdict.NOT_A_CLUSTER, _to_ports(frame, set(switch_ports) - {in_port}))
@@ -123,9 +125,6 @@ def decide_arp(
     if sender is None:  # a DAD probe (0.0.0.0) or the VIP as sender IP: recognise the sender by its port
         sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
 
-    if frame.op == ARP_REPLY and frame.tha == probe_mac:
-        return ArpDecision(Verdict.LOCATED, (), learned)
-
     target = cluster.member_for_ip(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
     if target is None or is_own or (sender is None and frame.op == ARP_REPLY):
@@ -140,6 +139,16 @@ def decide_arp(
         # with the VIP as sender IP the target would drop the request (its own address): answer instead
         return ArpDecision(Verdict.RELAYED, (FrameOut(target_port, for_peer(frame, sender, cluster)),), learned)
     return ArpDecision(Verdict.ANSWERED, (FrameOut(in_port, proxy_reply(cluster, target, frame)),), learned)
+
+
+def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecision:
+    """A member answered the app's probe (with the cluster MAC in unicast mode, its own MAC otherwise):
+    now its port is known. The answer goes nowhere else."""
+    for cluster in registry.clusters:
+        member = cluster.member_for_ip(frame.spa)
+        if member is not None and not member.pinned:
+            return ArpDecision(Verdict.LOCATED, (), ((cluster.name, member.ip), in_port))
+    return ArpDecision(Verdict.LOCATED)
 
 
 def _spread(

@@ -17,11 +17,21 @@ from flows import cookies
 from flows.addresses import (
     AddressError,
     dedicated_mac,
+    igmp_cluster_mac,
+    is_multicast_mac,
+    multicast_cluster_mac,
     parse_host_ipv4,
+    parse_mac,
     parse_unicast_mac,
     unicast_cluster_mac,
 )
-from flows.model import ArpMode, Cluster, Config, ControllerSettings, Member, Registry, Settings
+from flows.model import ArpMode, Cluster, ClusterMode, Config, ControllerSettings, Member, Registry, Settings
+
+DEFAULT_CLUSTER_MAC = {
+    ClusterMode.UNICAST: unicast_cluster_mac,
+    ClusterMode.MULTICAST: multicast_cluster_mac,
+    ClusterMode.IGMP: igmp_cluster_mac,
+}
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names appear in URLs
 MAX_DPID = 2**64 - 1
@@ -137,13 +147,11 @@ def config_from_data(data: object, source: str) -> Config:
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
-    fields = _fields(data, key, source, required=(), optional=("normal_fallback",))
-    normal_fallback = fields.get("normal_fallback", True)
-    if not isinstance(normal_fallback, bool):
-        raise ConfigError(
-            source, _join(key, "normal_fallback"), f"expected true or false, got {_describe(normal_fallback)}"
-        )
-    return Settings(normal_fallback=normal_fallback)
+    fields = _fields(data, key, source, required=(), optional=("normal_fallback", "source_masking"))
+    for name, value in fields.items():
+        if not isinstance(value, bool):
+            raise ConfigError(source, _join(key, name), f"expected true or false, got {_describe(value)}")
+    return Settings(**fields)
 
 
 def _controller_from_data(data: object, key: str, source: str) -> ControllerSettings:
@@ -204,13 +212,16 @@ def cluster_from_data(data: object, key: str, source: str) -> Cluster:
     )
     name = _name(fields["name"], _join(key, "name"), source)
     cluster_ip = _address(parse_host_ipv4, fields["cluster_ip"], _join(key, "cluster_ip"), source)
+    mode_value = fields.get("mode", ClusterMode.UNICAST.value)
+    if not isinstance(mode_value, str) or mode_value not in {mode.value for mode in ClusterMode}:
+        raise ConfigError(
+            source, _join(key, "mode"), f"{mode_value!r} is not a cluster mode (expected unicast, multicast or igmp)"
+        )
+    mode = ClusterMode(mode_value)
     if "cluster_mac" in fields:
-        cluster_mac = _address(parse_unicast_mac, fields["cluster_mac"], _join(key, "cluster_mac"), source)
+        cluster_mac = _cluster_mac(fields["cluster_mac"], mode, _join(key, "cluster_mac"), source)
     else:
-        cluster_mac = unicast_cluster_mac(cluster_ip)
-    mode = fields.get("mode", "unicast")
-    if mode != "unicast":
-        raise ConfigError(source, _join(key, "mode"), f"only unicast mode is supported in this version, got {mode!r}")
+        cluster_mac = DEFAULT_CLUSTER_MAC[mode](cluster_ip)
     arp = fields.get("arp", ArpMode.PROXY.value)
     if not isinstance(arp, str) or arp not in {arp_mode.value for arp_mode in ArpMode}:
         raise ConfigError(source, _join(key, "arp"), f"{arp!r} is not an ARP mode (expected proxy or relay)")
@@ -334,6 +345,16 @@ def _name(value: object, key: str, source: str) -> str:
             f"{value!r} is not a valid name: 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit",
         )
     return value
+
+
+def _cluster_mac(value: object, mode: ClusterMode, key: str, source: str) -> str:
+    """Unicast mode needs a unicast MAC (it is the members' NIC MAC); the multicast modes a multicast one."""
+    if mode == ClusterMode.UNICAST:
+        return _address(parse_unicast_mac, value, key, source)
+    mac = _address(parse_mac, value, key, source)
+    if not is_multicast_mac(mac) or mac == "ff:ff:ff:ff:ff:ff":
+        raise ConfigError(source, key, f"{mac} is not a multicast MAC, as {mode.value} mode needs")
+    return mac
 
 
 def _address(parse: Callable[[object], str], value: object, key: str, source: str) -> str:

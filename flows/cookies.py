@@ -26,7 +26,10 @@ class Purpose(IntEnum):
     NORMAL_FALLBACK = 1  # table-miss: other traffic is switched as before (invariant 6)
     ARP_PUNT = 2  # a member's ARP (arp_sha = cluster MAC) goes to the controller (claims 6-11)
     MEMBER_DELIVERY = 3  # eth_dst = dedicated MAC -> cluster MAC, out of the member's port (claims 54-58)
-    CLUSTER_DELIVERY = 4  # eth_dst = cluster MAC -> every member's port (invariant 4)
+    CLUSTER_DELIVERY = 4  # eth_dst = cluster MAC -> every member's port, no other (invariant 4, containment)
+    SOURCE_MASKING = 5  # eth_src = cluster MAC from a member's port -> its dedicated MAC (no switch learns CM)
+    INGRESS = 6  # table 0 miss: on to the forwarding table
+    PROBE_ANSWER = 7  # answers to the app's own probes go to the controller (locating members)
 
 
 def cluster_id(cluster_name: str) -> int:

@@ -8,16 +8,14 @@ an ARP request through the controller to the frame a peer receives.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from flows.addresses import PROBE_MAC
 from flows.arp import ArpDecision, ArpFrame, FrameOut, decide_arp, probe_outputs
 from flows.cookies import Purpose, decode_cookie
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec, Output, expected_flows, reconcile
 from flows.model import Config, Member, Registry
-
-PROBE_MAC = "0e:4e:4c:00:00:01"
-"""Sender MAC of the app's own ARP probes; locally administered, never a member's or a cluster's."""
 
 OFPP_MAX = 0xFFFFFF00  # ports above are OpenFlow's reserved ports (LOCAL, CONTROLLER, ...)
 
@@ -32,8 +30,12 @@ class Work:
 
 @dataclass
 class SwitchState:
-    ports: set[int] = field(default_factory=set)
+    ports: dict[int, bool] = field(default_factory=dict)  # port -> up (link up and not administratively down)
     installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
+
+    @property
+    def live_ports(self) -> set[int]:
+        return {port for port, up in self.ports.items() if up}
 
 
 class NlbCore:
@@ -48,6 +50,12 @@ class NlbCore:
         self.counters: Counter[str] = Counter()
 
     def member_ports(self, dpid: int) -> dict[tuple[str, str], int]:
+        """Members this switch can deliver to now: located, on a port that is up."""
+        state = self.switches.get(dpid)
+        live = state.live_ports if state else set()
+        return {key: port for key, port in self.located_ports(dpid).items() if port in live}
+
+    def located_ports(self, dpid: int) -> dict[tuple[str, str], int]:
         """Where each member sits on this switch: its pinned port, else the port it was last heard on."""
         ports: dict[tuple[str, str], int] = {}
         for cluster in self.registry.clusters:
@@ -67,17 +75,18 @@ class NlbCore:
             del self.learned[key]
         return {dpid: Work(diff=self._sync(dpid), frames=self.unlocated_probes(dpid)) for dpid in self.switches}
 
-    def locations(self, cluster_name: str, member: Member) -> list[tuple[int, int]]:
-        """(dpid, port) on every connected switch that knows where the member is."""
-        found = ((dpid, self.member_ports(dpid).get((cluster_name, member.ip))) for dpid in sorted(self.switches))
-        return [(dpid, port) for dpid, port in found if port is not None]
+    def locations(self, cluster_name: str, member: Member) -> list[tuple[int, int, bool]]:
+        """(dpid, port, port is up) on every connected switch that knows where the member is."""
+        found = ((dpid, self.located_ports(dpid).get((cluster_name, member.ip))) for dpid in sorted(self.switches))
+        return [(dpid, port, self.switches[dpid].ports.get(port, False)) for dpid, port in found if port is not None]
 
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
         return expected_flows(self.registry, self.settings, self.member_ports(dpid))
 
-    def switch_connected(self, dpid: int, ports: Iterable[int]) -> None:
-        """A (re)connected switch: its flows are unknown until read back, so nothing is pushed yet."""
-        self.switches[dpid] = SwitchState(ports={port for port in ports if port < OFPP_MAX})
+    def switch_connected(self, dpid: int, ports: Mapping[int, bool]) -> None:
+        """A (re)connected switch and its ports (port -> up): its flows are unknown until read back, so
+        nothing is pushed yet."""
+        self.switches[dpid] = SwitchState(ports={port: up for port, up in ports.items() if port < OFPP_MAX})
 
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
@@ -95,23 +104,24 @@ class NlbCore:
         diff = self._sync(dpid)
         return Work(diff=diff, frames=self.unlocated_probes(dpid))
 
-    def port_changed(self, dpid: int, port: int, present: bool) -> Work:
-        """A port appeared or disappeared: members learned on a vanished port are no longer there."""
+    def port_changed(self, dpid: int, port: int, present: bool, up: bool = True) -> Work:
+        """A port went down or up, appeared or vanished. A member's port that is down gets no frames until
+        it is up again; members learned on a vanished port are no longer there."""
         state = self.switches.get(dpid)
         if state is None or port >= OFPP_MAX:
             return Work()
         if present:
-            state.ports.add(port)
-            return Work()
-        state.ports.discard(port)
-        for key in [key for key, learned_port in self.learned.items() if key[0] == dpid and learned_port == port]:
-            del self.learned[key]
+            state.ports[port] = up
+        else:
+            state.ports.pop(port, None)
+            for key in [key for key, learned in self.learned.items() if key[0] == dpid and learned == port]:
+                del self.learned[key]
         return Work(diff=self._sync(dpid))
 
     def packet_in(self, dpid: int, in_port: int, frame: ArpFrame) -> tuple[ArpDecision, Work]:
         """One punted ARP: decide, follow the sender if it moved, and say what to send."""
         state = self.switches.get(dpid)
-        switch_ports = state.ports if state else {in_port}
+        switch_ports = state.live_ports if state else {in_port}
         decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, self.probe_mac, in_port, frame)
         self.counters[decision.verdict.value] += 1
         diff = EMPTY_DIFF
@@ -127,12 +137,12 @@ class NlbCore:
         state = self.switches.get(dpid)
         if state is None or state.installed is None:  # no punt flow yet: the answers would be lost
             return ()
-        located = self.member_ports(dpid)
+        located = self.located_ports(dpid)
         frames: list[FrameOut] = []
         for cluster in self.registry.clusters:
             for member in cluster.members:
                 if not member.pinned and (cluster.name, member.ip) not in located:
-                    frames += probe_outputs(self.probe_mac, member.ip, state.ports)
+                    frames += probe_outputs(self.probe_mac, member.ip, state.live_ports)
         return tuple(frames)
 
     def _sync(self, dpid: int) -> FlowDiff:

@@ -10,11 +10,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Union
 
+from flows.addresses import PROBE_MAC
 from flows.cookies import Purpose, make_cookie
 from flows.model import Registry, Settings
 
 ETH_TYPE_ARP = 0x0806
 
+INGRESS_TABLE = 0  # source masking, then on to forwarding
+FORWARDING_TABLE = 1
+
+PRIORITY_SOURCE_MASKING = 100
+PRIORITY_INGRESS = 0
+PRIORITY_PROBE_ANSWER = 400
 PRIORITY_ARP_PUNT = 300
 PRIORITY_MEMBER_DELIVERY = 200
 PRIORITY_CLUSTER_DELIVERY = 100
@@ -43,13 +50,20 @@ class SetField:
 
 
 @dataclass(frozen=True)
+class GotoTable:
+    """Continue in another table (the OpenFlow instruction, kept last among a flow's actions)."""
+
+    table_id: int
+
+
+@dataclass(frozen=True)
 class Unrecognized:
     """An action read back from a switch that the app never installs; it marks a flow as unexpected."""
 
     text: str
 
 
-Action = Union[Output, ToController, Normal, SetField, Unrecognized]
+Action = Union[Output, ToController, Normal, SetField, GotoTable, Unrecognized]
 Match = tuple[tuple[str, object], ...]
 
 
@@ -63,6 +77,8 @@ def action_text(action: Action) -> str:
         return "NORMAL"
     if isinstance(action, SetField):
         return f"set_field:{action.value}->{action.field}"
+    if isinstance(action, GotoTable):
+        return f"goto_table:{action.table_id}"
     return action.text
 
 
@@ -89,6 +105,39 @@ MemberPorts = Mapping[tuple[str, str], int]
 """(cluster name, member ip) -> port, on one switch; members not located there are absent."""
 
 
+def source_masking_flow(cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int) -> FlowSpec:
+    """A member's frames leave its port with its dedicated MAC as source, so no switch table ever holds
+    the cluster MAC and NORMAL never sees it move (NLB's MaskSourceMAC, done in the fabric)."""
+    return FlowSpec(
+        priority=PRIORITY_SOURCE_MASKING,
+        cookie=make_cookie(Purpose.SOURCE_MASKING, cluster_name, member_ip),
+        match=make_match(in_port=port, eth_src=cluster_mac),
+        actions=(SetField("eth_src", dedicated_mac), GotoTable(FORWARDING_TABLE)),
+        table_id=INGRESS_TABLE,
+    )
+
+
+def ingress_flow() -> FlowSpec:
+    return FlowSpec(
+        priority=PRIORITY_INGRESS,
+        cookie=make_cookie(Purpose.INGRESS),
+        match=make_match(),
+        actions=(GotoTable(FORWARDING_TABLE),),
+        table_id=INGRESS_TABLE,
+    )
+
+
+def probe_answer_flow() -> FlowSpec:
+    """Members answer the app's probes to PROBE_MAC with their own MACs, whatever the cluster mode."""
+    return FlowSpec(
+        priority=PRIORITY_PROBE_ANSWER,
+        cookie=make_cookie(Purpose.PROBE_ANSWER),
+        match=make_match(eth_dst=PROBE_MAC),
+        actions=(ToController(),),
+        table_id=FORWARDING_TABLE,
+    )
+
+
 def arp_punt_flow(cluster_name: str, cluster_mac: str) -> FlowSpec:
     """Every ARP a member emits carries arp_sha = cluster MAC; the controller handles all of it."""
     return FlowSpec(
@@ -96,6 +145,7 @@ def arp_punt_flow(cluster_name: str, cluster_mac: str) -> FlowSpec:
         cookie=make_cookie(Purpose.ARP_PUNT, cluster_name),
         match=make_match(eth_type=ETH_TYPE_ARP, arp_sha=cluster_mac),
         actions=(ToController(),),
+        table_id=FORWARDING_TABLE,
     )
 
 
@@ -108,16 +158,19 @@ def member_delivery_flow(
         cookie=make_cookie(Purpose.MEMBER_DELIVERY, cluster_name, member_ip),
         match=make_match(eth_dst=dedicated_mac),
         actions=(SetField("eth_dst", cluster_mac), Output(port)),
+        table_id=FORWARDING_TABLE,
     )
 
 
 def cluster_delivery_flow(cluster_name: str, cluster_mac: str, ports: Iterable[int]) -> FlowSpec:
-    """Invariant 4: cluster traffic reaches every member's load-balancing filter."""
+    """Invariant 4 and flood containment: cluster traffic reaches every member's filter and no other
+    port (OpenFlow never sends a frame back out of the port it came in on)."""
     return FlowSpec(
         priority=PRIORITY_CLUSTER_DELIVERY,
         cookie=make_cookie(Purpose.CLUSTER_DELIVERY, cluster_name),
         match=make_match(eth_dst=cluster_mac),
         actions=tuple(Output(port) for port in sorted(set(ports))),
+        table_id=FORWARDING_TABLE,
     )
 
 
@@ -127,20 +180,32 @@ def normal_fallback_flow() -> FlowSpec:
         cookie=make_cookie(Purpose.NORMAL_FALLBACK),
         match=make_match(),
         actions=(Normal(),),
+        table_id=FORWARDING_TABLE,
     )
 
 
 def expected_flows(registry: Registry, settings: Settings, member_ports: MemberPorts) -> list[FlowSpec]:
-    """The complete set of the app's flows for one switch, given where members sit on it."""
-    flows: list[FlowSpec] = []
+    """The complete set of the app's flows for one switch, given where members sit on it (live ports)."""
+    flows: list[FlowSpec] = [ingress_flow(), probe_answer_flow()]
     if settings.normal_fallback:
         flows.append(normal_fallback_flow())
     for cluster in registry.clusters:
-        flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
         located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
         located = [(member, port) for member, port in located if port is not None]
-        for member, port in located:
-            flows.append(member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port))
+        if cluster.unicast:
+            flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
+            for member, port in located:
+                flows.append(
+                    member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
+                )
+        if cluster.unicast and settings.source_masking:
+            masked_ports: set[int] = set()
+            for member, port in sorted(located, key=lambda pair: pair[0].ip):
+                if port not in masked_ports:  # two members behind one port cannot be told apart by source
+                    masked_ports.add(port)
+                    flows.append(
+                        source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
+                    )
         if located:
             flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, (port for _, port in located)))
     return flows

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
+class ClusterMode(str, Enum):
+    """NLB's cluster modes; each has its own kind of cluster MAC."""
+
+    UNICAST = "unicast"  # every NIC carries the cluster MAC: members need dedicated MACs (the method)
+    MULTICAST = "multicast"  # NICs keep their own MACs and also accept the multicast 03:bf:... cluster MAC
+    IGMP = "igmp"  # as multicast, with the IP-multicast-mapped 01:00:5e:7f:... cluster MAC
+
+
 class ArpMode(str, Enum):
     """How a member's ARP for a peer is answered (method.md, Discovery)."""
 
@@ -29,14 +37,19 @@ class Member:
 
 @dataclass(frozen=True)
 class Cluster:
-    """A unicast-mode cluster: every member's NIC carries cluster_mac."""
+    """A cluster: members share cluster_mac; in unicast mode it is every member's NIC MAC."""
 
     name: str
     cluster_ip: str
     cluster_mac: str
     arp: ArpMode = ArpMode.PROXY
-    mode: str = "unicast"
+    mode: ClusterMode = ClusterMode.UNICAST
     members: tuple[Member, ...] = ()
+
+    @property
+    def unicast(self) -> bool:
+        """Only in unicast mode do members need dedicated MACs, ARP hygiene and source masking."""
+        return self.mode == ClusterMode.UNICAST
 
     def member_for_ip(self, ip: str) -> Member | None:
         return next((member for member in self.members if member.ip == ip), None)
@@ -63,6 +76,7 @@ class Settings:
     """Fabric-wide behaviour that is not part of any cluster."""
 
     normal_fallback: bool = True  # table-miss goes to OVS NORMAL; off when another app forwards
+    source_masking: bool = True  # a member's frames leave with its dedicated MAC as source, never the cluster MAC
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from flows.arp import ArpFrame
 from flows.core import NlbCore, Work
-from flows.flowspec import ETH_TYPE_ARP, FlowDiff, FlowSpec, Normal, Output, SetField, ToController
+from flows.flowspec import ETH_TYPE_ARP, FlowDiff, FlowSpec, GotoTable, Normal, Output, SetField, ToController
 
 ETH_TYPE_IPV4 = 0x0800
 
@@ -78,24 +78,33 @@ class FakeOFTable:
         for flow in diff.to_add:
             self.flows[flow.key] = flow
 
-    def lookup(self, in_port: int, frame: Frame) -> FlowSpec | None:
+    def lookup(self, table_id: int, in_port: int, frame: Frame) -> FlowSpec | None:
         fields = {"in_port": in_port, **vars(frame)}
-        matching = [flow for flow in self.flows.values() if all(fields.get(k) == v for k, v in flow.match)]
+        matching = [
+            flow
+            for flow in self.flows.values()
+            if flow.table_id == table_id and all(fields.get(k) == v for k, v in flow.match)
+        ]
         return max(matching, key=lambda flow: flow.priority, default=None)
 
     def forward(self, in_port: int, frame: Frame) -> list[Delivery]:
-        """Apply the winning flow's actions in order; a table miss drops, as fail_mode=secure does."""
-        flow = self.lookup(in_port, frame)
+        """Run the pipeline from table 0; a table miss drops, as fail_mode=secure does."""
         deliveries: list[Delivery] = []
-        for action in flow.actions if flow else ():
-            if isinstance(action, SetField):
-                frame = replace(frame, **{action.field: action.value})
-            elif isinstance(action, Output) and action.port != in_port:  # OpenFlow never outputs to in_port
-                deliveries.append(Delivery(action.port, frame))
-            elif isinstance(action, ToController):
-                deliveries.append(Delivery(CONTROLLER, frame))
-            elif isinstance(action, Normal):
-                deliveries.append(Delivery(NORMAL, frame))
+        table_id: int | None = 0
+        while table_id is not None:
+            flow = self.lookup(table_id, in_port, frame)
+            table_id = None
+            for action in flow.actions if flow else ():
+                if isinstance(action, SetField):
+                    frame = replace(frame, **{action.field: action.value})
+                elif isinstance(action, Output) and action.port != in_port:  # never back out of in_port
+                    deliveries.append(Delivery(action.port, frame))
+                elif isinstance(action, ToController):
+                    deliveries.append(Delivery(CONTROLLER, frame))
+                elif isinstance(action, Normal):
+                    deliveries.append(Delivery(NORMAL, frame))
+                elif isinstance(action, GotoTable):
+                    table_id = action.table_id
         return deliveries
 
 
@@ -106,7 +115,7 @@ class FakeFabric:
         self.core = core
         self.dpid = dpid
         self.table = FakeOFTable()
-        self.core.switch_connected(dpid, ports)
+        self.core.switch_connected(dpid, dict.fromkeys(ports, True))
         self.sent: list[Delivery] = []  # frames the controller sent out (packet-outs)
         self.apply(self.core.flows_read_back(dpid, self.table.flows.values()))
 

@@ -49,7 +49,7 @@ def cluster_data(cluster: Cluster) -> dict:
         "name": cluster.name,
         "cluster_ip": cluster.cluster_ip,
         "cluster_mac": cluster.cluster_mac,
-        "mode": cluster.mode,
+        "mode": cluster.mode.value,
         "arp": cluster.arp.value,
         "members": [member_data(member) for member in cluster.members],
     }

@@ -118,7 +118,9 @@ class NlbFlow(BaseApp):
     def port_status(self, ev) -> None:
         datapath, msg = ev.msg.datapath, ev.msg
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
-        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present))
+        up = ofmsgs.port_is_up(datapath, msg.desc)
+        self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
+        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present, up))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev) -> None:
@@ -163,7 +165,9 @@ class NlbFlow(BaseApp):
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
         how = "pinned" if member.pinned else "learned"
-        return [{"dpid": d, "port": p, "how": how} for d, p in self.core.locations(cluster_name, member)]
+        return [
+            {"dpid": d, "port": p, "how": how, "port_up": up} for d, p, up in self.core.locations(cluster_name, member)
+        ]
 
     def audit(self) -> dict:
         switches = {}
@@ -194,7 +198,10 @@ class NlbFlow(BaseApp):
         counters.update(packet_in_not_arp=0, **self.core.counters)
         return {
             "runtime": RUNTIME,
-            "switches": [{"dpid": d, "ports": sorted(s.ports)} for d, s in sorted(self.core.switches.items())],
+            "switches": [
+                {"dpid": d, "ports": sorted(s.ports), "ports_down": sorted(set(s.ports) - s.live_ports)}
+                for d, s in sorted(self.core.switches.items())
+            ],
             "clusters": [
                 {"name": c.name, "members": [{"ip": m.ip, "located": self.locations(c.name, m)} for m in c.members]}
                 for c in self.core.registry.clusters
@@ -207,7 +214,7 @@ class NlbFlow(BaseApp):
     def _sync_switch(self, datapath) -> None:
         """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from."""
         ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
-        self.core.switch_connected(datapath.id, [port.port_no for port in ports])
+        self.core.switch_connected(datapath.id, {port.port_no: ofmsgs.port_is_up(datapath, port) for port in ports})
         stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
         installed = [ofmsgs.spec_from_stats(datapath, s) for s in stats]
         self._send(datapath, self.core.flows_read_back(datapath.id, installed))

@@ -14,6 +14,7 @@ from flows.core import Work
 from flows.flowspec import (
     Action,
     FlowSpec,
+    GotoTable,
     Normal,
     Output,
     SetField,
@@ -44,9 +45,20 @@ def _actions(datapath, actions: Iterable[Action]) -> list:
     return built
 
 
+def _instructions(datapath, actions: Iterable[Action]) -> list:
+    """Apply-actions for what the flow does here, then goto-table (kept last in a spec) if it goes on."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    applied = [action for action in actions if not isinstance(action, GotoTable)]
+    instructions = (
+        [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, applied))] if applied else []
+    )
+    instructions += [parser.OFPInstructionGotoTable(a.table_id) for a in actions if isinstance(a, GotoTable)]
+    return instructions
+
+
 def flow_add(datapath, flow: FlowSpec):
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, flow.actions))]
+    instructions = _instructions(datapath, flow.actions)
     return parser.OFPFlowMod(
         datapath,
         cookie=flow.cookie,
@@ -98,6 +110,13 @@ def port_desc_request(datapath):
     return datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0)
 
 
+def port_is_up(datapath, port) -> bool:
+    """Up means the link is up and the port is not administratively down (ip link set ... down on a veth
+    shows as both)."""
+    ofp = datapath.ofproto
+    return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
+
+
 def _normal_value(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -106,17 +125,19 @@ def spec_from_stats(datapath, stats) -> FlowSpec:
     """A flow read back from the switch, in the same form the app computes, so the two compare."""
     ofp = datapath.ofproto
     actions: list[Action] = []
+    goto: list[Action] = []
     for instruction in stats.instructions:
-        if instruction.type != ofp.OFPIT_APPLY_ACTIONS:
+        if instruction.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions += [_action_from_ofp(ofp, action) for action in instruction.actions]
+        elif instruction.type == ofp.OFPIT_GOTO_TABLE:
+            goto.append(GotoTable(instruction.table_id))
+        else:
             actions.append(Unrecognized(repr(instruction)))
-            continue
-        for action in instruction.actions:
-            actions.append(_action_from_ofp(ofp, action))
     return FlowSpec(
         priority=stats.priority,
         cookie=stats.cookie,
         match=make_match(**{name: _normal_value(value) for name, value in stats.match.items()}),
-        actions=tuple(actions),
+        actions=tuple(actions + goto),
         table_id=stats.table_id,
     )
 

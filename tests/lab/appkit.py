@@ -43,24 +43,37 @@ def dm(host: Host) -> str:
     return dedicated_mac(host.ip)
 
 
-def ovs_text(flow: FlowSpec) -> tuple[int, int, str, str]:
-    """(cookie, priority, match, actions) as ovs-ofctl -O OpenFlow13 dump-flows prints them."""
-    names = {"eth_dst": "dl_dst", "eth_type": None}
-    match = dict(flow.match)
-    parts = ["arp"] if match.get("eth_type") == 0x0806 else []
-    parts += [f"{names.get(field, field)}={value}" for field, value in flow.match if names.get(field, field)]
-    return (flow.cookie, flow.priority, ",".join(parts), ",".join(action_text(a) for a in flow.actions))
+FlowRow = tuple[int, int, int, str, str]
+"""(table, cookie, priority, match, actions): a flow as ovs-ofctl prints it, the match's fields sorted
+(OVS prints them in an order of its own)."""
+
+_OVS_FIELD_NAMES = {"eth_dst": "dl_dst", "eth_src": "dl_src"}
 
 
-def expected_table(config_path: Path, members: list[Host]) -> set[tuple[int, int, str, str]]:
+def _sorted_match(fields: list[str]) -> str:
+    return ",".join(sorted(fields))
+
+
+def ovs_text(flow: FlowSpec) -> FlowRow:
+    """A flow the app computes, written as ovs-ofctl -O OpenFlow13 dump-flows prints it."""
+    fields = ["arp"] if dict(flow.match).get("eth_type") == 0x0806 else []
+    fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={v}" for k, v in flow.match if k != "eth_type"]
+    actions = ",".join(action_text(action) for action in flow.actions)
+    return (flow.table_id, flow.cookie, flow.priority, _sorted_match(fields), actions)
+
+
+def expected_table(config_path: Path, members: list[Host]) -> set[FlowRow]:
     config = load_config(str(config_path))
     ports = {(cluster.name, member.ip): member.ofport for cluster in config.registry.clusters for member in members}
     return {ovs_text(flow) for flow in expected_flows(config.registry, config.settings, ports)}
 
 
-def app_table(lab: Lab) -> list[tuple[int, int, str, str]]:
+def app_table(lab: Lab) -> list[FlowRow]:
     """The app's flows in the switch, as a list: a duplicate would show twice."""
-    return [(f.cookie, f.priority, f.match, f.actions) for f in lab.dump_flows(APP_COOKIES)]
+    return [
+        (f.table, f.cookie, f.priority, _sorted_match(f.match.split(",") if f.match else []), f.actions)
+        for f in lab.dump_flows(APP_COOKIES)
+    ]
 
 
 def wait_for_table(lab: Lab, expected: set, timeout: float = 20.0) -> list:

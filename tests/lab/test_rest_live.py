@@ -134,7 +134,7 @@ def test_deleting_a_member_removes_its_flows_and_reachability_and_deleting_the_c
     assert gone["name"] == "web" and [m["ip"] for m in gone["members"]] == [m1.ip, m2.ip]
     assert api_ok(lab, "GET", "/nlb/clusters") == {"clusters": []}
     assert sorted(app_table(lab)) == sorted(expected_table(config_path, members)), "only the fallback remains"
-    assert [f.actions for f in lab.dump_flows(APP_COOKIES)] == ["NORMAL"]
+    assert sorted(f.actions for f in lab.dump_flows(APP_COOKIES)) == ["CONTROLLER:65535", "NORMAL", "goto_table:1"]
 
 
 def forged_arp(sender_ip: str, target_ip: str, src_mac: str) -> bytes:

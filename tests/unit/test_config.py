@@ -157,7 +157,7 @@ def test_rejects_empty_non_string_and_malformed_names(name, problem):
         (VIP + "cluster_mac: 02:bf:0a:00:00", "cluster_mac", "'02:bf:0a:00:00' is not a MAC address"),
         (VIP + "cluster_mac: 03:bf:0a:00:00:64", "cluster_mac", "03:bf:0a:00:00:64 is a multicast MAC"),
         (VIP + "cluster_mac: 00:00:00:00:00:00", "cluster_mac", "00:00:00:00:00:00 is the zero MAC"),
-        (VIP + "mode: multicast", "mode", "only unicast mode is supported in this version, got 'multicast'"),
+        (VIP + "mode: broadcast", "mode", "'broadcast' is not a cluster mode (expected unicast, multicast or igmp)"),
         (VIP + "arp: answer", "arp", "'answer' is not an ARP mode (expected proxy or relay)"),
         (VIP + "arp: [proxy]", "arp", "['proxy'] is not an ARP mode"),
         (VIP + "members: [{ip: 10.0.0.300}]", "members[0].ip", "'10.0.0.300' is not an IPv4 address"),
@@ -456,3 +456,29 @@ def test_controller_section_is_read():
 def test_rejects_a_bad_controller_section(text, key, problem):
     error = rejection(text)
     assert (error.key, error.problem.split(" (known keys")[0]) == (key, problem)
+
+
+@pytest.mark.parametrize(
+    ("mode", "cluster_mac"),
+    [("unicast", "02:bf:0a:00:00:64"), ("multicast", "03:bf:0a:00:00:64"), ("igmp", "01:00:5e:7f:00:64")],
+)
+def test_each_mode_derives_its_cluster_mac_as_windows_nlb_does(mode, cluster_mac):
+    cluster = parse_config(f"clusters: [{{name: web, cluster_ip: 10.0.0.100, mode: {mode}}}]").registry.clusters[0]
+    assert (cluster.mode.value, cluster.cluster_mac, cluster.unicast) == (mode, cluster_mac, mode == "unicast")
+
+
+@pytest.mark.parametrize(
+    ("mode", "cluster_mac", "problem"),
+    [
+        ("multicast", "02:bf:0a:00:00:64", "02:bf:0a:00:00:64 is not a multicast MAC, as multicast mode needs"),
+        ("igmp", "ff:ff:ff:ff:ff:ff", "ff:ff:ff:ff:ff:ff is not a multicast MAC, as igmp mode needs"),
+        ("unicast", "03:bf:0a:00:00:64", "03:bf:0a:00:00:64 is a multicast MAC (lowest bit of the first octet set)"),
+    ],
+)
+def test_the_cluster_mac_must_suit_the_mode(mode, cluster_mac, problem):
+    error = rejection(f"clusters: [{{name: web, cluster_ip: 10.0.0.100, mode: {mode}, cluster_mac: '{cluster_mac}'}}]")
+    assert (error.key, error.problem) == ("clusters[0].cluster_mac", problem)
+
+
+def test_source_masking_can_be_turned_off():
+    assert parse_config("fabric: {source_masking: false}").settings.source_masking is False

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from flows.addresses import AddressError, dedicated_mac, parse_unicast_mac, unicast_cluster_mac
+from flows.addresses import PROBE_MAC, AddressError, dedicated_mac, parse_unicast_mac, unicast_cluster_mac
 from flows.cookies import APP_COOKIE_MASK, APP_ID, Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
 from flows.flowspec import (
     ETH_TYPE_ARP,
+    FORWARDING_TABLE,
+    INGRESS_TABLE,
     FlowSpec,
+    GotoTable,
     Normal,
     Output,
     SetField,
@@ -17,8 +22,8 @@ from flows.flowspec import (
     make_match,
     reconcile,
 )
-from flows.model import Registry, Settings
-from tests.unit.example_cluster import CM, DM, MEMBER_PORT, web_cluster
+from flows.model import ClusterMode, Registry, Settings
+from tests.unit.example_cluster import CM, DM, MEMBER_PORT, located_ports, web_cluster
 
 
 def test_cluster_mac_is_derived_from_the_primary_cluster_ip_as_windows_nlb_does():
@@ -47,30 +52,59 @@ def test_cookie_names_app_cluster_member_and_purpose():
 
 
 def test_every_flow_of_a_switch_carries_a_distinct_cookie():
-    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
-    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
     assert len({flow.cookie for flow in flows}) == len(flows)
 
 
-def test_expected_flows_for_a_located_cluster():
-    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
-    flows = {flow.match: flow for flow in expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)}
-    assert flows[make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM)].actions == (ToController(),)
+def test_expected_flows_for_a_located_unicast_cluster():
+    flows = {
+        (flow.table_id, flow.match): flow
+        for flow in expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
+    }
+    ingress, forwarding = INGRESS_TABLE, FORWARDING_TABLE
     for ip, port in MEMBER_PORT.items():
-        assert flows[make_match(eth_dst=DM[ip])].actions == (SetField("eth_dst", CM), Output(port))
-    assert flows[make_match(eth_dst=CM)].actions == (Output(1), Output(2), Output(3))
-    assert flows[make_match()].actions == (Normal(),)
-    assert len(flows) == 6
+        masking = flows[(ingress, make_match(in_port=port, eth_src=CM))]
+        assert masking.actions == (SetField("eth_src", DM[ip]), GotoTable(forwarding))
+        assert flows[(forwarding, make_match(eth_dst=DM[ip]))].actions == (SetField("eth_dst", CM), Output(port))
+    assert flows[(ingress, make_match())].actions == (GotoTable(forwarding),)
+    assert flows[(forwarding, make_match(eth_dst=PROBE_MAC))].actions == (ToController(),)
+    assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (ToController(),)
+    assert flows[(forwarding, make_match(eth_dst=CM))].actions == (Output(1), Output(2), Output(3))
+    assert flows[(forwarding, make_match())].actions == (Normal(),)
+    assert len(flows) == 11
 
 
-def test_unlocated_members_get_no_delivery_flow_and_normal_fallback_can_be_turned_off():
-    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(normal_fallback=False), {})
-    assert [flow.match for flow in flows] == [make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM)]
+@pytest.mark.parametrize("mode", [ClusterMode.MULTICAST, ClusterMode.IGMP])
+def test_a_multicast_mode_cluster_gets_containment_only(mode):
+    cluster = replace(web_cluster(), mode=mode, cluster_mac="03:bf:0a:00:00:64")
+    flows = expected_flows(Registry(clusters=(cluster,)), Settings(), located_ports())
+    cluster_flows = [flow for flow in flows if decode_cookie(flow.cookie).cluster_id]
+    assert [(flow.match, flow.actions) for flow in cluster_flows] == [
+        (make_match(eth_dst="03:bf:0a:00:00:64"), (Output(1), Output(2), Output(3)))
+    ]
+
+
+def test_unlocated_members_get_no_delivery_flow_and_masking_and_normal_fallback_can_be_turned_off():
+    settings = Settings(normal_fallback=False, source_masking=False)
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), settings, {})
+    assert {flow.match for flow in flows} == {
+        make_match(),  # the ingress table's way on to forwarding
+        make_match(eth_dst=PROBE_MAC),
+        make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM),
+    }
+    located = expected_flows(Registry(clusters=(web_cluster(),)), settings, located_ports())
+    assert not [flow for flow in located if "eth_src" in dict(flow.match)]
+
+
+def test_two_members_behind_one_port_get_one_masking_flow():
+    ports = {("web", "10.0.0.11"): 7, ("web", "10.0.0.12"): 7}
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    masking = [flow for flow in flows if decode_cookie(flow.cookie).purpose == Purpose.SOURCE_MASKING]
+    assert [(dict(f.match)["in_port"], f.actions[0]) for f in masking] == [(7, SetField("eth_src", DM["10.0.0.11"]))]
 
 
 def test_reconcile_adds_missing_deletes_stale_and_leaves_correct_flows_alone():
-    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
-    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
     stale = FlowSpec(priority=200, cookie=expected[1].cookie, match=make_match(eth_dst="02:de:0a:00:00:63"), actions=())
     installed = [*expected[2:], stale]
     diff = reconcile(expected, installed)
@@ -79,10 +113,9 @@ def test_reconcile_adds_missing_deletes_stale_and_leaves_correct_flows_alone():
 
 
 def test_reconcile_replaces_a_changed_flow_by_add_without_a_delete_that_would_remove_it():
-    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
-    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    expected = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
     moved = next(f for f in expected if f.match == make_match(eth_dst=DM["10.0.0.11"]))
-    old = FlowSpec(moved.priority, moved.cookie, moved.match, (SetField("eth_dst", CM), Output(9)))
+    old = replace(moved, actions=(SetField("eth_dst", CM), Output(9)))
     installed = [f for f in expected if f != moved] + [old]
     diff = reconcile(expected, installed)
     assert diff.to_add == (moved,)

@@ -50,9 +50,9 @@ def test_proxy_end_to_end_request_answer_then_data_reaches_the_peer_only_as_clus
     assert [(d.port, d.frame.arp_sha, d.frame.eth_dst) for d in answer] == [(MEMBER_PORT[A], DM[B], CM)]
 
     data = net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[B]))
-    assert data == [Delivery(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=CM))]
+    assert data == [Delivery(MEMBER_PORT[B], Frame(eth_src=DM[A], eth_dst=CM))]
     back = net.send(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=DM[A]))
-    assert back == [Delivery(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=CM))]
+    assert back == [Delivery(MEMBER_PORT[A], Frame(eth_src=DM[B], eth_dst=CM))]
 
 
 def test_relay_end_to_end_the_target_learns_the_requesters_dedicated_mac_and_its_reply_is_revised():
@@ -106,7 +106,7 @@ def test_a_member_that_moves_is_followed():
     announce_all(net)
     net.send(OTHER_PORT, arp_in(request(B, B)))
     assert net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[B])) == [
-        Delivery(OTHER_PORT, Frame(eth_src=CM, eth_dst=CM))
+        Delivery(OTHER_PORT, Frame(eth_src=DM[A], eth_dst=CM))
     ]
 
 
@@ -124,7 +124,7 @@ def test_a_restarted_controller_adopts_locations_from_the_switch_and_changes_not
     before = dict(net.table.flows)
 
     restarted = NlbCore(web_config())
-    restarted.switch_connected(1, SWITCH_PORTS)
+    restarted.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
     work = restarted.flows_read_back(1, before.values())
     assert work.diff.to_add == () and work.diff.to_delete == ()
     assert work.frames == ()  # every member is known again: nothing to probe

@@ -32,7 +32,7 @@ class StandInController:
 
     def __init__(self, state_file: str) -> None:
         self.core = NlbCore(parse_config(CONFIG))
-        self.core.switch_connected(1, [1, 2, 3])
+        self.core.switch_connected(1, dict.fromkeys([1, 2, 3], True))
         self.state_file = state_file
         save_state(state_file, self.core.registry)
 
@@ -47,7 +47,7 @@ class StandInController:
         return touched
 
     def locations(self, cluster_name, member):
-        return [{"dpid": d, "port": p, "how": "x"} for d, p in self.core.locations(cluster_name, member)]
+        return [{"dpid": d, "port": p, "how": "x"} for d, p, _ in self.core.locations(cluster_name, member)]
 
     def audit(self):
         return {"switches": {}}

@@ -12,7 +12,7 @@ from flows.core import PROBE_MAC, NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
 from flows.state import load_state, save_state, state_path
-from tests.unit.example_cluster import DM, MEMBER_PORT, SWITCH_PORTS, web_config
+from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, web_config
 
 
 def test_state_file_round_trips_the_registry(tmp_path):
@@ -46,7 +46,7 @@ def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
 
 def located_core() -> NlbCore:
     core = NlbCore(web_config())
-    core.switch_connected(1, SWITCH_PORTS)
+    core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
     core.learned.update({(1, "web", ip): port for ip, port in MEMBER_PORT.items()})
     core.flows_read_back(1, core.expected_flows(1))
     return core
@@ -61,7 +61,9 @@ def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
 
     registry, _ = remove_member(core.registry, "web", "10.0.0.12")
     diff = core.set_registry(registry)[1].diff
-    assert [dict(flow.match) for flow in diff.to_delete] == [{"eth_dst": DM["10.0.0.12"]}]
+    assert sorted(map(repr, (dict(flow.match) for flow in diff.to_delete))) == sorted(
+        map(repr, [{"eth_dst": DM["10.0.0.12"]}, {"eth_src": CM, "in_port": MEMBER_PORT["10.0.0.12"]}])
+    )
     assert [flow.actions for flow in diff.to_add] == [(Output(1), Output(3))]
     assert (1, "web", "10.0.0.12") not in core.learned
 
