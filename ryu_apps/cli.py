@@ -459,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME", help="1-63 letters, digits, '_', '.', '-'")
     sub.add_argument("cluster_ip", metavar="CLUSTER_IP", help="the primary cluster IP (VIP)")
     sub.add_argument("--cluster-mac", metavar="MAC", help="default 02:bf:<cluster IP>, as Windows NLB derives it")
-    sub.add_argument("--mode", choices=("unicast",), help="default unicast, the only mode supported")
+    sub.add_argument(
+        "--mode",
+        choices=("unicast", "multicast", "igmp"),
+        help="NLB cluster mode (default unicast); the multicast modes get flood containment only",
+    )
     sub.add_argument(
         "--arp", choices=("proxy", "relay"), help="proxy: the controller answers; relay: the peer does (default proxy)"
     )

@@ -143,6 +143,46 @@ for frame in sys.argv[2:]:
 """
 
 
+_HTTP_SERVER = r"""
+import signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+ip, port, name, lifetime = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
+signal.alarm(lifetime)
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer((ip, port), Handler)
+server.daemon_threads = True
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+_HTTP_CLIENT = r"""
+import http.client, json, signal, sys
+ip, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sources = sys.argv[5].split(",")
+signal.alarm(int(count * timeout) + 30)
+results = []
+for i in range(count):
+    source = sources[i % len(sources)]
+    conn = http.client.HTTPConnection(ip, port, timeout=timeout, source_address=(source, 0))
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        results.append({"source": source, "status": response.status, "body": response.read().decode()})
+    except Exception as exc:
+        results.append({"source": source, "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+print(json.dumps(results))
+"""
+
+
 LABS: list[Lab] = []  # every Lab built in this process, so that a test harness can check each left nothing
 
 
@@ -507,11 +547,18 @@ class Lab:
             _stop_process(srv)
 
     def _start_echo_server(self, proto: str, host: Host, ip: str, port: int, lifetime: int) -> subprocess.Popen:
-        proc = self._spawn(
-            host.netns,
-            [sys.executable, "-c", _ECHO_SERVER, proto, ip, str(port), str(lifetime)],
-            f"{proto} echo server",
+        args = (proto, ip, str(port), str(lifetime))
+        return self._start_server(host, _ECHO_SERVER, args, f"{proto} echo server", f"{ip}:{port}")
+
+    def start_http_server(self, host: Host, ip: str, port: int, body: str, lifetime: int = 300) -> subprocess.Popen:
+        """An HTTP server on ip:port in the host's namespace that answers every GET with `body`."""
+        return self._start_server(
+            host, _HTTP_SERVER, (ip, str(port), body, str(lifetime)), "http server", f"{ip}:{port}"
         )
+
+    def _start_server(self, host: Host, program: str, args: Sequence[str], what: str, where: str) -> subprocess.Popen:
+        """Start one of the small server programs and wait for its "ready" line."""
+        proc = self._spawn(host.netns, [sys.executable, "-c", program, *args], what)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
         try:
@@ -520,8 +567,33 @@ class Lab:
             ready = "no answer"
         if ready != "ready":
             _stop_process(proc)
-            raise LabError(f"{proto} echo server on {host.name} {ip}:{port} did not start: {ready}")
+            raise LabError(f"{what} on {host.name} {where} did not start: {ready}")
         return proc
+
+    def http_requests(
+        self, client: Host, server_ip: str, port: int, source_ips: Sequence[str], count: int, timeout: float = 3.0
+    ) -> list[dict]:
+        """`count` HTTP GETs one after another, each a new connection from the next of `source_ips`.
+
+        Each result is {"source", "status", "body"} or {"source", "error"} (a reset, a timeout, ...).
+        """
+        argv = [
+            sys.executable,
+            "-c",
+            _HTTP_CLIENT,
+            server_ip,
+            str(port),
+            str(count),
+            str(timeout),
+            ",".join(source_ips),
+        ]
+        return json.loads(self.run(client, *argv, timeout=count * timeout + 60).stdout)
+
+    # --- hosts: packet filter ---------------------------------------------------------------------
+
+    def nft(self, host: Host, ruleset: str) -> None:
+        """Load an nftables ruleset (`nft -f` syntax) into the host's namespace."""
+        self.run(host, "nft", "-f", "-", stdin=ruleset)
 
     # --- hosts: ARP and neighbours ----------------------------------------------------------------
 
@@ -585,6 +657,25 @@ class Lab:
     def send_frames(self, host: Host, frames: Sequence[bytes]) -> None:
         """Send raw Ethernet frames out of the host's eth0, e.g. ones built with scapy (`bytes(Ether()/ARP())`)."""
         self.run(host, sys.executable, "-c", _SEND_FRAMES, "eth0", *(frame.hex() for frame in frames))
+
+    # --- switch: ports and MAC table ---------------------------------------------------------------
+
+    def set_switch_port(self, host: Host, up: bool) -> None:
+        """Take the switch end of a host's veth down or up, as a cable pulled or plugged in."""
+        self.run(None, "ip", "link", "set", host.switch_iface, "up" if up else "down")
+
+    def port_tx_packets(self, host: Host) -> int:
+        """Frames br0 has sent out of the host's port (ovs-ofctl dump-ports)."""
+        out = self.ofctl("dump-ports", str(host.ofport))
+        found = re.search(r"tx pkts=(\d+)", out)
+        if found is None:
+            raise LabError(f"no tx counter for port {host.ofport} in:\n{out}")
+        return int(found.group(1))
+
+    def fdb(self) -> list[tuple[int, str]]:
+        """OVS's MAC learning table (`ovs-appctl fdb/show br0`) as (port, MAC) pairs."""
+        rows = self.appctl("fdb/show", BRIDGE).splitlines()[1:]
+        return [(int(row.split()[0]), row.split()[2]) for row in rows if row.split() and row.split()[0].isdigit()]
 
     # --- capture ----------------------------------------------------------------------------------
 

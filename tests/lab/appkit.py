@@ -24,7 +24,9 @@ RUNTIMES = ("osken", "ryu")
 ARP_MODES = ("proxy", "relay")
 APP_COOKIES = "0x4e4c000000000000/0xffff000000000000"
 VIP = CLUSTER_VIP.split("/")[0]
-OUTSIDER_MAC, OUTSIDER_ADDRESS = "02:00:0a:00:00:3c", "10.0.0.60/24"
+OUTSIDER_MAC, OUTSIDER_ADDRESS = "02:00:0a:00:00:5a", "10.0.0.90/24"
+CLIENT_SOURCES = tuple(f"10.0.0.{host}" for host in range(50, 62))  # c1's address and 11 more
+HTTP_PORT = 80
 
 
 def cluster_yaml(arp: str = "proxy", member_dips: tuple[str, ...] = MEMBER_DIPS) -> str:
@@ -219,3 +221,25 @@ def nlbflow_cli(lab: Lab, *args: str, url: str | None = API_URL) -> subprocess.C
 def state_file(config_path: Path) -> Path:
     """The controller's state file when the config sets none: beside the config file."""
     return config_path.parent / STATE_FILE_NAME
+
+
+def nlb_filter_ruleset(vip: str, index: int, count: int) -> str:
+    """The Linux NLB filter of member `index` of `count` (docs/linux-members.md): of the clients' packets
+    for the VIP, accept those whose source address hashes to this member, drop the others."""
+    return f"""table ip nlbflow {{
+    chain prerouting {{
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr {vip} jhash ip saddr mod {count} seed 0x0 != {index} drop
+    }}
+}}
+"""
+
+
+def serve_load_balanced(lab: Lab, members: list[Host], client: Host) -> None:
+    """Each member filters by hash and serves HTTP on the VIP; the client gets its extra source addresses."""
+    for index, member in enumerate(members):
+        lab.nft(member, nlb_filter_ruleset(VIP, index, len(members)))
+        lab.start_http_server(member, VIP, HTTP_PORT, member.name)
+    for address in CLIENT_SOURCES:
+        if address != client.ip:
+            lab.run(client, "ip", "address", "add", f"{address}/24", "dev", "eth0")

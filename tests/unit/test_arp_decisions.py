@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ArpFrame, FrameOut, Verdict, decide_arp, probe_frame
-from flows.core import PROBE_MAC
 from flows.model import ArpMode, Registry
 from tests.unit.example_cluster import (
     BROADCAST,

@@ -6,12 +6,18 @@ sends back, so these tests state forwarding behaviour rather than a literal flow
 
 from __future__ import annotations
 
-from flows.core import PROBE_MAC, NlbCore
-from flows.model import ArpMode
+from dataclasses import replace
+
+import pytest
+
+from flows.addresses import PROBE_MAC, igmp_cluster_mac, multicast_cluster_mac
+from flows.core import NlbCore
+from flows.model import ArpMode, ClusterMode, Registry, Settings
 from flows.oftable import CONTROLLER, NORMAL, Delivery, FakeFabric, Frame
 from tests.unit.example_cluster import (
     CLIENT_MAC,
     CLIENT_PORT,
+    CLUSTER_IP,
     CM,
     DM,
     MEMBER_PORT,
@@ -128,3 +134,45 @@ def test_a_restarted_controller_adopts_locations_from_the_switch_and_changes_not
     work = restarted.flows_read_back(1, before.values())
     assert work.diff.to_add == () and work.diff.to_delete == ()
     assert work.frames == ()  # every member is known again: nothing to probe
+
+
+@pytest.mark.parametrize(
+    ("mode", "cluster_mac"),
+    [
+        (ClusterMode.UNICAST, CM),
+        (ClusterMode.MULTICAST, multicast_cluster_mac(CLUSTER_IP)),
+        (ClusterMode.IGMP, igmp_cluster_mac(CLUSTER_IP)),
+    ],
+)
+def test_in_every_mode_cluster_frames_leave_on_member_ports_only_never_back_where_they_came_from(mode, cluster_mac):
+    """Members with their own MACs (multicast modes) answer the app's probe with them and are located."""
+    config = web_config()
+    cluster = replace(config.registry.clusters[0], mode=mode, cluster_mac=cluster_mac)
+    net = FakeFabric(NlbCore(replace(config, registry=Registry(clusters=(cluster,)))), 1, list(SWITCH_PORTS))
+    for ip, port in MEMBER_PORT.items():
+        own_mac = f"02:00:00:00:00:{port:02x}" if mode != ClusterMode.UNICAST else CM
+        net.send(port, arp_in(reply(ip, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=own_mac, eth_src=own_mac)))
+    from_client = net.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=cluster_mac))
+    assert ports_of(from_client) == set(MEMBER_PORT.values())
+    from_member = net.send(MEMBER_PORT[A], Frame(eth_src="02:00:00:00:00:01", eth_dst=cluster_mac))
+    assert ports_of(from_member) == {MEMBER_PORT[B], MEMBER_PORT[C]}
+
+
+def test_a_members_frames_leave_with_its_dedicated_mac_as_source_so_normal_never_learns_the_cluster_mac():
+    net = fabric()
+    announce_all(net)
+    out = net.send(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=CLIENT_MAC))
+    assert out == [Delivery(NORMAL, Frame(eth_src=DM[B], eth_dst=CLIENT_MAC))]
+    unmasked = FakeFabric(NlbCore(replace(web_config(), settings=Settings(source_masking=False))), 1, [1, 2, 3, 4, 5])
+    announce_all(unmasked)
+    assert unmasked.send(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=CLIENT_MAC))[0].frame.eth_src == CM
+
+
+def test_a_member_port_that_is_down_gets_nothing_until_it_is_up():
+    net = fabric()
+    announce_all(net)
+    net.apply(net.core.port_changed(1, MEMBER_PORT[C], present=True, up=False))
+    assert ports_of(net.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=CM))) == {MEMBER_PORT[A], MEMBER_PORT[B]}
+    assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[C]))) == {NORMAL}
+    net.apply(net.core.port_changed(1, MEMBER_PORT[C], present=True, up=True))
+    assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[C]))) == {MEMBER_PORT[C]}

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply, revised_reply
-from flows.core import PROBE_MAC, Work
+from flows.core import Work
 from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows
 from flows.model import Registry, Settings
 from ryu_apps import ofmsgs

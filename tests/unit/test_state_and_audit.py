@@ -6,9 +6,10 @@ import os
 
 import pytest
 
+from flows.addresses import PROBE_MAC
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError
-from flows.core import PROBE_MAC, NlbCore
+from flows.core import NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
 from flows.state import load_state, save_state, state_path
