@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 PYTHON311 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
 PYTHON39 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.9*/bin/python3.9) $(shell command -v python3.9))
-APT_PACKAGES := openvswitch-switch iproute2 tcpdump arping ethtool iputils-ping procps
+APT_PACKAGES := openvswitch-switch iproute2 tcpdump arping ethtool iputils-ping procps nftables
 VENV := .venv
 VENV_RYU := .venv-ryu
 

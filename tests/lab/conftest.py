@@ -17,7 +17,7 @@ from tests.netlab import LABS, Lab
 
 REQUIRED_COMMANDS = (
     *("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl"),
-    *("ip", "ss", "ethtool", "tcpdump", "arping", "ping"),
+    *("ip", "ss", "ethtool", "tcpdump", "arping", "ping", "nft"),
 )
 
 
