@@ -16,7 +16,10 @@ CLAIMS = {
     Purpose.NORMAL_FALLBACK: "invariant 6 (other traffic switched as before)",
     Purpose.ARP_PUNT: "1-19 (discovery: the member's ARP reaches the controller)",
     Purpose.MEMBER_DELIVERY: "54-58 (dedicated MAC -> cluster MAC, on the member's port)",
-    Purpose.CLUSTER_DELIVERY: "invariant 4 (cluster traffic to every member)",
+    Purpose.CLUSTER_DELIVERY: "invariant 4 (cluster traffic to every member, no other port)",
+    Purpose.SOURCE_MASKING: "55 (the member's source masked to its dedicated MAC, as NLB's MaskSourceMAC)",
+    Purpose.INGRESS: "pipeline (from the ingress table on to forwarding)",
+    Purpose.PROBE_ANSWER: "finding members (answers to the app's probes)",
 }
 
 

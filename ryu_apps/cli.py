@@ -287,8 +287,8 @@ def format_config(path: str, config: Config) -> str:
     summary = f"{path}: valid, {_count(len(clusters), 'cluster')}, {_count(members, 'member')}"
     if not clusters:
         return summary
-    rows = [(c.name, c.cluster_ip, c.cluster_mac, c.arp.value, len(c.members)) for c in clusters]
-    return summary + "\n" + _table(("NAME", "CLUSTER IP", "CLUSTER MAC", "ARP", "MEMBERS"), rows)
+    rows = [(c.name, c.cluster_ip, c.cluster_mac, c.mode.value, c.arp.value, len(c.members)) for c in clusters]
+    return summary + "\n" + _table(("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"), rows)
 
 
 # Commands: each turns parsed arguments into one API call and the way to show its answer.

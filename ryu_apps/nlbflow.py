@@ -78,7 +78,7 @@ class NlbFlow(BaseApp):
         self.replies: dict[tuple[int, int], Reply] = {}
         self.change_lock = hub.BoundedSemaphore(1)
         source = "state file" if saved is not None else "config (first start)"
-        clusters = ", ".join(f"{c.name} ({len(c.members)} members, {c.arp.value})" for c in self.registry.clusters)
+        clusters = ", ".join(f"{c.name} ({c.mode.value}, {len(c.members)} members)" for c in self.registry.clusters)
         self.logger.info(
             "nlbflow on %s, registry from %s %s: %s", RUNTIME, source, self.state_file, clusters or "empty"
         )

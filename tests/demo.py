@@ -1,4 +1,4 @@
-"""A live demo of nlbflow for a newcomer: the problem on a plain learning switch, then the fix.
+"""A live demo of nlbflow for a newcomer: the problem on a plain learning switch, the fix, a load-balanced cluster.
 
 Run as root from the repo root: `python -m tests.demo [--runtime osken|ryu] [--arp proxy|relay]`
 (`make demo` does it). Everything happens in a throw-away lab (tests/netlab.py): namespaces, a private
@@ -9,22 +9,39 @@ The exit code is 0 only if the problem was reproduced and every check of the fix
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
+import threading
 import time
 
 from flows.addresses import dedicated_mac
 from flows.cookies import Purpose, decode_cookie
-from tests.lab.appkit import APP_COOKIES, VIP, cluster_yaml, write_config
-from tests.netlab import CLUSTER_MAC, CLUSTER_VIP, Flow, Host, Lab, LabError
+from tests.lab.appkit import (
+    APP_COOKIES,
+    CLIENT_SOURCES,
+    HTTP_PORT,
+    OUTSIDER_ADDRESS,
+    OUTSIDER_MAC,
+    VIP,
+    cluster_yaml,
+    serve_load_balanced,
+    write_config,
+)
+from tests.netlab import BRIDGE, CLUSTER_MAC, CLUSTER_VIP, Flow, Host, Lab, LabError
 
 PURPOSES = {
     Purpose.NORMAL_FALLBACK: "normal fallback",
     Purpose.ARP_PUNT: "ARP to controller",
     Purpose.MEMBER_DELIVERY: "to a member",
     Purpose.CLUSTER_DELIVERY: "to all members",
+    Purpose.SOURCE_MASKING: "source masking",
+    Purpose.INGRESS: "on to table 1",
+    Purpose.PROBE_ANSWER: "probe answers",
 }
 FLOW_TIMEOUT = 30.0
+HTTP_REQUESTS = 210  # one connection each, cycling through the client's CLIENT_SOURCES: about 10 s
+PEER_PINGS = 40  # m1 -> m2 during the HTTP burst, one every 0.2 s
 
 
 class DemoError(RuntimeError):
@@ -95,10 +112,15 @@ def show_problem(lab: Lab, members: list[Host], checks: Checks) -> None:
             entry is not None and (mac == CLUSTER_MAC or state in {"FAILED", "INCOMPLETE"}),
             f"problem: {m1.name} should resolve {peer.name} to the cluster MAC or fail",
         )
+    ports = sorted(port for port, mac in lab.fdb() if mac == CLUSTER_MAC)
+    if ports:
+        print(f"\n  br0's MAC table (ovs-appctl fdb/show) holds the cluster MAC on port {ports[0]}, the member that")
+        print("  sent last: a learning switch sends all the cluster's traffic to that one member.")
     lab.del_flows()
+    lab.appctl("fdb/flush", BRIDGE)
     for host in members:
         lab.flush_neigh(host)
-    print("\n  Removed the NORMAL flow and flushed the members' neighbour tables.")
+    print("\n  Removed the NORMAL flow, flushed br0's MAC table and the members' neighbour tables.")
 
 
 def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
@@ -120,16 +142,20 @@ def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
 
 
 def print_flows(flows: list[Flow]) -> None:
-    print(f"  {'cookie':<18}  {'purpose':<17}  {'prio':>4}  {'match':<30}  {'actions':<44}  packets")
-    for f in sorted(flows, key=lambda f: (-f.priority, f.cookie)):
+    rows = [("cookie", "table", "prio", "purpose", "match", "actions", "packets")]
+    for f in sorted(flows, key=lambda f: (f.table, -f.priority, f.cookie)):
         purpose = PURPOSES.get(decode_cookie(f.cookie).purpose, "?")
-        print(
-            f"  0x{f.cookie:016x}  {purpose:<17}  {f.priority:>4}  {f.match or '(any)':<30}  {f.actions:<44}"
-            f"  {f.n_packets}"
-        )
+        match = f.match or "(any)"
+        rows.append((f"0x{f.cookie:016x}", str(f.table), str(f.priority), purpose, match, f.actions, str(f.n_packets)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {1, 2, 6}  # numbers
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        print(("  " + "  ".join(cells)).rstrip())
+    print("  Table 0 masks a member's source MAC (see 4.) and goes on to table 1, which forwards.")
     print("  cookie 0x4e4c CCCC MMMM PP 00: 4e4c = nlbflow, CCCC = cluster id, MMMM = member id (the DIP's last")
     print("  two octets, 000b = .11), PP = purpose (01 normal fallback, 02 ARP to controller, 03 delivery to a member,")
-    print("  04 cluster traffic to all members)")
+    print("  04 cluster traffic to all members, 05 source masking, 06 table 0 to 1, 07 answers to the app's probes)")
 
 
 def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespace, checks: Checks) -> None:
@@ -171,17 +197,22 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
     print("\n  The app's flows in br0 (ovs-ofctl dump-flows br0 cookie=" + APP_COOKIES + "):")
     print_flows(lab.dump_flows(APP_COOKIES))
 
-    print("\n  The client still sees the cluster the usual way: VIP and DIPs resolve to the cluster MAC")
-    print("  (every member answers an ARP for the VIP, each with the cluster MAC).")
-    for what, ip in (("the VIP", VIP), (f"{members[0].name}'s DIP", members[0].ip)):
-        pinged = lab.ping(client, ip)
-        macs = lab.arping(client, ip, count=1)
-        shown = ", ".join(sorted(set(macs))) or "no reply"
+    print("\n  The client still sees the cluster the usual way: the VIP and every DIP resolve to the cluster MAC")
+    print(f"  (every member answers an ARP for the VIP). {client.name}'s neighbour table, flushed, then after a ping:")
+    lab.flush_neigh(client)
+    targets = (("the VIP", VIP), (f"{members[0].name}'s DIP", members[0].ip))
+    pinged = {ip: lab.ping(client, ip) for _, ip in targets}
+    table = lab.neigh(client)
+    for what, ip in targets:
+        entry = table.get(ip)
+        mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
+        note = "the cluster MAC" if mac == CLUSTER_MAC else owner_of(mac, members)
         print(
-            f"    {client.name} -> {what} {ip}: ping {'ok' if pinged else 'FAIL'}; ARP replies: {shown} ({len(macs)})"
+            f"    {client.name}: {ip:<10} -> {mac or '(none)':<17}  {state:<10} {note:<16} ping {what}: "
+            f"{'ok' if pinged[ip] else 'FAIL'}"
         )
-        checks.check(pinged, f"fix: {client.name} should ping {ip}")
-        checks.check(bool(macs) and set(macs) == {CLUSTER_MAC}, f"fix: {ip} should resolve to the cluster MAC")
+        checks.check(pinged[ip], f"fix: {client.name} should ping {what} {ip}")
+        checks.check(mac == CLUSTER_MAC, f"fix: {client.name} should resolve {what} {ip} to the cluster MAC")
 
     arp_lines = [line.strip() for line in lab.controller_log().splitlines() if "ARP" in line]
     shown = f"{len(arp_lines)} lines" + (", the first 20" if len(arp_lines) > 20 else "")
@@ -190,23 +221,96 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
         print(f"    {line}")
 
 
+def show_load_balancing(lab: Lab, members: list[Host], client: Host, outsider: Host, checks: Checks) -> None:
+    """Members that filter by hash serve every connection once, while they reach each other by DIP."""
+    heading(
+        "4. A load-balanced cluster",
+        "Every member receives every client frame for the cluster MAC; NLB's filter keeps one. Linux has had no\n"
+        "such filter since CLUSTERIP left the kernel in 6.3, so each member drops the clients' packets for the VIP\n"
+        f"whose source address hashes to another member: nftables `jhash ip saddr mod {len(members)}`.",
+    )
+    m1, m2 = members[0], members[1]
+    serve_load_balanced(lab, members, client)
+    ruleset = lab.run(m1, "nft", "list", "ruleset").stdout
+    others = ", ".join(f"{m.name} keeps hash {i}" for i, m in enumerate(members) if m is not m1)
+    print(f"  {m1.name}'s ruleset, which keeps hash 0 (nft list ruleset; {others}):")
+    print("".join(f"    {line.expandtabs(4)}\n" for line in ruleset.rstrip().splitlines()), end="")
+    c1, o1, last = client.name, outsider.name, CLIENT_SOURCES[-1].rsplit(".", 1)[1]
+    addresses = f"{len(CLIENT_SOURCES)} addresses, {CLIENT_SOURCES[0]} to .{last}"
+    print(f"  Each member serves HTTP on {VIP}:{HTTP_PORT}, answering with its name; {c1} now has {addresses}.")
+    print(f"\n  {c1} makes {HTTP_REQUESTS} HTTP requests to the VIP, a new connection each from its addresses in turn,")
+    pinging = f"{m1.name} pings {m2.name} by DIP ({PEER_PINGS} pings)"
+    print(f"  while {pinging} and {o1} captures any frame for the cluster MAC ...", flush=True)
+    peer_pings: list[int] = []
+    pinger = threading.Thread(target=lambda: peer_pings.append(lab.ping_replies(m1, m2.ip, PEER_PINGS, timeout=2)))
+    with lab.capture(outsider, f"ether dst {CLUSTER_MAC}", direction="in") as outsider_view:
+        pinger.start()
+        try:
+            results = lab.http_requests(client, VIP, HTTP_PORT, CLIENT_SOURCES, count=HTTP_REQUESTS)
+        finally:
+            pinger.join()
+
+    answered = [r for r in results if r.get("status") == 200]
+    errors = [r for r in results if "error" in r]
+    served = collections.Counter(r["body"] for r in answered)
+    spread = ", ".join(f"{m.name} {served[m.name]}" for m in members)
+    print(f"  Served: {spread} ({len(answered)} of {HTTP_REQUESTS} answered 200 OK)")
+    checks.check(len(answered) == HTTP_REQUESTS, f"load balancing: all {HTTP_REQUESTS} requests answered 200 OK")
+    checks.check(all(served[m.name] for m in members), "load balancing: every member serves some requests")
+    served_by: dict[str, set[str]] = collections.defaultdict(set)
+    for r in answered:
+        served_by[r["source"]].add(r["body"])
+    print("  Client address -> member (the hash decides; the same member every time):")
+    for m in members:
+        mine = [source for source in CLIENT_SOURCES if served_by[source] == {m.name}]
+        print(f"    {m.name}: {' '.join('.' + source.rsplit('.', 1)[1] for source in mine) or '(none)'}")
+    checks.check(
+        all(len(served_by[source]) == 1 for source in CLIENT_SOURCES),
+        "load balancing: each client address is always served by the same one member",
+    )
+    print(f"  Errors (resets, timeouts: two members answered, or none): {len(errors)}")
+    for r in errors[:5]:
+        print(f"    from {r['source']}: {r['error']}")
+    checks.check(not errors, "load balancing: no request should be reset or time out")
+
+    got = peer_pings[0] if peer_pings else 0
+    print(f"  {m1.name} -> {m2.name} by DIP during the burst: {got} of {PEER_PINGS} pings answered")
+    checks.check(got == PEER_PINGS, f"load balancing: {m1.name} should reach {m2.name} during the burst")
+    print(f"  Frames for the cluster MAC that reached {outsider.name} (not a member): {len(outsider_view.frames)}")
+    checks.check(not outsider_view.frames, f"load balancing: {outsider.name} should see no cluster frame")
+
+    names = {h.ofport: h.name for h in [*members, client, outsider]}
+    fdb = sorted(lab.fdb())
+    print(f"\n  br0's MAC table (ovs-appctl fdb/show {BRIDGE}):")
+    for port, mac in fdb:
+        note = "the cluster MAC!" if mac == CLUSTER_MAC else owner_of(mac, members) or f"{names.get(port, '?')}'s MAC"
+        print(f"    port {port}  {mac}  {note}")
+    print("  No cluster MAC: table 0 rewrites a member's source MAC to its dedicated MAC as its frames enter br0")
+    print("  (source masking, NLB's MaskSourceMAC), so no switch learns the cluster MAC on one port.")
+    checks.check(
+        bool(fdb) and CLUSTER_MAC not in {mac for _, mac in fdb}, "load balancing: br0's MAC table has no cluster MAC"
+    )
+
+
 def run(args: argparse.Namespace, checks: Checks) -> None:
     lab = Lab()
     try:
         with lab:
             heading("1. The lab", f"Switch br0 (userspace Open vSwitch) in namespace {lab.switch_netns}; hosts:")
             members, client = lab.add_typical_cluster()
+            outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=client.ofport + 1)
             print(f"  {'host':<5} {'role':<7} {'addresses':<28} {'MAC':<18} switch port")
-            for host in [*members, client]:
-                role = "member" if host in members else "client"
+            for host in [*members, client, outsider]:
+                role = "member" if host in members else "client" if host is client else "other"
                 port = f"{host.ofport} ({host.switch_iface})"
                 print(f"  {host.name:<5} {role:<7} {', '.join(host.addresses):<28} {host.mac:<18} {port}")
             print(f"  Members are in unicast mode: NIC MAC = cluster MAC {CLUSTER_MAC}, VIP {CLUSTER_VIP} on each.")
             try:
                 show_problem(lab, members, checks)
                 show_fix(lab, members, client, args, checks)
+                show_load_balancing(lab, members, client, outsider, checks)
             finally:
-                heading("4. Teardown", "Stopping the controller and the switch, deleting the namespaces ...")
+                heading("5. Teardown", "Stopping the controller and the switch, deleting the namespaces ...")
     finally:
         leftovers = lab.leftovers()
         if leftovers:

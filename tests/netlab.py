@@ -135,11 +135,13 @@ except OSError:
 """
 
 _SEND_FRAMES = r"""
-import socket, sys
+import socket, sys, time
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind((sys.argv[1], 0))
-for frame in sys.argv[2:]:
+interval = float(sys.argv[2])
+for frame in sys.argv[3:]:
     sock.send(bytes.fromhex(frame))
+    time.sleep(interval)
 """
 
 
@@ -654,9 +656,9 @@ class Lab:
         ).stdout
         return re.findall(r"bytes from ([0-9a-f:]{17}) ", out)
 
-    def send_frames(self, host: Host, frames: Sequence[bytes]) -> None:
+    def send_frames(self, host: Host, frames: Sequence[bytes], interval: float = 0.0) -> None:
         """Send raw Ethernet frames out of the host's eth0, e.g. ones built with scapy (`bytes(Ether()/ARP())`)."""
-        self.run(host, sys.executable, "-c", _SEND_FRAMES, "eth0", *(frame.hex() for frame in frames))
+        self.run(host, sys.executable, "-c", _SEND_FRAMES, "eth0", str(interval), *(frame.hex() for frame in frames))
 
     # --- switch: ports and MAC table ---------------------------------------------------------------
 

@@ -167,7 +167,7 @@ def test_a_pinned_member_cannot_be_impersonated_from_another_port_and_an_unpinne
     pinned = api_ok(lab, "PATCH", f"/nlb/clusters/web/members/{m1.ip}", {"dpid": DPID, "port": m1.ofport})
 
     assert (pinned["dpid"], pinned["port"]) == (1, m1.ofport)
-    assert pinned["located"] == [{"dpid": 1, "port": m1.ofport, "how": "pinned"}]
+    assert pinned["located"] == [{"dpid": 1, "port": m1.ofport, "how": "pinned", "port_up": True}]
     before = spoofed_count(lab)
     with ExitStack() as stack:
         seen = [stack.enter_context(lab.capture(peer, "arp")) for peer in (m2, m3)]
@@ -178,18 +178,18 @@ def test_a_pinned_member_cannot_be_impersonated_from_another_port_and_an_unpinne
     assert "nlbflow on" not in lab.controller_log(), "only warnings are logged: the drop is logged as one"
     from_m1 = [f.summary() for capture in seen for f in capture.frames if ARP in f and f[ARP].psrc == m1.ip]
     assert from_m1 == [], "a forged ARP from another port reached a peer"
-    assert located(lab, "web", m1.ip) == [{"dpid": 1, "port": m1.ofport, "how": "pinned"}]
+    assert located(lab, "web", m1.ip) == [{"dpid": 1, "port": m1.ofport, "how": "pinned", "port_up": True}]
     assert lab.ping(m2, m1.ip) and lab.ping(m1, m3.ip), "the pinned member must still be reached at its port"
 
     unpinned = api_ok(lab, "PATCH", f"/nlb/clusters/web/members/{m1.ip}", {"dpid": None, "port": None})
 
     assert (unpinned["dpid"], unpinned["port"]) == (None, None)
     lab.send_frames(client, [forged_arp(m1.ip, m2.ip, client.mac)])
-    moved = [{"dpid": 1, "port": client.ofport, "how": "learned"}]
+    moved = [{"dpid": 1, "port": client.ofport, "how": "learned", "port_up": True}]
     assert wait_for_location(lab, m1.ip, moved) == moved, "a learned location follows the member's ARP"
     assert spoofed_count(lab) == before + 2
     lab.arping(m1, m2.ip, source_ip=m1.ip)
-    back = [{"dpid": 1, "port": m1.ofport, "how": "learned"}]
+    back = [{"dpid": 1, "port": m1.ofport, "how": "learned", "port_up": True}]
     assert wait_for_location(lab, m1.ip, back) == back
     assert lab.ping(m2, m1.ip)
 
@@ -223,16 +223,19 @@ def test_the_audit_reads_the_switch_and_reconcile_repairs_exactly_what_is_missin
     assert list(audit["switches"]) == [DPID] and switch["dpid"] == 1
     dumped = {f.cookie: f for f in lab.dump_flows(APP_COOKIES)}
     assert sorted(int(f["cookie"], 16) for f in switch["flows"]) == sorted(dumped), "exactly the app's flows"
-    decoded = {(f["cluster"], f["member"], f["purpose"], f["priority"]) for f in switch["flows"]}
+    decoded = {(f["table_id"], f["cluster"], f["member"], f["purpose"], f["priority"]) for f in switch["flows"]}
     assert decoded == {
-        (None, None, "normal_fallback", 0),
-        ("web", None, "arp_punt", 300),
-        *(("web", m.ip, "member_delivery", 200) for m in net.members),
-        ("web", None, "cluster_delivery", 100),
+        (0, None, None, "ingress", 0),
+        *((0, "web", m.ip, "source_masking", 100) for m in net.members),
+        (1, None, None, "probe_answer", 400),
+        (1, None, None, "normal_fallback", 0),
+        (1, "web", None, "arp_punt", 300),
+        *((1, "web", m.ip, "member_delivery", 200) for m in net.members),
+        (1, "web", None, "cluster_delivery", 100),
     }
     for flow in switch["flows"]:
         assert ",".join(flow["actions"]) == dumped[int(flow["cookie"], 16)].actions
-        assert flow["claims"] and flow["table_id"] == 0
+        assert flow["claims"]
         assert isinstance(flow["packets"], int) and isinstance(flow["bytes"], int)
         if flow["purpose"] == "member_delivery":
             member = next(m for m in net.members if m.ip == flow["member"])
@@ -413,7 +416,7 @@ def test_the_cli_drives_a_live_controller_and_reports_the_apis_refusals(lab):
 
     moved = cli_ok(lab, "member", "move", "web", m1.ip, "--dpid", DPID, "--port", str(m1.ofport))
     assert f"{DPID} port {m1.ofport} (pinned)" in moved
-    assert located(lab, "web", m1.ip) == [{"dpid": 1, "port": m1.ofport, "how": "pinned"}]
+    assert located(lab, "web", m1.ip) == [{"dpid": 1, "port": m1.ofport, "how": "pinned", "port_up": True}]
     flows = cli_ok(lab, "flows")
     assert all(dm(m) in flows for m in members)
     assert "missing: none" in flows and "unexpected: none" in flows

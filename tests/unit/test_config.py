@@ -407,7 +407,7 @@ def test_dpid_forms_normalize_to_int(dpid, expected):
 
 def test_example_config_loads():
     config = load_config(str(EXAMPLE))
-    assert [cluster.name for cluster in config.registry.clusters] == ["web", "api"]
+    assert [cluster.name for cluster in config.registry.clusters] == ["web", "api", "media"]
     assert config.registry.cluster_named("web").member_for_ip("10.0.0.11").pinned
 
 
