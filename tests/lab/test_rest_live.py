@@ -244,7 +244,7 @@ def test_the_audit_reads_the_switch_and_reconcile_repairs_exactly_what_is_missin
             assert flow["packets"] > 0
     assert (switch["missing"], switch["unexpected"], switch["other_apps_flows"]) == ([], [], 1)
 
-    m2_cookie = next(f["cookie"] for f in switch["flows"] if f["member"] == m2.ip)
+    m2_cookie = next(f["cookie"] for f in switch["flows"] if (f["member"], f["purpose"]) == (m2.ip, "member_delivery"))
     lab.del_flows(f"cookie={m2_cookie}/-1")
     lab.add_flow(STALE_APP_FLOW)
     switch = api_ok(lab, "GET", "/nlb/flows")["switches"][DPID]
