@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from flows.addresses import BROADCAST_MAC, ZERO_IP, ZERO_MAC, is_multicast_mac
+from flows.addresses import BROADCAST_MAC, PROBE_MAC, ZERO_IP, ZERO_MAC, is_multicast_mac
 from flows.flowspec import MemberPorts
 from flows.model import ArpMode, Cluster, Member, Registry
 
@@ -46,7 +46,7 @@ class Verdict(str, Enum):
     FORWARDED = "forwarded"  # not for a peer: outsiders get it unchanged, peers with sha revised
     LOCATED = "located"  # a member's answer to the app's own probe: consumed
     TARGET_UNLOCATED = "target_unlocated"  # the peer has not been found yet: probed, not answered
-    NOT_A_CLUSTER = "not_a_cluster"  # sha is no registered cluster MAC: flooded unchanged
+    NOT_A_CLUSTER = "not_a_cluster"  # sha is no registered cluster MAC (a cluster just removed): dropped
     DROPPED_SPOOFED = "dropped_spoofed"  # claims a pinned member's DIP from another port: dropped
 
 
@@ -57,21 +57,21 @@ class ArpDecision:
     learned: tuple[tuple[str, str], int] | None = None  # ((cluster, member ip), port) seen just now
 
 
-def probe_frame(probe_mac: str, target_ip: str) -> ArpFrame:
+def probe_frame(target_ip: str) -> ArpFrame:
     """An RFC 5227 probe (sender IP 0.0.0.0): the member answers it and caches nothing about us."""
     return ArpFrame(
-        eth_src=probe_mac,
+        eth_src=PROBE_MAC,
         eth_dst=BROADCAST_MAC,
         op=ARP_REQUEST,
-        sha=probe_mac,
+        sha=PROBE_MAC,
         spa=ZERO_IP,
         tha=ZERO_MAC,
         tpa=target_ip,
     )
 
 
-def probe_outputs(probe_mac: str, target_ip: str, switch_ports: Collection[int]) -> tuple[FrameOut, ...]:
-    frame = probe_frame(probe_mac, target_ip)
+def probe_outputs(target_ip: str, switch_ports: Collection[int]) -> tuple[FrameOut, ...]:
+    frame = probe_frame(target_ip)
     return tuple(FrameOut(port, frame) for port in sorted(switch_ports))
 
 
@@ -103,16 +103,15 @@ def decide_arp(
     registry: Registry,
     member_ports: MemberPorts,
     switch_ports: Collection[int],
-    probe_mac: str,
     in_port: int,
     frame: ArpFrame,
 ) -> ArpDecision:
     """Handle one ARP punted by the switch (its arp_sha is a cluster MAC)."""
-    if frame.op == ARP_REPLY and frame.tha == probe_mac:
+    if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
     if cluster is None:
-        return ArpDecision(Verdict.NOT_A_CLUSTER, _to_ports(frame, set(switch_ports) - {in_port}))
+        return ArpDecision(Verdict.NOT_A_CLUSTER)
 
     sender = cluster.member_for_ip(frame.spa)
     learned = None
@@ -132,7 +131,7 @@ def decide_arp(
 
     target_port = ports.get((cluster.name, target.ip))
     if target_port is None:
-        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(probe_mac, target.ip, switch_ports), learned)
+        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(target.ip, switch_ports), learned)
     if frame.op == ARP_REPLY:
         return ArpDecision(Verdict.REVISED, (FrameOut(target_port, revised_reply(frame, sender, cluster)),), learned)
     if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa == sender.ip:

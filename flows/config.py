@@ -15,6 +15,8 @@ import yaml
 
 from flows import cookies
 from flows.addresses import (
+    BROADCAST_MAC,
+    PROBE_MAC,
     AddressError,
     dedicated_mac,
     igmp_cluster_mac,
@@ -260,7 +262,7 @@ def validate_registry(registry: Registry, source: str) -> None:
     names: dict[str, str] = {}
     cluster_ids: dict[int, str] = {}
     ips: dict[str, str] = {}
-    macs: dict[str, str] = {}
+    macs: dict[str, str] = {PROBE_MAC: "reserved for the app's own ARP probes"}
     locations: dict[tuple[int, int], str] = {}
     for index, cluster in enumerate(registry.clusters):
         key = f"clusters[{index}]"
@@ -352,7 +354,7 @@ def _cluster_mac(value: object, mode: ClusterMode, key: str, source: str) -> str
     if mode == ClusterMode.UNICAST:
         return _address(parse_unicast_mac, value, key, source)
     mac = _address(parse_mac, value, key, source)
-    if not is_multicast_mac(mac) or mac == "ff:ff:ff:ff:ff:ff":
+    if not is_multicast_mac(mac) or mac == BROADCAST_MAC:
         raise ConfigError(source, key, f"{mac} is not a multicast MAC, as {mode.value} mode needs")
     return mac
 

@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from flows.addresses import PROBE_MAC
-from flows.arp import ArpDecision, ArpFrame, FrameOut, decide_arp, probe_outputs
-from flows.cookies import Purpose, decode_cookie
+from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
+from flows.cookies import Purpose, cluster_id, decode_cookie
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec, Output, expected_flows, reconcile
 from flows.model import Config, Member, Registry
 
 OFPP_MAX = 0xFFFFFF00  # ports above are OpenFlow's reserved ports (LOCAL, CONTROLLER, ...)
+NOT_ARP = "packet_in_not_arp"
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Work:
 class SwitchState:
     ports: dict[int, bool] = field(default_factory=dict)  # port -> up (link up and not administratively down)
     installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
+    held: dict[str, frozenset[int]] = field(default_factory=dict)  # cluster -> delivery ports found at start
 
     @property
     def live_ports(self) -> set[int]:
@@ -41,10 +42,9 @@ class SwitchState:
 class NlbCore:
     """Registry, member locations per switch, and the flows each switch must hold."""
 
-    def __init__(self, config: Config, probe_mac: str = PROBE_MAC) -> None:
+    def __init__(self, config: Config) -> None:
         self.registry = config.registry
         self.settings = config.settings
-        self.probe_mac = probe_mac
         self.switches: dict[int, SwitchState] = {}
         self.learned: dict[tuple[int, str, str], int] = {}  # (dpid, cluster, member ip) -> port
         self.counters: Counter[str] = Counter()
@@ -70,18 +70,46 @@ class NlbCore:
     def set_registry(self, registry: Registry) -> dict[int, Work]:
         """A changed registry, pushed to every switch: the flows it changes, and probes for new members."""
         self.registry = registry
-        known = {(cluster.name, member.ip) for cluster in registry.clusters for member in cluster.members}
-        for key in [key for key in self.learned if key[1:] not in known]:
+        unpinned = {(c.name, m.ip) for c in registry.clusters for m in c.members if not m.pinned}
+        for key in [key for key in self.learned if key[1:] not in unpinned]:  # gone, or pinned now
             del self.learned[key]
         return {dpid: Work(diff=self._sync(dpid), frames=self.unlocated_probes(dpid)) for dpid in self.switches}
 
-    def locations(self, cluster_name: str, member: Member) -> list[tuple[int, int, bool]]:
-        """(dpid, port, port is up) on every connected switch that knows where the member is."""
+    def locations(self, cluster_name: str, member: Member) -> list[dict]:
+        """Where every connected switch sees the member: port, whether pinned or learned, port state."""
+        how = "pinned" if member.pinned else "learned"
         found = ((dpid, self.located_ports(dpid).get((cluster_name, member.ip))) for dpid in sorted(self.switches))
-        return [(dpid, port, self.switches[dpid].ports.get(port, False)) for dpid, port in found if port is not None]
+        return [
+            {"dpid": dpid, "port": port, "how": how, "port_up": self.switches[dpid].ports.get(port, False)}
+            for dpid, port in found
+            if port is not None
+        ]
+
+    def status(self) -> dict:
+        """Switches and their ports, where each member is, and what the app did with every packet-in."""
+        counters = {verdict.value: 0 for verdict in Verdict}
+        counters[NOT_ARP] = 0
+        counters.update(self.counters)
+        return {
+            "switches": [
+                {"dpid": dpid, "ports": sorted(state.ports), "ports_down": sorted(set(state.ports) - state.live_ports)}
+                for dpid, state in sorted(self.switches.items())
+            ],
+            "clusters": [
+                {"name": c.name, "members": [{"ip": m.ip, "located": self.locations(c.name, m)} for m in c.members]}
+                for c in self.registry.clusters
+            ],
+            "counters": counters,
+        }
+
+    def not_arp(self) -> None:
+        """A packet-in that is no ARP: the flows should make that impossible, so it is counted."""
+        self.counters[NOT_ARP] += 1
 
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
-        return expected_flows(self.registry, self.settings, self.member_ports(dpid))
+        state = self.switches.get(dpid)
+        down = set(state.ports) - state.live_ports if state else set()
+        return expected_flows(self.registry, self.settings, self.located_ports(dpid), down, self._held_ports(dpid))
 
     def switch_connected(self, dpid: int, ports: Mapping[int, bool]) -> None:
         """A (re)connected switch and its ports (port -> up): its flows are unknown until read back, so
@@ -122,7 +150,7 @@ class NlbCore:
         """One punted ARP: decide, follow the sender if it moved, and say what to send."""
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
-        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, self.probe_mac, in_port, frame)
+        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, in_port, frame)
         self.counters[decision.verdict.value] += 1
         diff = EMPTY_DIFF
         if decision.learned is not None:
@@ -137,12 +165,12 @@ class NlbCore:
         state = self.switches.get(dpid)
         if state is None or state.installed is None:  # no punt flow yet: the answers would be lost
             return ()
-        located = self.located_ports(dpid)
+        heard_from = {key[1:] for key in self.learned}  # on any switch: no need to look on this one
         frames: list[FrameOut] = []
         for cluster in self.registry.clusters:
             for member in cluster.members:
-                if not member.pinned and (cluster.name, member.ip) not in located:
-                    frames += probe_outputs(self.probe_mac, member.ip, state.live_ports)
+                if not member.pinned and (cluster.name, member.ip) not in heard_from:
+                    frames += probe_outputs(member.ip, state.live_ports)
         return tuple(frames)
 
     def _sync(self, dpid: int) -> FlowDiff:
@@ -153,15 +181,32 @@ class NlbCore:
         expected = self.expected_flows(dpid)
         diff = reconcile(expected, state.installed)
         state.installed = frozenset(expected)
+        held = self._held_ports(dpid)
+        state.held = {name: ports for name, ports in state.held.items() if name in held}  # found again: let go
         return diff
 
+    def _held_ports(self, dpid: int) -> dict[str, frozenset[int]]:
+        """Ports a cluster's delivery flow had when this controller came up, kept until each of the
+        cluster's members is located again (multicast-mode members leave no other trace in the switch)."""
+        state = self.switches.get(dpid)
+        located = self.located_ports(dpid)
+        held = {}
+        for cluster in self.registry.clusters:
+            ports = state.held.get(cluster.name, frozenset()) if state else frozenset()
+            if ports and any((cluster.name, member.ip) not in located for member in cluster.members):
+                held[cluster.name] = ports & set(state.ports)
+        return held
+
     def _adopt_locations(self, dpid: int, installed: frozenset[FlowSpec]) -> None:
-        ports = self.switches[dpid].ports
+        state = self.switches[dpid]
+        ports = state.ports
+        names = {cluster_id(cluster.name): cluster.name for cluster in self.registry.clusters}
         for flow in installed:
             outputs = [action.port for action in flow.actions if isinstance(action, Output)]
-            if decode_cookie(flow.cookie).purpose != Purpose.MEMBER_DELIVERY or len(outputs) != 1:
-                continue
-            if outputs[0] not in ports:
+            fields = decode_cookie(flow.cookie)
+            if fields.purpose == Purpose.CLUSTER_DELIVERY and fields.cluster_id in names:
+                state.held[names[fields.cluster_id]] = frozenset(outputs)
+            if fields.purpose != Purpose.MEMBER_DELIVERY or len(outputs) != 1 or outputs[0] not in ports:
                 continue
             dedicated_mac = dict(flow.match).get("eth_dst")
             for cluster in self.registry.clusters:

@@ -7,7 +7,8 @@ difference (see reconcile()). The OpenFlow layer in ryu_apps/ofmsgs.py turns spe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
 from typing import Union
 
 from flows.addresses import PROBE_MAC
@@ -132,7 +133,7 @@ def probe_answer_flow() -> FlowSpec:
     return FlowSpec(
         priority=PRIORITY_PROBE_ANSWER,
         cookie=make_cookie(Purpose.PROBE_ANSWER),
-        match=make_match(eth_dst=PROBE_MAC),
+        match=make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC),
         actions=(ToController(),),
         table_id=FORWARDING_TABLE,
     )
@@ -164,7 +165,8 @@ def member_delivery_flow(
 
 def cluster_delivery_flow(cluster_name: str, cluster_mac: str, ports: Iterable[int]) -> FlowSpec:
     """Invariant 4 and flood containment: cluster traffic reaches every member's filter and no other
-    port (OpenFlow never sends a frame back out of the port it came in on)."""
+    port (OpenFlow never sends a frame back out of the port it came in on). With no member port up, the
+    flow drops: a cluster's frames are never flooded."""
     return FlowSpec(
         priority=PRIORITY_CLUSTER_DELIVERY,
         cookie=make_cookie(Purpose.CLUSTER_DELIVERY, cluster_name),
@@ -184,8 +186,19 @@ def normal_fallback_flow() -> FlowSpec:
     )
 
 
-def expected_flows(registry: Registry, settings: Settings, member_ports: MemberPorts) -> list[FlowSpec]:
-    """The complete set of the app's flows for one switch, given where members sit on it (live ports)."""
+def expected_flows(
+    registry: Registry,
+    settings: Settings,
+    member_ports: MemberPorts,
+    down_ports: AbstractSet[int] = frozenset(),
+    held_ports: Mapping[str, AbstractSet[int]] | None = None,
+) -> list[FlowSpec]:
+    """The complete set of the app's flows for one switch.
+
+    member_ports says where members sit; a port in down_ports gets nothing (a member there is dropped, not
+    flooded). held_ports adds ports a cluster's delivery flow already had when the controller came up, so
+    a restart changes nothing before the members are found again.
+    """
     flows: list[FlowSpec] = [ingress_flow(), probe_answer_flow()]
     if settings.normal_fallback:
         flows.append(normal_fallback_flow())
@@ -195,9 +208,10 @@ def expected_flows(registry: Registry, settings: Settings, member_ports: MemberP
         if cluster.unicast:
             flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
             for member, port in located:
-                flows.append(
-                    member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
+                delivery = member_delivery_flow(
+                    cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port
                 )
+                flows.append(replace(delivery, actions=()) if port in down_ports else delivery)
         if cluster.unicast and settings.source_masking:
             masked_ports: set[int] = set()
             for member, port in sorted(located, key=lambda pair: pair[0].ip):
@@ -206,8 +220,8 @@ def expected_flows(registry: Registry, settings: Settings, member_ports: MemberP
                     flows.append(
                         source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
                     )
-        if located:
-            flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, (port for _, port in located)))
+        ports = {port for _, port in located} | set((held_ports or {}).get(cluster.name, ()))
+        flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports - set(down_ports)))
     return flows
 
 

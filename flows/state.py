@@ -19,10 +19,26 @@ STATE_FILE_NAME = "nlbflow-state.yaml"
 HEADER = "# nlbflow registry, written by the controller on every change; edit only while it is stopped.\n"
 
 
-def state_path(config_path: str | None, state_file: str | None) -> str:
-    """The state file: as configured (relative to the config file's folder), else beside the config."""
+def beside_config(config_path: str | None, path: str) -> str:
+    """A path from the config, relative to the config file's folder (the working directory without one)."""
     base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
-    return os.path.join(base, state_file or STATE_FILE_NAME)
+    return os.path.join(base, path)
+
+
+def state_path(config_path: str | None, state_file: str | None) -> str:
+    """The state file: as configured, else nlbflow-state.yaml beside the config."""
+    return beside_config(config_path, state_file or STATE_FILE_NAME)
+
+
+def startup_registry(configured: Registry, saved: Registry | None) -> tuple[Registry, bool]:
+    """The registry to start with, and whether the config names clusters that are not applied.
+
+    The config's clusters seed the registry on the first start only; once a state file exists it wins,
+    so what the API removed stays removed.
+    """
+    if saved is None:
+        return configured, False
+    return saved, bool(configured.clusters) and configured != saved
 
 
 def load_state(path: str) -> Registry | None:

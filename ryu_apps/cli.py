@@ -1,8 +1,10 @@
 """`nlbflow`: the command-line client of the controller's REST API (docs/rest-api.md).
 
-Standard library only and no SDN framework import, so it runs wherever Python does, including hosts
-without Ryu or os-ken. Each command builds one request; a pure format_* function turns the answer
-into text, so the output is testable without a server.
+No SDN framework import, so it runs wherever Python does, including hosts without Ryu or os-ken. The
+API commands need the standard library only; the controller's own rules in flows.config (which needs
+PyYAML) are imported where they are used: by check-config, and to read a --token-file the way the server
+reads it. Each command builds one request; a pure format_* function turns the answer into text, so the
+output is testable without a server.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, NamedTuple
 
-from flows.config import ConfigError, load_config
-from flows.model import Config
+from flows.model import Config  # standard library only, unlike flows.config
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 60.0  # seconds; a change waits for every switch's barrier before the API answers
@@ -84,17 +85,14 @@ def _reason(error: BaseException) -> str:
 
 
 def read_token(path: str) -> str:
-    """The bearer token: the file's content without surrounding whitespace."""
+    """The bearer token, read by the server's own rule (flows.config.read_token_file): the file's content
+    without surrounding white space, never empty."""
+    from flows.config import ConfigError, read_token_file
+
     try:
-        with open(path, encoding="utf-8") as file:
-            token = file.read().strip()
-    except OSError as error:
-        raise CliError(f"cannot read the token file {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"cannot read the token file {path}: it is not UTF-8 text") from None
-    if not token or any(char.isspace() for char in token):
-        raise CliError(f"the token file {path} must hold one token, without spaces or line breaks inside")
-    return token
+        return read_token_file(path)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
 
 
 def dpid_value(text: str) -> int | str:
@@ -253,7 +251,9 @@ def format_reconcile(result: dict) -> str:
     lines = []
     for key in sorted(switches):
         switch = switches[key]
-        added, deleted = switch["repaired"]["added"], switch["repaired"]["deleted"]
+        # A switch that connected between the repair and the audit has no "repaired": nothing was done to it.
+        repaired = switch.get("repaired", {"added": 0, "deleted": 0})
+        added, deleted = repaired["added"], repaired["deleted"]
         done = f"{_count(added, 'flow')} added, {deleted} deleted" if added or deleted else "in step, nothing to repair"
         lines.append(f"switch {key}: {done}")
         lines += [
@@ -400,6 +400,8 @@ def status_show(args: argparse.Namespace) -> Call:
 
 def check_config(path: str) -> int:
     """Validate a config offline with the controller's own loader, so the verdict is the controller's."""
+    from flows.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as error:
@@ -458,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(cluster_actions, "add", "register a cluster (POST /nlb/clusters)", cluster_add)
     sub.add_argument("name", metavar="NAME", help="1-63 letters, digits, '_', '.', '-'")
     sub.add_argument("cluster_ip", metavar="CLUSTER_IP", help="the primary cluster IP (VIP)")
-    sub.add_argument("--cluster-mac", metavar="MAC", help="default 02:bf:<cluster IP>, as Windows NLB derives it")
+    sub.add_argument(
+        "--cluster-mac",
+        metavar="MAC",
+        help="default by --mode, as Windows NLB derives it: 02:bf:<cluster IP> (unicast), 03:bf:<cluster IP>"
+        " (multicast), 01:00:5e:7f:<last two octets> (igmp)",
+    )
     sub.add_argument(
         "--mode",
         choices=("unicast", "multicast", "igmp"),

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from flows.arp import Verdict
+from flows.arp import ARP_REQUEST, Verdict
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
 from flows.model import Config, Member, Registry
-from flows.state import load_state, save_state, state_path
+from flows.state import beside_config, load_state, save_state, startup_registry, state_path
 from ryu_apps import ofmsgs
 from ryu_apps.compat import (
     CONFIG_DISPATCHER,
@@ -53,6 +53,7 @@ class Reply:
 
     def __init__(self) -> None:
         self.bodies: list = []
+        self.refused = False
         self.done = hub.Event()
 
 
@@ -66,13 +67,15 @@ class NlbFlow(BaseApp):
             config = load_config(path) if path else Config()
             self.state_file = state_path(path, config.controller.state_file)
             saved = load_state(self.state_file)
-            token = read_token_file(config.controller.token_file) if config.controller.token_file else None
+            token_file = config.controller.token_file
+            token = read_token_file(beside_config(path, token_file)) if token_file else None
         except ConfigError as error:
             self.logger.error("nlbflow: %s", error)
             raise SystemExit(2) from None
+        registry, config_ignored = startup_registry(config.registry, saved)
         if saved is None:
-            save_state(self.state_file, config.registry)
-        self.core = NlbCore(replace(config, registry=saved if saved is not None else config.registry))
+            save_state(self.state_file, registry)
+        self.core = NlbCore(replace(config, registry=registry))
         self.datapaths: dict[int, object] = {}
         self.synced: dict[int, object] = {}  # dpid -> Event set once the switch's flows were read back
         self.replies: dict[tuple[int, int], Reply] = {}
@@ -82,7 +85,7 @@ class NlbFlow(BaseApp):
         self.logger.info(
             "nlbflow on %s, registry from %s %s: %s", RUNTIME, source, self.state_file, clusters or "empty"
         )
-        if saved is not None and config.registry.clusters and config.registry != saved:
+        if config_ignored:
             self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
         listen = (config.controller.rest_host, config.controller.rest_port)
         try:
@@ -127,17 +130,30 @@ class NlbFlow(BaseApp):
         datapath, msg = ev.msg.datapath, ev.msg
         frame = ofmsgs.arp_frame(msg.data)
         if frame is None:
-            self.core.counters["packet_in_not_arp"] += 1
+            self.core.not_arp()
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
         spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
         (self.logger.warning if spoofed else self.logger.info)(
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
-            *(datapath.id, msg.match["in_port"], "request" if frame.op == 1 else "reply"),
+            *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
             *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
         )
         self._send(datapath, work)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def error(self, ev) -> None:
+        """A refused request: its waiter gets no answer, and a refused flow change is repaired by reading
+        the switch back."""
+        datapath, msg = ev.msg.datapath, ev.msg
+        self.logger.error("dpid %s refused xid %s: type %s code %s", datapath.id, msg.xid, msg.type, msg.code)
+        waiting = self.replies.get((datapath.id, msg.xid))
+        if waiting is not None:
+            waiting.refused = True
+            waiting.done.set()
+        elif datapath.id in self.synced:
+            hub.spawn(self._sync_switch, datapath)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def switch_gone(self, ev) -> None:
@@ -159,15 +175,16 @@ class NlbFlow(BaseApp):
             registry, touched = mutate(self.core.registry)
             save_state(self.state_file, registry)
             for dpid, work in self.core.set_registry(registry).items():
-                self._send(self.datapaths[dpid], work)
-            self._wait_barriers()
+                if dpid in self.datapaths:  # one that just went away is read back when it reconnects
+                    self._send(self.datapaths[dpid], work)
+            try:
+                self._wait_barriers()
+            except TimeoutError as error:
+                raise TimeoutError(f"{error}; the change is saved and reaches it when it reconnects") from None
             return touched
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
-        how = "pinned" if member.pinned else "learned"
-        return [
-            {"dpid": d, "port": p, "how": how, "port_up": up} for d, p, up in self.core.locations(cluster_name, member)
-        ]
+        return self.core.locations(cluster_name, member)
 
     def audit(self) -> dict:
         switches = {}
@@ -194,31 +211,32 @@ class NlbFlow(BaseApp):
         return report
 
     def status(self) -> dict:
-        counters = {verdict.value: 0 for verdict in Verdict}
-        counters.update(packet_in_not_arp=0, **self.core.counters)
-        return {
-            "runtime": RUNTIME,
-            "switches": [
-                {"dpid": d, "ports": sorted(s.ports), "ports_down": sorted(set(s.ports) - s.live_ports)}
-                for d, s in sorted(self.core.switches.items())
-            ],
-            "clusters": [
-                {"name": c.name, "members": [{"ip": m.ip, "located": self.locations(c.name, m)} for m in c.members]}
-                for c in self.core.registry.clusters
-            ],
-            "counters": counters,
-        }
+        return {"runtime": RUNTIME, **self.core.status()}
 
     # --- talking to switches ----------------------------------------------------------------------
 
     def _sync_switch(self, datapath) -> None:
-        """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from."""
-        ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
-        self.core.switch_connected(datapath.id, {port.port_no: ofmsgs.port_is_up(datapath, port) for port in ports})
-        stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+        """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from.
+
+        A switch that does not answer, or is replaced meanwhile, is dropped: it reconnects and starts over.
+        """
+        try:
+            ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
+            self._check_current(datapath)
+            self.core.switch_connected(datapath.id, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
+            stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+            self._check_current(datapath)
+        except (TimeoutError, ConnectionError) as error:
+            self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", datapath.id, error)
+            datapath.close()
+            return
         installed = [ofmsgs.spec_from_stats(datapath, s) for s in stats]
         self._send(datapath, self.core.flows_read_back(datapath.id, installed))
         self.synced[datapath.id].set()
+
+    def _check_current(self, datapath) -> None:
+        if self.datapaths.get(datapath.id) is not datapath:
+            raise ConnectionError("the switch reconnected or went away")
 
     def _request(self, datapath, message) -> list:
         """Send a request and wait for its whole reply (all parts of a multipart one)."""
@@ -229,6 +247,8 @@ class NlbFlow(BaseApp):
             datapath.send_msg(message)
             if not waiting.done.wait(timeout=REPLY_TIMEOUT_SECONDS):
                 raise TimeoutError(f"dpid {datapath.id} did not answer {type(message).__name__}")
+            if waiting.refused:
+                raise ConnectionError(f"dpid {datapath.id} refused {type(message).__name__}")
             return waiting.bodies
         finally:
             del self.replies[key]
@@ -238,7 +258,7 @@ class NlbFlow(BaseApp):
         change is in it when the API answers."""
         for dpid, synced in list(self.synced.items()):
             if dpid in self.datapaths and not synced.wait(timeout=REPLY_TIMEOUT_SECONDS):
-                raise TimeoutError(f"dpid {dpid} did not finish connecting")
+                raise TimeoutError(f"dpid {dpid} did not finish connecting; nothing was changed")
 
     def _wait_barriers(self) -> None:
         for datapath in list(self.datapaths.values()):

@@ -12,6 +12,7 @@ from flows.arp import ArpFrame, FrameOut
 from flows.cookies import APP_COOKIE_MASK, APP_ID
 from flows.core import Work
 from flows.flowspec import (
+    ETH_TYPE_ARP,
     Action,
     FlowSpec,
     GotoTable,
@@ -24,7 +25,6 @@ from flows.flowspec import (
 )
 from ryu_apps.compat import arp, ethernet, packet
 
-ETH_TYPE_ARP = 0x0806
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -21,21 +22,23 @@ from flows.registry_ops import RegistryError
 from flows.state import cluster_data
 
 T = TypeVar("T")
+LOG = logging.getLogger(__name__)
 
-ROUTES = (
-    ("GET", "/nlb/clusters"),
-    ("POST", "/nlb/clusters"),
-    ("GET", "/nlb/clusters/{name}"),
-    ("DELETE", "/nlb/clusters/{name}"),
-    ("GET", "/nlb/clusters/{name}/members"),
-    ("POST", "/nlb/clusters/{name}/members"),
-    ("GET", "/nlb/clusters/{name}/members/{ip}"),
-    ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
-    ("DELETE", "/nlb/clusters/{name}/members/{ip}"),
-    ("GET", "/nlb/flows"),
-    ("POST", "/nlb/flows/reconcile"),
-    ("GET", "/nlb/status"),
+_ROUTE_TABLE = (  # method, path template, RestApi method that serves it
+    ("GET", "/nlb/clusters", "list_clusters"),
+    ("POST", "/nlb/clusters", "add_cluster"),
+    ("GET", "/nlb/clusters/{name}", "show_cluster"),
+    ("DELETE", "/nlb/clusters/{name}", "remove_cluster"),
+    ("GET", "/nlb/clusters/{name}/members", "list_members"),
+    ("POST", "/nlb/clusters/{name}/members", "add_member"),
+    ("GET", "/nlb/clusters/{name}/members/{ip}", "show_member"),
+    ("PATCH", "/nlb/clusters/{name}/members/{ip}", "update_member"),
+    ("DELETE", "/nlb/clusters/{name}/members/{ip}", "remove_member"),
+    ("GET", "/nlb/flows", "audit"),
+    ("POST", "/nlb/flows/reconcile", "reconcile"),
+    ("GET", "/nlb/status", "status"),
 )
+ROUTES = tuple((method, template) for method, template, _ in _ROUTE_TABLE)
 
 
 class Service(Protocol):
@@ -77,18 +80,7 @@ class RestApi:
         self.service = service
         self.token = token
         self.handlers: dict[tuple[str, str], Callable[..., tuple[int, Any]]] = {
-            ("GET", "/nlb/clusters"): self.list_clusters,
-            ("POST", "/nlb/clusters"): self.add_cluster,
-            ("GET", "/nlb/clusters/{name}"): self.show_cluster,
-            ("DELETE", "/nlb/clusters/{name}"): self.remove_cluster,
-            ("GET", "/nlb/clusters/{name}/members"): self.list_members,
-            ("POST", "/nlb/clusters/{name}/members"): self.add_member,
-            ("GET", "/nlb/clusters/{name}/members/{ip}"): self.show_member,
-            ("PATCH", "/nlb/clusters/{name}/members/{ip}"): self.update_member,
-            ("DELETE", "/nlb/clusters/{name}/members/{ip}"): self.remove_member,
-            ("GET", "/nlb/flows"): lambda request: (200, self.service.audit()),
-            ("POST", "/nlb/flows/reconcile"): lambda request: (200, self.service.reconcile()),
-            ("GET", "/nlb/status"): lambda request: (200, self.service.status()),
+            (method, template): getattr(self, name) for method, template, name in _ROUTE_TABLE
         }
 
     @wsgify
@@ -101,8 +93,11 @@ class RestApi:
             return _json(error.status, {"error": error.message}, error.headers)
         except RegistryError as error:
             return _json(error.status, {"error": error.message})
-        except TimeoutError as error:  # a switch did not answer in time; the change itself is saved
+        except TimeoutError as error:  # a switch did not answer in time; the message says what was saved
             return _json(504, {"error": f"switch: {error}"})
+        except Exception as error:  # every answer is JSON, even a bug's
+            LOG.exception("nlbflow REST: %s %s failed", request.method, request.path_info)
+            return _json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
         return _json(status, body)
 
     def _authorize(self, request: Request) -> None:
@@ -165,6 +160,17 @@ class RestApi:
     def remove_member(self, request: Request, name: str, ip: str) -> tuple[int, Any]:
         member = self.service.change(lambda registry: registry_ops.remove_member(registry, name, ip))
         return 200, self._member(name, member, located=False)
+
+    # --- switches ---------------------------------------------------------------------------------
+
+    def audit(self, request: Request) -> tuple[int, Any]:
+        return 200, self.service.audit()
+
+    def reconcile(self, request: Request) -> tuple[int, Any]:
+        return 200, self.service.reconcile()
+
+    def status(self, request: Request) -> tuple[int, Any]:
+        return 200, self.service.status()
 
     # --- views ------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from flows.config import ConfigError, load_config
+from flows.config import ConfigError, load_config, read_token_file
 from ryu_apps import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ PINNED = {
     "mac": "02:de:0a:00:00:0b",
     "dpid": 1,
     "port": 1,
-    "located": [{"dpid": 1, "port": 1, "how": "pinned"}],
+    "located": [{"dpid": 1, "port": 1, "how": "pinned", "port_up": True}],
 }
 PINNED_AT = "0000000000000001 port 1 (pinned)"
 UNLOCATED = {"ip": "10.0.0.12", "mac": "02:de:0a:00:00:0c", "dpid": None, "port": None, "located": []}
@@ -44,8 +44,8 @@ FLOW = {
     "cluster": "web",
     "member": "10.0.0.11",
     "purpose": "member_delivery",
-    "claims": "54-58",
-    "table_id": 0,
+    "claims": "54-58 (dedicated MAC -> cluster MAC, on the member's port)",
+    "table_id": 1,
     "priority": 200,
     "match": {"eth_dst": "02:de:0a:00:00:0b"},
     "actions": ["set_field:02:bf:0a:00:00:64->eth_dst", "output:1"],
@@ -57,8 +57,8 @@ MISSING_FLOW = {
     "cluster": "web",
     "member": "10.0.0.12",
     "purpose": "member_delivery",
-    "claims": "54-58",
-    "table_id": 0,
+    "claims": "54-58 (dedicated MAC -> cluster MAC, on the member's port)",
+    "table_id": 1,
     "priority": 200,
     "match": {"eth_dst": "02:de:0a:00:00:0c"},
     "actions": ["set_field:02:bf:0a:00:00:64->eth_dst", "output:2"],
@@ -414,6 +414,17 @@ def test_flows_reconcile_shows_what_is_still_missing_after_repair():
     assert MISSING_FLOW["cookie"] in text
 
 
+def test_flows_reconcile_of_a_switch_without_repaired_says_nothing_was_repaired():
+    """A switch that connected between the repair and the audit has no "repaired" in the answer."""
+    late = {key: value for key, value in REPAIRED["switches"]["0000000000000001"].items() if key != "repaired"}
+    switches = {"0000000000000001": REPAIRED["switches"]["0000000000000001"], "0000000000000002": late}
+    text = cli.format_reconcile({"switches": switches})
+    assert text.splitlines() == [
+        "switch 0000000000000001: 1 flow added, 1 deleted",
+        "switch 0000000000000002: in step, nothing to repair",
+    ]
+
+
 def test_status_prints_switches_located_members_and_counters(api, capsys):
     api.answer("GET", "/nlb/status", 200, STATUS)
     assert run(api, "status") == 0
@@ -457,7 +468,10 @@ def test_url_and_token_file_default_to_the_environment(api, tmp_path, monkeypatc
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [pytest.param(None, "cannot read the token file", id="missing"), pytest.param("\n", "must hold one", id="empty")],
+    [
+        pytest.param(None, "cannot read the token file", id="missing"),
+        pytest.param("\n", "the token file is empty", id="empty"),
+    ],
 )
 def test_an_unusable_token_file_is_one_line_and_exit_1(api, tmp_path, capsys, content, problem):
     token = tmp_path / "token"
@@ -469,6 +483,18 @@ def test_an_unusable_token_file_is_one_line_and_exit_1(api, tmp_path, capsys, co
     assert problem in err
     assert str(token) in err
     assert api.requests == []
+    with pytest.raises(ConfigError) as caught:  # the server's own rule and words
+        read_token_file(str(token))
+    assert err == f"nlbflow: {caught.value}\n"
+
+
+def test_a_token_with_white_space_inside_is_sent_as_the_server_reads_it(api, tmp_path):
+    """The server accepts any non-empty content once stripped, so the CLI does too."""
+    token = tmp_path / "token"
+    token.write_text("  two words\n", encoding="utf-8")
+    api.answer("GET", "/nlb/status", 200, STATUS)
+    assert run(api, "--token-file", str(token), "status") == 0
+    assert api.last.authorization == f"Bearer {read_token_file(str(token))}" == "Bearer two words"
 
 
 def test_an_api_error_prints_its_message_and_exits_1(api, capsys):
@@ -541,6 +567,9 @@ def test_check_config_of_a_missing_file_says_it_cannot_read_it(tmp_path, capsys)
         pytest.param([], ("cluster", "member", "flows", "status", "check-config", "--url", "--token-file"), id="top"),
         pytest.param(["cluster"], ("add", "list", "show", "remove"), id="cluster"),
         pytest.param(["member"], ("add", "list", "show", "remove", "move"), id="member"),
+        pytest.param(
+            ["cluster", "add"], ("--cluster-mac", "--mode", "02:bf:", "03:bf:", "01:00:5e:7f:"), id="cluster-add"
+        ),
         pytest.param(["member", "move"], ("--dpid", "--port", "--unpin", "--mac"), id="member-move"),
         pytest.param(["flows"], ("reconcile", "--json"), id="flows"),
     ],
@@ -561,10 +590,11 @@ def test_a_missing_command_is_a_usage_error(capsys):
     assert "ACTION" in capsys.readouterr().err
 
 
-def test_importing_the_cli_loads_no_sdn_framework():
+def test_importing_the_cli_loads_no_sdn_framework_nor_yaml():
     code = (
         "import sys, ryu_apps.cli; "
-        "loaded = [m for m in ('ryu', 'os_ken', 'ryu_apps.compat', 'eventlet') if m in sys.modules]; "
+        "loaded = [m for m in ('ryu', 'os_ken', 'ryu_apps.compat', 'eventlet', 'yaml', 'flows.config') "
+        "if m in sys.modules]; "
         "print(loaded)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -482,3 +482,13 @@ def test_the_cluster_mac_must_suit_the_mode(mode, cluster_mac, problem):
 
 def test_source_masking_can_be_turned_off():
     assert parse_config("fabric: {source_masking: false}").settings.source_masking is False
+
+
+def test_the_probe_mac_is_reserved():
+    error = rejection(
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, mac: '0e:4e:4c:00:00:01'}]}]"
+    )
+    assert (error.key, error.problem) == (
+        "clusters[0].members[0].mac",
+        "0e:4e:4c:00:00:01 is already reserved for the app's own ARP probes",
+    )

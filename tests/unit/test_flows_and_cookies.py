@@ -67,7 +67,8 @@ def test_expected_flows_for_a_located_unicast_cluster():
         assert masking.actions == (SetField("eth_src", DM[ip]), GotoTable(forwarding))
         assert flows[(forwarding, make_match(eth_dst=DM[ip]))].actions == (SetField("eth_dst", CM), Output(port))
     assert flows[(ingress, make_match())].actions == (GotoTable(forwarding),)
-    assert flows[(forwarding, make_match(eth_dst=PROBE_MAC))].actions == (ToController(),)
+    probe_answers = make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC)
+    assert flows[(forwarding, probe_answers)].actions == (ToController(),)
     assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (ToController(),)
     assert flows[(forwarding, make_match(eth_dst=CM))].actions == (Output(1), Output(2), Output(3))
     assert flows[(forwarding, make_match())].actions == (Normal(),)
@@ -86,14 +87,25 @@ def test_a_multicast_mode_cluster_gets_containment_only(mode):
 
 def test_unlocated_members_get_no_delivery_flow_and_masking_and_normal_fallback_can_be_turned_off():
     settings = Settings(normal_fallback=False, source_masking=False)
-    flows = expected_flows(Registry(clusters=(web_cluster(),)), settings, {})
-    assert {flow.match for flow in flows} == {
+    flows = {flow.match: flow for flow in expected_flows(Registry(clusters=(web_cluster(),)), settings, {})}
+    assert set(flows) == {
         make_match(),  # the ingress table's way on to forwarding
-        make_match(eth_dst=PROBE_MAC),
+        make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC),
         make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM),
+        make_match(eth_dst=CM),
     }
+    assert flows[make_match(eth_dst=CM)].actions == (), "no member to send to: dropped, never flooded"
     located = expected_flows(Registry(clusters=(web_cluster(),)), settings, located_ports())
     assert not [flow for flow in located if "eth_src" in dict(flow.match)]
+
+
+def test_a_member_on_a_port_that_is_down_is_dropped_not_flooded_and_held_ports_survive_a_restart():
+    flows = expected_flows(
+        Registry(clusters=(web_cluster(),)), Settings(), located_ports(), down_ports={3}, held_ports={"web": {7}}
+    )
+    by_match = {flow.match: flow.actions for flow in flows}
+    assert by_match[make_match(eth_dst=DM["10.0.0.13"])] == ()
+    assert by_match[make_match(eth_dst=CM)] == (Output(1), Output(2), Output(7))
 
 
 def test_two_members_behind_one_port_get_one_masking_flow():

@@ -173,6 +173,22 @@ def test_a_member_port_that_is_down_gets_nothing_until_it_is_up():
     announce_all(net)
     net.apply(net.core.port_changed(1, MEMBER_PORT[C], present=True, up=False))
     assert ports_of(net.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=CM))) == {MEMBER_PORT[A], MEMBER_PORT[B]}
-    assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[C]))) == {NORMAL}
+    assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[C]))) == set(), "dropped, not flooded"
     net.apply(net.core.port_changed(1, MEMBER_PORT[C], present=True, up=True))
     assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[C]))) == {MEMBER_PORT[C]}
+
+
+def test_a_restart_keeps_a_multicast_clusters_delivery_ports_until_its_members_are_found_again():
+    """Members with their own MACs leave no member flow behind; the cluster flow itself is kept."""
+    config = web_config()
+    cluster = replace(config.registry.clusters[0], mode=ClusterMode.MULTICAST, cluster_mac="03:bf:0a:00:00:64")
+    config = replace(config, registry=Registry(clusters=(cluster,)))
+    net = FakeFabric(NlbCore(config), 1, list(SWITCH_PORTS))
+    for ip, port in MEMBER_PORT.items():
+        own = f"02:00:00:00:00:{port:02x}"
+        net.send(port, arp_in(reply(ip, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=own, eth_src=own)))
+    restarted = NlbCore(config)
+    restarted.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
+    work = restarted.flows_read_back(1, net.table.flows.values())
+    assert work.diff.to_add == () and work.diff.to_delete == ()
+    assert {out.frame.tpa for out in work.frames} == set(MEMBER_PORT), "members are looked for again"

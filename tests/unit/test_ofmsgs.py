@@ -86,7 +86,7 @@ def test_revised_relay_reply_on_the_wire_matches_method_md_field_by_field():
 
 
 def test_probe_on_the_wire_is_an_rfc5227_probe_from_the_apps_own_mac():
-    frame = probe_frame(PROBE_MAC, B)
+    frame = probe_frame(B)
     assert scapy_fields(frame) == (
         PROBE_MAC,
         "ff:ff:ff:ff:ff:ff",

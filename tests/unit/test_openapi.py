@@ -21,6 +21,16 @@ BODY_ROUTES = {
     ("POST", "/nlb/clusters/{name}/members"),
     ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
 }
+# The routes that wait for the switches (a change's barriers, flow-stats): 504 when one does not answer in time.
+SWITCH_ROUTES = {
+    ("POST", "/nlb/clusters"),
+    ("DELETE", "/nlb/clusters/{name}"),
+    ("POST", "/nlb/clusters/{name}/members"),
+    ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
+    ("DELETE", "/nlb/clusters/{name}/members/{ip}"),
+    ("GET", "/nlb/flows"),
+    ("POST", "/nlb/flows/reconcile"),
+}
 
 
 def operations(spec: dict) -> dict[tuple[str, str], dict]:
@@ -50,8 +60,10 @@ def resolve(node: dict) -> dict:
 
 def expected_errors(method: str, path: str) -> set[str]:
     """The error statuses docs/rest-api.md lists for a route (404 and 405 for unknown paths and methods
-    apply to no documented operation)."""
-    errors = {"401"}
+    apply to no documented operation; 500 to every one, 504 to those that wait for the switches)."""
+    errors = {"401", "500"}
+    if (method, path) in SWITCH_ROUTES:
+        errors.add("504")
     if "{" in path:
         errors.add("404")
     if (method, path) in BODY_ROUTES:
@@ -127,7 +139,15 @@ def test_error_responses_have_the_error_body():
     error = resolve({"$ref": ERROR_SCHEMA})
     assert error["required"] == ["error"]
     assert error["properties"]["error"]["type"] == "string"
-    assert {"BadRequest", "Unauthorized", "NotFound", "MethodNotAllowed", "Conflict"} <= set(components)
+    assert {
+        "BadRequest",
+        "Unauthorized",
+        "NotFound",
+        "MethodNotAllowed",
+        "Conflict",
+        "InternalServerError",
+        "GatewayTimeout",
+    } <= set(components)
 
 
 def test_bearer_auth_applies_to_every_operation():

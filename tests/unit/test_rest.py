@@ -47,7 +47,7 @@ class StandInController:
         return touched
 
     def locations(self, cluster_name, member):
-        return [{"dpid": d, "port": p, "how": "x"} for d, p, _ in self.core.locations(cluster_name, member)]
+        return self.core.locations(cluster_name, member)
 
     def audit(self):
         return {"switches": {}}
@@ -56,7 +56,7 @@ class StandInController:
         return {"switches": {}, "reconciled": True}
 
     def status(self):
-        return {"runtime": "stand-in"}
+        return {"runtime": "stand-in", **self.core.status()}
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_list_and_show_clusters(controller):
         "mac": "02:de:0a:00:00:0c",
         "dpid": 1,
         "port": 2,
-        "located": [{"dpid": 1, "port": 2, "how": "x"}],
+        "located": [{"dpid": 1, "port": 2, "how": "pinned", "port_up": True}],
     }
 
 
@@ -146,7 +146,24 @@ def test_delete_member_and_cluster_return_what_was_removed(controller):
 def test_flows_reconcile_and_status_come_from_the_controller(controller):
     assert call(controller, "GET", "/nlb/flows") == (200, {"switches": {}})
     assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}, "reconciled": True})
-    assert call(controller, "GET", "/nlb/status") == (200, {"runtime": "stand-in"})
+    status, body = call(controller, "GET", "/nlb/status")
+    assert status == 200
+    assert body["switches"] == [{"dpid": 1, "ports": [1, 2, 3], "ports_down": []}]
+    assert body["clusters"][0]["members"][1] == {
+        "ip": "10.0.0.12",
+        "located": [{"dpid": 1, "port": 2, "how": "pinned", "port_up": True}],
+    }
+    assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["packet_in_not_arp"] == 0
+    controller.core.not_arp()
+    assert call(controller, "GET", "/nlb/status")[1]["counters"]["packet_in_not_arp"] == 1
+
+
+def test_an_unexpected_failure_is_still_a_json_error(controller):
+    controller.status = lambda: 1 / 0
+    assert call(controller, "GET", "/nlb/status") == (
+        500,
+        {"error": "internal error: ZeroDivisionError: division by zero"},
+    )
 
 
 REFUSALS = [
