@@ -44,6 +44,7 @@ def member_id(member_ip: str) -> int:
 
 
 def make_cookie(purpose: Purpose, cluster_name: str | None = None, member_ip: str | None = None) -> int:
+    """The cookie of a flow: whose it is and why it exists, readable again by decode_cookie()."""
     cluster = cluster_id(cluster_name) if cluster_name is not None else 0
     member = member_id(member_ip) if member_ip is not None else 0
     return (APP_ID << 48) | (cluster << 32) | (member << 16) | (int(purpose) << 8)
@@ -57,10 +58,12 @@ class CookieFields:
 
 
 def is_app_cookie(cookie: int) -> bool:
+    """Whether a flow is this app's: the only flows it may change or delete."""
     return cookie & APP_COOKIE_MASK == APP_ID << 48
 
 
 def decode_cookie(cookie: int) -> CookieFields:
+    """The fields of an app cookie, for the audit and for adopting what a switch already holds."""
     purpose_value = (cookie >> 8) & 0xFF
     purpose = Purpose(purpose_value) if purpose_value in Purpose._value2member_map_ else None
     return CookieFields(cluster_id=(cookie >> 32) & 0xFFFF, member_id=(cookie >> 16) & 0xFFFF, purpose=purpose)
