@@ -60,14 +60,16 @@ def ovs_text(flow: FlowSpec) -> FlowRow:
     """A flow the app computes, written as ovs-ofctl -O OpenFlow13 dump-flows prints it."""
     fields = ["arp"] if dict(flow.match).get("eth_type") == 0x0806 else []
     fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={v}" for k, v in flow.match if k != "eth_type"]
-    actions = ",".join(action_text(action) for action in flow.actions)
+    actions = ",".join(action_text(action) for action in flow.actions) or "drop"
     return (flow.table_id, flow.cookie, flow.priority, _sorted_match(fields), actions)
 
 
-def expected_table(config_path: Path, members: list[Host]) -> set[FlowRow]:
+def expected_table(config_path: Path, members: list[Host], down: tuple[Host, ...] = ()) -> set[FlowRow]:
+    """The app's flows for the config, with `members` located on their ports and the `down` ones' ports down."""
     config = load_config(str(config_path))
     ports = {(cluster.name, member.ip): member.ofport for cluster in config.registry.clusters for member in members}
-    return {ovs_text(flow) for flow in expected_flows(config.registry, config.settings, ports)}
+    down_ports = {host.ofport for host in down}
+    return {ovs_text(flow) for flow in expected_flows(config.registry, config.settings, ports, down_ports)}
 
 
 def app_table(lab: Lab) -> list[FlowRow]:
