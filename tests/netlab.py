@@ -220,6 +220,7 @@ class Flow:
     actions: str
     n_packets: int
     n_bytes: int
+    duration: float = 0.0  # seconds since the flow was added; a replaced flow starts again from 0
 
 
 @dataclass(frozen=True)
@@ -917,6 +918,7 @@ def parse_flow(line: str) -> Flow:
         actions=actions,
         n_packets=int(stats.get("n_packets", "0")),
         n_bytes=int(stats.get("n_bytes", "0")),
+        duration=float(stats.get("duration", "0s").rstrip("s")),
     )
 
 

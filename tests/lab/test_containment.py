@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -15,6 +16,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from flows.addresses import igmp_cluster_mac, multicast_cluster_mac
 from tests.lab.appkit import (
+    APP_COOKIES,
     CLIENT_SOURCES,
     HTTP_PORT,
     OUTSIDER_ADDRESS,
@@ -140,3 +142,27 @@ def test_a_member_port_that_goes_down_gets_no_frames_and_is_reached_again_when_u
     assert sorted(wait_for_table(lab, everything)) == sorted(everything), lab.controller_log()
     assert lab.ping(m1, m3.ip, count=3, timeout=2)
     assert lab.tcp_exchange(net.client, m3, m3.ip, 7602)
+
+
+def test_a_controller_restart_drops_no_cluster_frame_in_multicast_mode(lab):
+    """Multicast-mode members leave no member flow behind; the cluster flow must survive the restart."""
+    cluster_mac = MODE_MACS["multicast"]
+    members, client, outsider = multicast_mode_cluster(lab, "multicast")
+    burst = [bytes(frame) for frame in burst_to(cluster_mac, client)] * 4  # 160 frames over about 8 s
+    sender = threading.Thread(target=lambda: lab.send_frames(client, burst, interval=0.05))
+    burst_filter = f"ether dst {cluster_mac} and udp dst port 9999"
+    with ExitStack() as stack:
+        seen = {m.name: stack.enter_context(lab.capture(m, burst_filter, direction="in")) for m in members}
+        seen[outsider.name] = stack.enter_context(lab.capture(outsider, f"ether dst {cluster_mac}", direction="in"))
+        sender.start()
+        age_before = next(f.duration for f in lab.dump_flows(APP_COOKIES) if cluster_mac in f.match)
+        measured_at = time.monotonic()
+        lab.restart_controller()
+        lab.wait_connected()
+        sender.join()
+    counts = {name: len(capture.frames) for name, capture in seen.items()}
+    assert counts == {**{m.name: len(burst) for m in members}, outsider.name: 0}
+    delivery = [f for f in lab.dump_flows(APP_COOKIES) if f.match == f"dl_dst={cluster_mac}"]
+    assert [len(f.actions.split(",")) for f in delivery] == [len(members)]
+    expected_age = age_before + time.monotonic() - measured_at
+    assert delivery[0].duration >= expected_age - 1, "the cluster flow was replaced during the restart"
