@@ -27,6 +27,7 @@ from flows.addresses import (
     parse_unicast_mac,
     unicast_cluster_mac,
 )
+from flows.flowspec import OFPP_MAX
 from flows.model import ArpMode, Cluster, ClusterMode, Config, ControllerSettings, Member, Registry, Settings
 
 DEFAULT_CLUSTER_MAC = {
@@ -37,7 +38,7 @@ DEFAULT_CLUSTER_MAC = {
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names appear in URLs
 MAX_DPID = 2**64 - 1
-MAX_PORT = 0xFFFFFEFF  # from OFPP_MAX (0xffffff00) up, port numbers are OpenFlow's own
+MAX_PORT = OFPP_MAX - 1  # from OFPP_MAX up, port numbers are OpenFlow's own
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _MERGE_TAG = "tag:yaml.org,2002:merge"

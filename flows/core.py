@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.cookies import Purpose, cluster_id, decode_cookie
-from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec, Output, expected_flows, reconcile
+from flows.flowspec import EMPTY_DIFF, OFPP_MAX, FlowDiff, FlowSpec, Output, expected_flows, reconcile
 from flows.model import Config, Member, Registry
 
-OFPP_MAX = 0xFFFFFF00  # ports above are OpenFlow's reserved ports (LOCAL, CONTROLLER, ...)
 NOT_ARP = "packet_in_not_arp"
 
 

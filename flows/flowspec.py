@@ -16,6 +16,7 @@ from flows.cookies import Purpose, make_cookie
 from flows.model import Registry, Settings
 
 ETH_TYPE_ARP = 0x0806
+OFPP_MAX = 0xFFFFFF00  # OpenFlow's reserved ports (LOCAL, CONTROLLER, ...) start here
 
 INGRESS_TABLE = 0  # source masking, then on to forwarding
 FORWARDING_TABLE = 1

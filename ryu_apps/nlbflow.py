@@ -200,8 +200,7 @@ class NlbFlow(BaseApp):
         with self.change_lock:
             self._wait_synced()
             for dpid, datapath in sorted(self.datapaths.items()):
-                stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
-                work = self.core.flows_read_back(dpid, [ofmsgs.spec_from_stats(datapath, s) for s in stats])
+                work = self.core.flows_read_back(dpid, self._app_flows(datapath))
                 self._send(datapath, work)
                 repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
             self._wait_barriers()
@@ -224,15 +223,19 @@ class NlbFlow(BaseApp):
             ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
             self._check_current(datapath)
             self.core.switch_connected(datapath.id, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
-            stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+            installed = self._app_flows(datapath)
             self._check_current(datapath)
         except (TimeoutError, ConnectionError) as error:
             self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", datapath.id, error)
             datapath.close()
             return
-        installed = [ofmsgs.spec_from_stats(datapath, s) for s in stats]
         self._send(datapath, self.core.flows_read_back(datapath.id, installed))
         self.synced[datapath.id].set()
+
+    def _app_flows(self, datapath) -> list:
+        """The app's flows as the switch holds them now: what reconciliation starts from."""
+        stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
+        return [ofmsgs.spec_from_stats(datapath, s) for s in stats]
 
     def _check_current(self, datapath) -> None:
         if self.datapaths.get(datapath.id) is not datapath:

@@ -16,7 +16,7 @@ from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows
 from flows.model import Registry, Settings
 from ryu_apps import ofmsgs
 from ryu_apps.compat import ofproto_v1_3, ofproto_v1_3_parser
-from tests.unit.example_cluster import CM, DM, MEMBER_PORT, reply, request, web_cluster
+from tests.unit.example_cluster import CM, DM, located_ports, reply, request, web_cluster
 
 A, B = "10.0.0.11", "10.0.0.12"
 
@@ -40,8 +40,7 @@ def wire(message) -> bytes:
 
 
 def located_flows():
-    ports = {("web", ip): port for ip, port in MEMBER_PORT.items()}
-    return expected_flows(Registry(clusters=(web_cluster(),)), Settings(), ports)
+    return expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
 
 
 @pytest.mark.parametrize("flow", located_flows(), ids=lambda flow: f"priority{flow.priority}-{flow.match}")
