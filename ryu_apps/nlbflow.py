@@ -53,6 +53,10 @@ def config_path() -> str | None:
     return cfg.CONF.nlbflow.config or os.environ.get("NLBFLOW_CONFIG") or None
 
 
+class RequestRefused(RuntimeError):
+    """The switch answered a request with an error: the connection is of no use and is closed."""
+
+
 class Reply:
     """A request's reply bodies, filled by the reply handlers while the requester waits."""
 
@@ -171,8 +175,9 @@ class NlbFlow(BaseApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev) -> None:
         old = self.connections.get(ev.msg.datapath.id)
-        if old is not None:
+        if old is not None:  # reconnected before the old connection was seen to close
             old.closed()
+            self.core.switch_disconnected(old.dpid)
         self.connections[ev.msg.datapath.id] = conn = Connection(ev.msg.datapath, self.session_policy)
         hub.spawn(self._drain, conn)
         hub.spawn(self._sync_switch, conn)
@@ -291,7 +296,10 @@ class NlbFlow(BaseApp):
         switches = {}
         for dpid, conn in sorted(self.connections.items()):
             datapath = conn.datapath
-            stats = self._request(conn, ofmsgs.flow_stats_request(datapath, app_only=False))
+            try:
+                stats = self._request(conn, ofmsgs.flow_stats_request(datapath, app_only=False))
+            except ConnectionError:  # went away meanwhile: it is audited once it is back
+                continue
             read_back = [ReadBackFlow(ofmsgs.spec_from_stats(datapath, s), s.packet_count, s.byte_count) for s in stats]
             expected = self.core.expected_flows(dpid)
             report = audit_switch(self.core.registry, expected, read_back, conn.session.given_up())
@@ -306,7 +314,10 @@ class NlbFlow(BaseApp):
             for dpid, conn in sorted(self.connections.items()):
                 conn.session.retry_all()
                 self.core.withhold(dpid, frozenset())
-                work = self._read_back(conn)
+                try:
+                    work = self._read_back(conn)
+                except ConnectionError:  # went away meanwhile: its reconnect reconciles it
+                    continue
                 repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
             self._confirm(list(self.connections.values()))
         report = self.audit()
@@ -347,7 +358,7 @@ class NlbFlow(BaseApp):
         except ConnectionError as error:
             self.logger.info("dpid %s: synchronisation abandoned: %s", conn.dpid, error)
             return
-        except TimeoutError as error:
+        except (TimeoutError, RequestRefused) as error:
             self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", conn.dpid, error)
             datapath.close()
             return
@@ -367,8 +378,12 @@ class NlbFlow(BaseApp):
                 try:
                     work = self._read_back(conn)
                     self._request(conn, ofmsgs.barrier_request(conn.datapath))
-                except (TimeoutError, ConnectionError) as error:
+                except ConnectionError as error:
                     self.logger.info("dpid %s: resync abandoned: %s", conn.dpid, error)
+                    return
+                except (TimeoutError, RequestRefused) as error:
+                    self.logger.error("dpid %s: cannot resync (%s); closing the connection", conn.dpid, error)
+                    conn.datapath.close()
                     return
                 finally:
                     conn.session.resync_finished(time.monotonic())
@@ -426,7 +441,7 @@ class NlbFlow(BaseApp):
         if waiting.lost:
             raise ConnectionError(f"dpid {conn.dpid} went away before answering {type(message).__name__}")
         if waiting.refused:
-            raise ConnectionError(f"dpid {conn.dpid} refused {type(message).__name__}")
+            raise RequestRefused(f"dpid {conn.dpid} refused {type(message).__name__}")
         return waiting.bodies
 
     def _wait_synced(self) -> None:
@@ -494,7 +509,12 @@ class NlbFlow(BaseApp):
                 item.reply.xid = xid
             if item.flow is not None:
                 conn.flow_mods[xid] = item.flow
-            if not datapath.send_msg(item.message):
+            try:
+                sent = datapath.send_msg(item.message)
+            except Exception:  # a message that does not serialise is a bug; the rest of the queue still goes
+                self.logger.exception("dpid %s: cannot send %s", conn.dpid, type(item.message).__name__)
+                continue
+            if not sent:  # the framework is closing the connection
                 conn.closed()
 
     def _probe_unlocated(self) -> None:
