@@ -16,6 +16,7 @@ from tests.lab.appkit import (
     app_table,
     cluster_yaml,
     expected_table,
+    nlbflow_cli,
     state_file,
     wait_for_api,
     wait_for_table,
@@ -85,6 +86,16 @@ def test_a_table_that_refuses_flows_is_reported_once_and_not_retried_in_a_loop(l
     assert snoop.flow_mods() == at_start, f"flow-mods kept coming:\n{snoop.text()[-4000:]}"
     assert sorted(app_table(lab)) == sorted(installed)
     assert api_ok(lab, "GET", "/nlb/status")["switches"][0]["resyncs"] == switch["resyncs"]
+    shown = nlbflow_cli(lab, "flows")
+    assert sum(line.startswith("refused by the switch: add") for line in shown.stdout.splitlines()) == 2, shown
+
+    # The operator's fix: room in the table, then a reconcile retries what was refused.
+    lab.vsctl("clear", "Bridge", "br0", "flow_tables")
+    repaired = api_ok(lab, "POST", "/nlb/flows/reconcile")["switches"][DPID]
+    assert (repaired["repaired"]["added"], repaired["refused"], repaired["missing"]) == (2, [], [])
+    assert sorted(app_table(lab)) == sorted(expected)
+    assert api_ok(lab, "GET", "/nlb/status")["switches"][0]["refused"] == []
+    assert lab.ping(members[0], members[1].ip) and lab.ping(members[1], members[2].ip)
 
 
 @pytest.mark.parametrize("back_before_the_answer", [False, True], ids=["stays-away", "reconnects"])
