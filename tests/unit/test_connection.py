@@ -172,6 +172,27 @@ def test_a_refused_flow_is_given_up_after_three_refusals_with_one_warning_and_no
     conn.closed()
 
 
+def test_an_error_for_every_flow_mod_at_once_starts_one_resync_not_one_each():
+    app = app_with_core()
+    datapath = RecordingDatapath()
+    conn = connect(app, datapath)
+    answer(app, datapath, READS)
+    sent = flow_mods(datapath)
+    assert len(sent) > 10
+    for message in sent:  # the switch refuses the whole first push
+        error = PARSER.OFPErrorMsg(datapath, type_=5, code=1, data=b"")
+        error.xid = message.xid
+        app.error(Event(msg=error))
+    answer(app, datapath, BARRIERS)
+    answer(app, datapath, READS)
+    answer(app, datapath, BARRIERS)
+    flow_reads = [m for m in datapath.sent if isinstance(m, PARSER.OFPFlowStatsRequest)]
+    assert len(flow_reads) == 2, "the first read-back, then one resync"
+    assert conn.session.resyncs == 1
+    assert len(flow_mods(datapath)) == 2 * len(sent), "the resync sent each refused flow once more"
+    conn.closed()
+
+
 def test_replies_and_syncs_of_a_dead_connection_never_reach_the_new_one():
     app = app_with_core()
     old_datapath, new_datapath = RecordingDatapath(), RecordingDatapath()
