@@ -65,6 +65,7 @@ class Reply:
         self.refused = False
         self.lost = False  # the connection closed before the reply came
         self.xid: int | None = None  # given by the sender when the request leaves
+        self.abandoned = False  # the requester stopped waiting before it left: nobody to hand a reply to
         self.done = hub.Event()
 
 
@@ -435,6 +436,7 @@ class NlbFlow(BaseApp):
         try:
             answered = waiting.done.wait(timeout=REPLY_TIMEOUT_SECONDS)
         finally:
+            waiting.abandoned = True
             conn.replies.pop(waiting.xid, None)
         if not answered:
             raise TimeoutError(f"dpid {conn.dpid} did not answer {type(message).__name__}")
@@ -504,7 +506,7 @@ class NlbFlow(BaseApp):
                 continue
             item = conn.outbox.popleft()
             xid = datapath.set_xid(item.message)
-            if item.reply is not None:
+            if item.reply is not None and not item.reply.abandoned:
                 conn.replies[xid] = item.reply
                 item.reply.xid = xid
             if item.flow is not None:

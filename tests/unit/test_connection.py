@@ -14,6 +14,7 @@ import pytest
 from flows.core import NlbCore, Work
 from flows.flowspec import FlowDiff
 from flows.session import FLOW_ADD, FLOW_DELETE, SessionPolicy
+from ryu_apps import nlbflow
 from ryu_apps.compat import hub, ofproto_v1_3, ofproto_v1_3_parser
 from ryu_apps.nlbflow import Connection, NlbFlow, Outgoing, Reply, outgoing
 from tests.unit.example_cluster import SWITCH_PORTS, web_config
@@ -235,3 +236,17 @@ def test_a_barrier_reply_forgets_the_flow_mods_sent_before_it():
 def no_greenthreads_left():
     yield
     hub.sleep(0.05)
+
+
+def test_a_request_given_up_before_it_left_leaves_no_waiter_behind(monkeypatch):
+    monkeypatch.setattr(nlbflow, "REPLY_TIMEOUT_SECONDS", 0.01)
+    app = app_with_core()
+    datapath = RecordingDatapath()
+    conn = Connection(datapath, app.session_policy)
+    app.connections[1] = conn
+    with pytest.raises(TimeoutError, match="did not answer OFPBarrierRequest"):
+        app._request(conn, PARSER.OFPBarrierRequest(datapath))  # no sender runs yet: it never left
+    hub.spawn(app._drain, conn)
+    hub.sleep(0.02)
+    assert len(datapath.sent) == 1 and conn.replies == {}
+    conn.closed()
