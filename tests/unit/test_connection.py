@@ -32,7 +32,6 @@ class RecordingDatapath:
     xid: int = 0
     sent: list = field(default_factory=list)
     block_first_send: bool = False
-    closed: bool = False
 
     def set_xid(self, message) -> int:
         self.xid += 1
@@ -44,9 +43,6 @@ class RecordingDatapath:
             hub.sleep(0.05)  # the framework's send queue is full: this greenthread yields here
         self.sent.append(message)
         return True
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @dataclass
@@ -233,7 +229,7 @@ def test_a_barrier_reply_forgets_the_flow_mods_sent_before_it():
 
 
 @pytest.fixture(autouse=True)
-def no_greenthreads_left():
+def let_closed_connections_wind_down():
     yield
     hub.sleep(0.05)
 
@@ -250,3 +246,27 @@ def test_a_request_given_up_before_it_left_leaves_no_waiter_behind(monkeypatch):
     hub.sleep(0.02)
     assert len(datapath.sent) == 1 and conn.replies == {}
     conn.closed()
+
+
+def test_a_switch_gone_mid_request_fails_its_waiter_at_once_and_only_its_own_connection_goes():
+    app = app_with_core()
+    datapath = RecordingDatapath()
+    conn = connect(app, datapath)
+    answer(app, datapath)
+    assert app.core.switches[1].installed is not None
+    outcome = []
+
+    def audit() -> None:
+        try:
+            app._request(conn, PARSER.OFPBarrierRequest(datapath))
+        except ConnectionError as error:
+            outcome.append(str(error))
+
+    hub.spawn(audit)
+    hub.sleep(0.02)
+    app.switch_gone(Event(datapath=RecordingDatapath()))  # another connection of that dpid, long replaced
+    assert app.connections[1] is conn
+    app.switch_gone(Event(datapath=datapath))
+    hub.sleep(0.02)
+    assert outcome == ["dpid 1 went away before answering OFPBarrierRequest"]
+    assert 1 not in app.connections and 1 not in app.core.switches
