@@ -187,7 +187,8 @@ class NlbCore:
         state = self.switches.get(dpid)
         if state is None or state.installed is None:
             return EMPTY_DIFF
-        expected = [flow for flow in self.expected_flows(dpid) if flow not in state.withheld]
+        # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
+        expected = [f for f in self.expected_flows(dpid) if f not in state.withheld or f in state.installed]
         diff = reconcile(expected, state.installed)
         state.installed = frozenset(expected)
         held = self._held_ports(dpid)

@@ -100,6 +100,8 @@ def test_a_withheld_flow_is_never_sent_again_by_a_sync_nor_by_a_read_back():
     work = core.flows_read_back(1, other_flows)  # the switch holds all but the refused one
     assert flow not in work.diff.to_add and work.diff.to_delete == ()
     assert flow not in core.port_changed(1, 4, present=True, up=False).diff.to_add
+    held_after_all = core.flows_read_back(1, [*other_flows, flow])  # the switch took it after all: kept
+    assert flow not in held_after_all.diff.to_delete and flow not in held_after_all.diff.to_add
     core.withhold(1, frozenset())  # an operator's reconcile retries it
     assert flow in core.flows_read_back(1, other_flows).diff.to_add
 
