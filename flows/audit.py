@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flows.cookies import Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
 from flows.flowspec import FlowSpec, action_text
 from flows.model import Registry
+from flows.session import Refusal, refusal_view
 
 CLAIMS = {
     Purpose.NORMAL_FALLBACK: "invariant 6 (other traffic switched as before)",
@@ -52,7 +53,13 @@ def flow_entry(registry: Registry, spec: FlowSpec) -> dict:
     }
 
 
-def audit_switch(registry: Registry, expected: Iterable[FlowSpec], read_back: Iterable[ReadBackFlow]) -> dict:
+def audit_switch(
+    registry: Registry,
+    expected: Iterable[FlowSpec],
+    read_back: Iterable[ReadBackFlow],
+    refused: Iterable[Refusal] = (),
+) -> dict:
+    """`refused`: flow changes the switch kept refusing on this connection (they also show as missing)."""
     read_back = list(read_back)
     app_flows = [flow for flow in read_back if is_app_cookie(flow.spec.cookie)]
     expected_set = set(expected)
@@ -64,7 +71,14 @@ def audit_switch(registry: Registry, expected: Iterable[FlowSpec], read_back: It
         "missing": [flow_entry(registry, spec) for spec in sorted(expected_set - installed, key=_order)],
         "unexpected": [flow_entry(registry, spec) for spec in sorted(installed - expected_set, key=_order)],
         "other_apps_flows": len(read_back) - len(app_flows),
+        "refused": refused_entries(registry, refused),
     }
+
+
+def refused_entries(registry: Registry, refused: Iterable[Refusal]) -> list[dict]:
+    """Refused flows with the OpenFlow error the switch gave (type and code), as status and audit show them."""
+    ordered = sorted(refused, key=lambda refusal: (_order(refusal.flow), refusal.command))
+    return [{**flow_entry(registry, refusal.flow), **refusal_view(refusal)} for refusal in ordered]
 
 
 def _order(spec: FlowSpec) -> tuple:

@@ -32,6 +32,7 @@ class SwitchState:
     ports: dict[int, bool] = field(default_factory=dict)  # port -> up (link up and not administratively down)
     installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
     held: dict[str, frozenset[int]] = field(default_factory=dict)  # cluster -> delivery ports found at start
+    withheld: frozenset[FlowSpec] = frozenset()  # expected flows the switch keeps refusing: not sent again
 
     @property
     def live_ports(self) -> set[int]:
@@ -115,6 +116,15 @@ class NlbCore:
         nothing is pushed yet."""
         self.switches[dpid] = SwitchState(ports={port: up for port, up in ports.items() if port < OFPP_MAX})
 
+    def withhold(self, dpid: int, flows: frozenset[FlowSpec]) -> None:
+        """Flows this switch keeps refusing (flows/session.py decides which): no sync adds them again, so
+        a full or missing table costs a few refusals, not a loop. An empty set retries them all."""
+        state = self.switches.get(dpid)
+        if state is not None:
+            state.withheld = flows
+            if state.installed is not None:
+                state.installed = state.installed - flows
+
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
 
@@ -177,7 +187,8 @@ class NlbCore:
         state = self.switches.get(dpid)
         if state is None or state.installed is None:
             return EMPTY_DIFF
-        expected = self.expected_flows(dpid)
+        # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
+        expected = [f for f in self.expected_flows(dpid) if f not in state.withheld or f in state.installed]
         diff = reconcile(expected, state.installed)
         state.installed = frozenset(expected)
         held = self._held_ports(dpid)

@@ -180,19 +180,19 @@ def format_cluster(cluster: dict) -> str:
             ("members", len(cluster["members"])),
         ]
     )
+    fields = "\n".join([fields, *_pending(cluster)])
     return f"{fields}\n\n{format_members(cluster['members'])}" if cluster["members"] else fields
 
 
 def format_member(member: dict) -> str:
     """One member: its dedicated MAC, where it is pinned and where it is seen."""
-    return _pairs(
-        [
-            ("ip", member["ip"]),
-            ("dedicated MAC", member["mac"]),
-            ("pinned", _pinned(member)),
-            ("located", _located(member["located"])),
-        ]
-    )
+    fields = [
+        ("ip", member["ip"]),
+        ("dedicated MAC", member["mac"]),
+        ("pinned", _pinned(member)),
+        ("located", _located(member["located"])),
+    ]
+    return "\n".join([_pairs(fields), *_pending(member)])
 
 
 def _flow_table(flows: list) -> str:
@@ -236,11 +236,27 @@ def format_flows(audit: dict) -> str:
                     *([_flow_table(switch["flows"])] if switch["flows"] else []),
                     _flow_section("missing", switch["missing"]),
                     _flow_section("unexpected", switch["unexpected"]),
+                    *[_refused_line(flow) for flow in switch.get("refused", [])],
                     f"flows of other apps: {switch['other_apps_flows']}",
                 ]
             )
         )
     return "\n\n".join(blocks)
+
+
+def _refused_line(flow: dict) -> str:
+    """A flow change the switch kept refusing, with its OpenFlow error; `flows reconcile` retries it."""
+    return (
+        f"refused by the switch: {flow['command']} {flow['cookie']} table {flow['table_id']}"
+        f" priority {flow['priority']} (error type {flow['error_type']} code {flow['error_code']},"
+        f" {flow['refusals']} times; `nlbflow flows reconcile` retries)"
+    )
+
+
+def _pending(answer: dict) -> list[str]:
+    """A change's answer names the switches it still waits for (they get it when they reconnect)."""
+    pending = answer.get("pending_switches") or []
+    return [f"pending on switches (they get it when they reconnect): {', '.join(pending)}"] if pending else []
 
 
 def format_reconcile(result: dict) -> str:

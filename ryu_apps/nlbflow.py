@@ -8,15 +8,19 @@ hands one event to NlbCore (flows/core.py) and sends back what it returns; the R
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from flows.arp import ARP_REQUEST, Verdict
-from flows.audit import ReadBackFlow, audit_switch
+from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
+from flows.flowspec import FlowSpec
 from flows.model import Config, Member, Registry
+from flows.session import FLOW_ADD, FLOW_DELETE, Session, SessionPolicy
 from flows.state import beside_config, load_state, save_state, startup_registry, state_path
 from ryu_apps import ofmsgs
 from ryu_apps.compat import (
@@ -36,6 +40,7 @@ from ryu_apps.rest import RestApi
 T = TypeVar("T")
 PROBE_INTERVAL_SECONDS = 5.0
 REPLY_TIMEOUT_SECONDS = 10.0
+RECONNECT_WAIT_SECONDS = 5.0  # a change waits this long for a switch that dropped mid-change to be back
 
 cfg.CONF.register_opts(
     [cfg.StrOpt("config", default=None, help="nlbflow YAML config; overrides the NLBFLOW_CONFIG variable")],
@@ -48,13 +53,83 @@ def config_path() -> str | None:
     return cfg.CONF.nlbflow.config or os.environ.get("NLBFLOW_CONFIG") or None
 
 
+class RequestRefused(RuntimeError):
+    """The switch answered a request with an error: the connection is of no use and is closed."""
+
+
 class Reply:
     """A request's reply bodies, filled by the reply handlers while the requester waits."""
 
     def __init__(self) -> None:
         self.bodies: list = []
         self.refused = False
+        self.lost = False  # the connection closed before the reply came
+        self.xid: int | None = None  # given by the sender when the request leaves
+        self.abandoned = False  # the requester stopped waiting before it left: nobody to hand a reply to
         self.done = hub.Event()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message in a connection's outbox, with the flow change it carries and who waits for its reply."""
+
+    message: object
+    flow: tuple[str, FlowSpec] | None = None  # (FLOW_ADD or FLOW_DELETE, flow): found again by xid on an error
+    reply: Reply | None = None
+
+
+class Connection:
+    """One switch connection: its ordered outbox, the replies it owes, its sync state and its refusals.
+
+    Everything for the switch is computed and appended here without yielding, and one sender greenthread
+    sends it in order, so a change computed later never reaches the switch before an earlier one. A
+    reconnect makes a new Connection: nothing of a dead one (a reply, a resync, `synced`) reaches it.
+    """
+
+    def __init__(self, datapath, policy: SessionPolicy) -> None:
+        self.datapath = datapath
+        self.dpid: int = datapath.id
+        self.outbox: deque[Outgoing] = deque()
+        self.wakeup = hub.Event()  # set when the outbox gets something, or the connection closes
+        self.replies: dict[int, Reply] = {}  # xid -> waiter
+        self.flow_mods: dict[int, tuple[str, FlowSpec]] = {}  # xid -> flow change, until a later barrier's reply
+        self.synced = hub.Event()  # set once the switch's flows were read back, or the connection closed
+        self.session = Session(policy)
+        self.resync_kick = hub.Event()
+        self.alive = True
+
+    def enqueue(self, items: list[Outgoing]) -> None:
+        if self.alive and items:
+            self.outbox.extend(items)
+            self.wakeup.set()
+
+    def closed(self) -> None:
+        """Every waiter learns the connection is gone; the sender and the resync loop stop."""
+        self.alive = False
+        self.synced.set()  # its waiters wake and find it dead
+        unsent = [item.reply for item in self.outbox if item.reply is not None]
+        self.outbox.clear()
+        for waiting in [*self.replies.values(), *unsent]:
+            waiting.lost = True
+            waiting.done.set()
+        self.wakeup.set()
+        self.resync_kick.set()
+
+    def answered_through(self, xid: int) -> None:
+        """A barrier's reply: the switch has processed everything sent before it, so errors for older
+        flow-mods can no longer come."""
+        while self.flow_mods and next(iter(self.flow_mods)) < xid:
+            del self.flow_mods[next(iter(self.flow_mods))]
+
+
+def outgoing(datapath, work: Work) -> list[Outgoing]:
+    """Flow changes (each tagged with its flow), a barrier, then frames: an answer never overtakes the
+    flow its traffic needs (the order of ofmsgs.work_messages)."""
+    items = [Outgoing(ofmsgs.flow_add(datapath, flow), (FLOW_ADD, flow)) for flow in work.diff.to_add]
+    items += [Outgoing(ofmsgs.flow_delete(datapath, flow), (FLOW_DELETE, flow)) for flow in work.diff.to_delete]
+    if items:
+        items.append(Outgoing(ofmsgs.barrier_request(datapath)))
+    return items + [Outgoing(message) for message in ofmsgs.packet_outs(datapath, work.frames)]
 
 
 class NlbFlow(BaseApp):
@@ -76,9 +151,8 @@ class NlbFlow(BaseApp):
         if saved is None:
             save_state(self.state_file, registry)
         self.core = NlbCore(replace(config, registry=registry))
-        self.datapaths: dict[int, object] = {}
-        self.synced: dict[int, object] = {}  # dpid -> Event set once the switch's flows were read back
-        self.replies: dict[tuple[int, int], Reply] = {}
+        self.connections: dict[int, Connection] = {}  # dpid -> its current connection
+        self.session_policy = SessionPolicy()
         self.change_lock = hub.BoundedSemaphore(1)
         source = "state file" if saved is not None else "config (first start)"
         clusters = ", ".join(f"{c.name} ({c.mode.value}, {len(c.members)} members)" for c in self.registry.clusters)
@@ -101,9 +175,13 @@ class NlbFlow(BaseApp):
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev) -> None:
-        self.datapaths[ev.msg.datapath.id] = ev.msg.datapath
-        self.synced[ev.msg.datapath.id] = hub.Event()
-        hub.spawn(self._sync_switch, ev.msg.datapath)
+        old = self.connections.get(ev.msg.datapath.id)
+        if old is not None:  # reconnected before the old connection was seen to close
+            old.closed()
+            self.core.switch_disconnected(old.dpid)
+        self.connections[ev.msg.datapath.id] = conn = Connection(ev.msg.datapath, self.session_policy)
+        hub.spawn(self._drain, conn)
+        hub.spawn(self._sync_switch, conn)
 
     @set_ev_cls(
         [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply],
@@ -111,7 +189,12 @@ class NlbFlow(BaseApp):
     )
     def reply(self, ev) -> None:
         msg = ev.msg
-        waiting = self.replies.get((msg.datapath.id, msg.xid))
+        conn = self._connection(msg.datapath)
+        if conn is None:
+            return
+        if isinstance(msg, msg.datapath.ofproto_parser.OFPBarrierReply):
+            conn.answered_through(msg.xid)
+        waiting = conn.replies.get(msg.xid)
         if waiting is not None:
             waiting.bodies += getattr(msg, "body", None) or []
             if not getattr(msg, "flags", 0) & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
@@ -120,6 +203,8 @@ class NlbFlow(BaseApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev) -> None:
         datapath, msg = ev.msg.datapath, ev.msg
+        if self._connection(datapath) is None:  # a dead connection's news: the new one read the ports itself
+            return
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
@@ -144,23 +229,34 @@ class NlbFlow(BaseApp):
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def error(self, ev) -> None:
-        """A refused request: its waiter gets no answer, and a refused flow change is repaired by reading
-        the switch back."""
+        """A refused request: its waiter gets no answer; a refused flow change goes to the connection's
+        Session, which coalesces resyncs, backs off, and gives up a flow the switch keeps refusing."""
         datapath, msg = ev.msg.datapath, ev.msg
-        self.logger.error("dpid %s refused xid %s: type %s code %s", datapath.id, msg.xid, msg.type, msg.code)
-        waiting = self.replies.get((datapath.id, msg.xid))
+        conn = self._connection(datapath)
+        if conn is None:
+            return
+        waiting = conn.replies.get(msg.xid)
+        flow = conn.flow_mods.get(msg.xid)
         if waiting is not None:
+            self.logger.error("dpid %s refused xid %s: type %s code %s", datapath.id, msg.xid, msg.type, msg.code)
             waiting.refused = True
             waiting.done.set()
-        elif datapath.id in self.synced:
-            hub.spawn(self._sync_switch, datapath)
+        elif flow is None:
+            self.logger.error(
+                "dpid %s refused xid %s (no flow change): type %s code %s",
+                *(datapath.id, msg.xid),
+                *(msg.type, msg.code),
+            )
+        else:
+            self._flow_refused(conn, flow, msg.type, msg.code)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def switch_gone(self, ev) -> None:
-        if ev.datapath.id is not None and self.datapaths.get(ev.datapath.id) is ev.datapath:
-            del self.datapaths[ev.datapath.id]
-            del self.synced[ev.datapath.id]
-            self.core.switch_disconnected(ev.datapath.id)
+        conn = self._connection(ev.datapath) if ev.datapath.id is not None else None
+        if conn is not None:
+            del self.connections[conn.dpid]
+            conn.closed()
+            self.core.switch_disconnected(conn.dpid)
 
     # --- the service the REST API calls -----------------------------------------------------------
 
@@ -168,108 +264,260 @@ class NlbFlow(BaseApp):
     def registry(self) -> Registry:
         return self.core.registry
 
-    def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> T:
-        """Persist first (a 2xx survives kill -9), then push to every switch and wait for its barrier."""
+    @property
+    def datapaths(self) -> dict[int, object]:
+        """The datapath of each switch connected now."""
+        return {dpid: conn.datapath for dpid, conn in self.connections.items()}
+
+    def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> tuple[T, list[str]]:
+        """Persist first (a 2xx survives kill -9), then push to every switch and wait for its barrier.
+
+        Returns what the change touched and the switches (dpids as 16 hex digits) it is still pending on:
+        those that went away before confirming it and are not back and synchronised yet. They get it
+        when they reconnect, since every new connection is reconciled against the saved registry.
+        """
         with self.change_lock:
             self._wait_synced()
             registry, touched = mutate(self.core.registry)
             save_state(self.state_file, registry)
+            connections = list(self.connections.values())
             for dpid, work in self.core.set_registry(registry).items():
-                if dpid in self.datapaths:  # one that just went away is read back when it reconnects
-                    self._send(self.datapaths[dpid], work)
+                if dpid in self.connections:  # one that just went away is read back when it reconnects
+                    self._send(self.connections[dpid].datapath, work)
             try:
-                self._wait_barriers()
+                pending = self._confirm(connections)
             except TimeoutError as error:
                 raise TimeoutError(f"{error}; the change is saved and reaches it when it reconnects") from None
-            return touched
+            return touched, pending
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
         return self.core.locations(cluster_name, member)
 
     def audit(self) -> dict:
         switches = {}
-        for dpid, datapath in sorted(self.datapaths.items()):
-            stats = self._request(datapath, ofmsgs.flow_stats_request(datapath, app_only=False))
+        for dpid, conn in sorted(self.connections.items()):
+            datapath = conn.datapath
+            try:
+                stats = self._request(conn, ofmsgs.flow_stats_request(datapath, app_only=False))
+            except ConnectionError:  # went away meanwhile: it is audited once it is back
+                continue
             read_back = [ReadBackFlow(ofmsgs.spec_from_stats(datapath, s), s.packet_count, s.byte_count) for s in stats]
-            report = audit_switch(self.core.registry, self.core.expected_flows(dpid), read_back)
+            expected = self.core.expected_flows(dpid)
+            report = audit_switch(self.core.registry, expected, read_back, conn.session.given_up())
             switches[f"{dpid:016x}"] = {"dpid": dpid, **report}
         return {"switches": switches}
 
     def reconcile(self) -> dict:
+        """Read every switch back and repair it; flows a switch kept refusing get a fresh set of tries."""
         repaired = {}
         with self.change_lock:
             self._wait_synced()
-            for dpid, datapath in sorted(self.datapaths.items()):
-                work = self.core.flows_read_back(dpid, self._app_flows(datapath))
-                self._send(datapath, work)
+            for dpid, conn in sorted(self.connections.items()):
+                conn.session.retry_all()
+                self.core.withhold(dpid, frozenset())
+                try:
+                    work = self._read_back(conn)
+                except ConnectionError:  # went away meanwhile: its reconnect reconciles it
+                    continue
                 repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
-            self._wait_barriers()
+            self._confirm(list(self.connections.values()))
         report = self.audit()
         for key, counts in repaired.items():
             report["switches"].get(key, {})["repaired"] = counts
         return report
 
     def status(self) -> dict:
-        return {"runtime": RUNTIME, **self.core.status()}
+        status = {"runtime": RUNTIME, **self.core.status()}
+        for switch in status["switches"]:
+            conn = self.connections.get(switch["dpid"])
+            if conn is not None:
+                switch["refused"] = refused_entries(self.core.registry, conn.session.given_up())
+                switch["resyncs"] = conn.session.resyncs
+        return status
 
     # --- talking to switches ----------------------------------------------------------------------
 
-    def _sync_switch(self, datapath) -> None:
-        """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from.
+    def _connection(self, datapath) -> Connection | None:
+        """The current connection of this datapath; None for one that closed or was replaced."""
+        conn = self.connections.get(datapath.id)
+        return conn if conn is not None and conn.datapath is datapath else None
 
-        A switch that does not answer, or is replaced meanwhile, is dropped: it reconnects and starts over.
+    def _sync_switch(self, conn: Connection) -> None:
+        """Ports first (the spread of ARP needs them), then the read-back that reconciliation starts from,
+        then the resyncs the connection's refusals ask for.
+
+        A switch that does not answer is dropped: it reconnects and starts over.
         """
+        datapath = conn.datapath
         try:
-            ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
-            self._check_current(datapath)
-            self.core.switch_connected(datapath.id, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
-            installed = self._app_flows(datapath)
-            self._check_current(datapath)
-        except (TimeoutError, ConnectionError) as error:
-            self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", datapath.id, error)
+            ports = self._request(conn, ofmsgs.port_desc_request(datapath))
+            self._check_current(conn)
+            self.core.switch_connected(conn.dpid, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
+            self._read_back(conn)
+            conn.synced.set()
+            self._request(conn, ofmsgs.barrier_request(datapath))
+        except ConnectionError as error:
+            self.logger.info("dpid %s: synchronisation abandoned: %s", conn.dpid, error)
+            return
+        except (TimeoutError, RequestRefused) as error:
+            self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", conn.dpid, error)
             datapath.close()
             return
-        self._send(datapath, self.core.flows_read_back(datapath.id, installed))
-        self.synced[datapath.id].set()
+        self._resync_loop(conn)
 
-    def _app_flows(self, datapath) -> list:
+    def _resync_loop(self, conn: Connection) -> None:
+        """At most one resync at a time on a connection, started only when its Session says so."""
+        while conn.alive:
+            delay = conn.session.resync_delay(time.monotonic())
+            if delay is None:
+                conn.resync_kick.clear()
+                conn.resync_kick.wait()
+            elif delay > 0:
+                hub.sleep(delay)
+            else:
+                conn.session.resync_started(time.monotonic())
+                try:
+                    work = self._read_back(conn)
+                    self._request(conn, ofmsgs.barrier_request(conn.datapath))
+                except ConnectionError as error:
+                    self.logger.info("dpid %s: resync abandoned: %s", conn.dpid, error)
+                    return
+                except (TimeoutError, RequestRefused) as error:
+                    self.logger.error("dpid %s: cannot resync (%s); closing the connection", conn.dpid, error)
+                    conn.datapath.close()
+                    return
+                finally:
+                    conn.session.resync_finished(time.monotonic())
+                self.logger.info(
+                    "dpid %s: resync %s: %s added, %s deleted",
+                    *(conn.dpid, conn.session.resyncs, len(work.diff.to_add), len(work.diff.to_delete)),
+                )
+
+    def _read_back(self, conn: Connection) -> Work:
+        """Read the app's flows back and enqueue the difference to the expected set (with no yield between
+        the check that the connection is current and the enqueue)."""
+        installed = self._app_flows(conn)
+        self._check_current(conn)
+        work = self.core.flows_read_back(conn.dpid, installed)
+        self._send(conn.datapath, work)
+        return work
+
+    def _flow_refused(self, conn: Connection, flow: tuple[str, FlowSpec], error_type: int, error_code: int) -> None:
+        command, spec = flow
+        self.logger.info(
+            "dpid %s refused flow %s (table %s priority %s cookie %#x): type %s code %s",
+            *(conn.dpid, command, spec.table_id, spec.priority, spec.cookie, error_type, error_code),
+        )
+        if conn.session.refused(time.monotonic(), command, spec, error_type, error_code):
+            self.logger.warning(
+                "dpid %s keeps refusing to %s flow table %s priority %s cookie %#x match %s (error type %s code %s):"
+                " not sent again on this connection; shown as refused in status and the audit until it"
+                " reconnects or POST /nlb/flows/reconcile retries it",
+                *(conn.dpid, command, spec.table_id, spec.priority, spec.cookie, dict(spec.match)),
+                *(error_type, error_code),
+            )
+            self.core.withhold(conn.dpid, conn.session.withheld())
+        conn.resync_kick.set()
+
+    def _app_flows(self, conn: Connection) -> list:
         """The app's flows as the switch holds them now: what reconciliation starts from."""
-        stats = self._request(datapath, ofmsgs.flow_stats_request(datapath))
-        return [ofmsgs.spec_from_stats(datapath, s) for s in stats]
+        stats = self._request(conn, ofmsgs.flow_stats_request(conn.datapath))
+        return [ofmsgs.spec_from_stats(conn.datapath, s) for s in stats]
 
-    def _check_current(self, datapath) -> None:
-        if self.datapaths.get(datapath.id) is not datapath:
+    def _check_current(self, conn: Connection) -> None:
+        if not conn.alive or self.connections.get(conn.dpid) is not conn:
             raise ConnectionError("the switch reconnected or went away")
 
-    def _request(self, datapath, message) -> list:
-        """Send a request and wait for its whole reply (all parts of a multipart one)."""
-        datapath.set_xid(message)
-        key = (datapath.id, message.xid)
-        self.replies[key] = waiting = Reply()
+    def _request(self, conn: Connection, message) -> list:
+        """Send a request through the outbox and wait for its whole reply (all parts of a multipart one)."""
+        self._check_current(conn)
+        waiting = Reply()
+        conn.enqueue([Outgoing(message, reply=waiting)])
         try:
-            datapath.send_msg(message)
-            if not waiting.done.wait(timeout=REPLY_TIMEOUT_SECONDS):
-                raise TimeoutError(f"dpid {datapath.id} did not answer {type(message).__name__}")
-            if waiting.refused:
-                raise ConnectionError(f"dpid {datapath.id} refused {type(message).__name__}")
-            return waiting.bodies
+            answered = waiting.done.wait(timeout=REPLY_TIMEOUT_SECONDS)
         finally:
-            del self.replies[key]
+            waiting.abandoned = True
+            conn.replies.pop(waiting.xid, None)
+        if not answered:
+            raise TimeoutError(f"dpid {conn.dpid} did not answer {type(message).__name__}")
+        if waiting.lost:
+            raise ConnectionError(f"dpid {conn.dpid} went away before answering {type(message).__name__}")
+        if waiting.refused:
+            raise RequestRefused(f"dpid {conn.dpid} refused {type(message).__name__}")
+        return waiting.bodies
 
     def _wait_synced(self) -> None:
         """A switch that just connected gets a change only once its flows are read back, so the
         change is in it when the API answers."""
-        for dpid, synced in list(self.synced.items()):
-            if dpid in self.datapaths and not synced.wait(timeout=REPLY_TIMEOUT_SECONDS):
-                raise TimeoutError(f"dpid {dpid} did not finish connecting; nothing was changed")
+        for conn in list(self.connections.values()):
+            if not conn.synced.wait(timeout=REPLY_TIMEOUT_SECONDS):
+                raise TimeoutError(f"dpid {conn.dpid} did not finish connecting; nothing was changed")
 
-    def _wait_barriers(self) -> None:
-        for datapath in list(self.datapaths.values()):
-            self._request(datapath, ofmsgs.barrier_request(datapath))
+    def _confirm(self, connections: list[Connection]) -> list[str]:
+        """Wait for each switch's barrier; the switches that went away instead, and are not back and
+        synchronised within RECONNECT_WAIT_SECONDS, are returned as pending (dpids in hex)."""
+        pending = []
+        for conn in connections:
+            try:
+                self._request(conn, ofmsgs.barrier_request(conn.datapath))
+            except ConnectionError:
+                if not self._back_and_synced(conn.dpid):
+                    pending.append(f"{conn.dpid:016x}")
+        return pending
+
+    def _back_and_synced(self, dpid: int) -> bool:
+        """Whether a switch that lost its connection is connected again and reconciled (within a wait)."""
+        deadline = time.monotonic() + RECONNECT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            conn = self.connections.get(dpid)
+            if conn is not None and conn.synced.wait(timeout=max(0.0, deadline - time.monotonic())) and conn.alive:
+                try:
+                    self._request(conn, ofmsgs.barrier_request(conn.datapath))
+                    return True
+                except ConnectionError:
+                    continue
+            hub.sleep(0.1)
+        return False
 
     def _send(self, datapath, work: Work) -> None:
-        for message in ofmsgs.work_messages(datapath, work):
-            datapath.send_msg(message)
+        """Append a computed change to the switch's outbox; the sender greenthread sends it in order.
+
+        Work for a connection that is gone is dropped; if the core already counted it installed there
+        (an event of a replaced connection), the current connection is read back to repair it.
+        """
+        conn = self.connections.get(datapath.id)
+        if conn is None:
+            return
+        if conn.datapath is not datapath:
+            if work.diff.to_add or work.diff.to_delete:
+                conn.session.want_resync(time.monotonic())
+                conn.resync_kick.set()
+            return
+        conn.enqueue(outgoing(datapath, work))
+
+    def _drain(self, conn: Connection) -> None:
+        """The connection's one sender: xids are given at sending, and each flow-mod's xid remembered,
+        so an error names the flow it refused."""
+        datapath = conn.datapath
+        while conn.alive:
+            if not conn.outbox:
+                conn.wakeup.clear()
+                conn.wakeup.wait()
+                continue
+            item = conn.outbox.popleft()
+            xid = datapath.set_xid(item.message)
+            if item.reply is not None and not item.reply.abandoned:
+                conn.replies[xid] = item.reply
+                item.reply.xid = xid
+            if item.flow is not None:
+                conn.flow_mods[xid] = item.flow
+            try:
+                sent = datapath.send_msg(item.message)
+            except Exception:  # a message that does not serialise is a bug; the rest of the queue still goes
+                self.logger.exception("dpid %s: cannot send %s", conn.dpid, type(item.message).__name__)
+                continue
+            if not sent:  # the framework is closing the connection
+                conn.closed()
 
     def _probe_unlocated(self) -> None:
         """Keep looking for members no switch has heard from, so a peer's first packet arrives."""

@@ -46,8 +46,9 @@ class Service(Protocol):
 
     registry: Registry
 
-    def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> T:
-        """Apply a registry change: persist it, push it to every switch, then return what it touched."""
+    def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> tuple[T, list[str]]:
+        """Apply a registry change: persist it, push it to every switch, then return what it touched and
+        the switches (dpids in hex) that went away before confirming it: it reaches them on reconnect."""
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]: ...
 
@@ -128,15 +129,15 @@ class RestApi:
 
     def add_cluster(self, request: Request) -> tuple[int, Any]:
         body = _body(request)
-        cluster = self.service.change(lambda registry: registry_ops.add_cluster(registry, body))
-        return 201, self._cluster(cluster)
+        cluster, pending = self.service.change(lambda registry: registry_ops.add_cluster(registry, body))
+        return 201, {**self._cluster(cluster), "pending_switches": pending}
 
     def show_cluster(self, request: Request, name: str) -> tuple[int, Any]:
         return 200, self._cluster(registry_ops.find_cluster(self.service.registry, name))
 
     def remove_cluster(self, request: Request, name: str) -> tuple[int, Any]:
-        cluster = self.service.change(lambda registry: registry_ops.remove_cluster(registry, name))
-        return 200, self._cluster(cluster, located=False)
+        cluster, pending = self.service.change(lambda registry: registry_ops.remove_cluster(registry, name))
+        return 200, {**self._cluster(cluster, located=False), "pending_switches": pending}
 
     # --- members ----------------------------------------------------------------------------------
 
@@ -146,20 +147,20 @@ class RestApi:
 
     def add_member(self, request: Request, name: str) -> tuple[int, Any]:
         body = _body(request)
-        member = self.service.change(lambda registry: registry_ops.add_member(registry, name, body))
-        return 201, self._member(name, member)
+        member, pending = self.service.change(lambda registry: registry_ops.add_member(registry, name, body))
+        return 201, {**self._member(name, member), "pending_switches": pending}
 
     def show_member(self, request: Request, name: str, ip: str) -> tuple[int, Any]:
         return 200, self._member(name, registry_ops.find_member(self.service.registry, name, ip))
 
     def update_member(self, request: Request, name: str, ip: str) -> tuple[int, Any]:
         body = _body(request)
-        member = self.service.change(lambda registry: registry_ops.update_member(registry, name, ip, body))
-        return 200, self._member(name, member)
+        member, pending = self.service.change(lambda registry: registry_ops.update_member(registry, name, ip, body))
+        return 200, {**self._member(name, member), "pending_switches": pending}
 
     def remove_member(self, request: Request, name: str, ip: str) -> tuple[int, Any]:
-        member = self.service.change(lambda registry: registry_ops.remove_member(registry, name, ip))
-        return 200, self._member(name, member, located=False)
+        member, pending = self.service.change(lambda registry: registry_ops.remove_member(registry, name, ip))
+        return 200, {**self._member(name, member, located=False), "pending_switches": pending}
 
     # --- switches ---------------------------------------------------------------------------------
 

@@ -599,3 +599,19 @@ def test_importing_the_cli_loads_no_sdn_framework_nor_yaml():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_flows_names_each_flow_the_switch_keeps_refusing_with_its_error():
+    refused = {**MISSING_FLOW, "command": "add", "error_type": 5, "error_code": 1, "refusals": 3}
+    switch = {**AUDIT["switches"]["0000000000000001"], "refused": [refused]}
+    out = cli.format_flows({"switches": {"0000000000000001": switch}})
+    (line,) = [line for line in out.splitlines() if line.startswith("refused by the switch")]
+    assert f"add {MISSING_FLOW['cookie']} table {MISSING_FLOW['table_id']}" in line
+    assert "error type 5 code 1, 3 times" in line
+
+
+def test_member_add_names_the_switches_the_change_is_still_pending_on(api, capsys):
+    api.answer("POST", "/nlb/clusters/web/members", 201, {**UNLOCATED, "pending_switches": ["0000000000000001"]})
+    assert run(api, "member", "add", "web", UNLOCATED["ip"]) == 0
+    out = capsys.readouterr().out
+    assert "pending on switches (they get it when they reconnect): 0000000000000001" in out

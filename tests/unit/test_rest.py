@@ -44,7 +44,7 @@ class StandInController:
         registry, touched = mutate(self.core.registry)
         save_state(self.state_file, registry)
         self.core.set_registry(registry)
-        return touched
+        return touched, []
 
     def locations(self, cluster_name, member):
         return self.core.locations(cluster_name, member)
@@ -102,6 +102,7 @@ def test_post_cluster_returns_201_with_derived_fields_and_saves_it(controller):
         "mode": "unicast",
         "arp": "proxy",
         "members": [],
+        "pending_switches": [],
     }
     assert load_state(controller.state_file).cluster_named("api") is not None
 
