@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from flows.config import load_config
 from flows.cookies import member_id
-from flows.state import load_state
+from flows.state import load_state, save_state
 from tests.lab.appkit import (
     APP_COOKIES,
     NLBFLOW_CLI,
@@ -457,6 +458,31 @@ def test_a_thousand_unfinished_requests_do_not_stop_the_api_and_its_low_level_re
     assert snapshot(lab, config_path) == before
     register(lab, members)
     assert lab.ping(members[0], members[1].ip), "the API still changes the fabric"
+
+
+# --- the state file's temp files --------------------------------------------------------------------------
+
+
+def test_the_temp_file_of_a_write_a_crash_interrupted_is_removed_at_start_and_never_read(lab):
+    """A kill -9 between the temp file and its rename leaves `.nlbflow-state.yaml.<random>.tmp`."""
+    members, _ = lab.add_typical_cluster()
+    config_path = write_config(lab, cluster_yaml())
+    save_state(str(state_file(config_path)), load_config(str(config_path)).registry)
+    stale = config_path.parent / f".{state_file(config_path).name}.k9x2q1.tmp"
+    stale.write_text("clusters:\n  - name: ghost\n    cluster_ip: 10.0.0.200\n")  # whole, but never published
+    other = config_path.parent / ".other.yaml.k9x2q1.tmp"
+    other.write_text("not ours\n")
+
+    lab.start_controller("osken", config_path)
+    lab.wait_connected()
+    wait_for_api(lab)
+
+    assert [c["name"] for c in api_ok(lab, "GET", "/nlb/clusters")["clusters"]] == ["web"]
+    assert not stale.exists(), "the start removes the stale temp file"
+    assert other.exists(), "a temp file of another file is left alone"
+    assert f"removed {stale}" in lab.controller_log()
+    assert [c.name for c in load_state(str(state_file(config_path))).clusters] == ["web"]
+    assert lab.ping(members[0], members[1].ip)
 
 
 # --- the token and the listen address ------------------------------------------------------------------------
