@@ -3,7 +3,7 @@
 It only translates HTTP to calls on a service (the running app, or a stand-in in tests): registry
 changes are pure functions from flows/registry_ops.py, and the service persists and pushes them.
 
-Before any of that it refuses what a web page could forge (docs/rest-api.md, "What a browser cannot
+Before any of that it refuses what a web page could forge (docs/rest-api.md, "What a web page cannot
 do"): a Host that is not the API's own (DNS rebinding), an Origin or Sec-Fetch-Site of another site, and a
 body that is not JSON (a cross-site form or text/plain POST); and what it will not read: a body over
 controller.rest.max_body_bytes, JSON nested too deep, a key given twice.

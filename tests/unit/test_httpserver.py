@@ -20,6 +20,7 @@ from tests.unit.test_rest import StandInController, unchanged
 
 GET_STATUS = b"GET /nlb/status HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 UNFINISHED = b"GET /nlb/status HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"  # the headers never end
+POST_UNFINISHED = b"POST /nlb/clusters HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
 
 
 @pytest.fixture
@@ -150,9 +151,11 @@ def test_every_refusal_is_json_and_changes_nothing(server, controller, request_b
 
 def test_json_nested_5000_deep_within_the_limit_is_a_400(controller):
     for server in start(api(controller, 20000), 20000, head_timeout=2.0):
+        before = unchanged(controller)
         deep = b"[" * 5000 + b"]" * 5000
         status, body = exchange(server, post(deep))
         assert (status, body) == (400, {"error": "body: JSON nested more than 32 deep"})
+        assert unchanged(controller) == before
 
 
 def test_a_body_over_the_limit_is_refused_without_waiting_for_it(server, controller):
@@ -172,12 +175,13 @@ def test_a_post_is_read_whole_and_served(server, controller):
 
 def test_a_request_that_does_not_arrive_in_time_is_answered_408(controller):
     for server in start(api(controller), head_timeout=0.3):
+        before = unchanged(controller)
         status, body = exchange(server, UNFINISHED)
         assert (status, body) == (408, {"error": "request: not complete within 0.3 s"})
         half_body = post(CLUSTER)[:-10]
         status, body = exchange(server, half_body)
         assert (status, body) == (408, {"error": "request: not complete within 0.3 s"})
-        assert controller.registry.cluster_named("x") is None
+        assert unchanged(controller) == before
         assert exchange(server, GET_STATUS)[0] == 200
 
 
@@ -185,7 +189,8 @@ def test_idle_connections_cannot_hold_the_server(controller):
     """Far more unfinished requests than the server holds connections: the newest is still served, each
     evicted one is told why, and the server never holds more than its bound."""
     for server in start(api(controller), head_timeout=60.0, max_connections=8):
-        idle = [connect(server, UNFINISHED) for _ in range(200)]
+        before = unchanged(controller)
+        idle = [connect(server, POST_UNFINISHED) for _ in range(200)]
         eventlet.sleep(0.1)
         status, body = exchange(server, GET_STATUS)
         assert (status, body["runtime"]) == (200, "stand-in")
@@ -197,6 +202,7 @@ def test_idle_connections_cannot_hold_the_server(controller):
         )
         for client in idle[1:]:
             client.close()
+        assert unchanged(controller) == before
 
 
 def test_when_every_connection_is_being_served_one_more_is_answered_503():

@@ -562,8 +562,10 @@ def test_an_empty_form_post_is_refused_too_and_reaches_no_switch(controller):
     reconciled = []
     controller.reconcile = lambda: reconciled.append(True) or {"switches": {}}
     form = {"Content-Type": "application/x-www-form-urlencoded"}
+    before = unchanged(controller)
     status, body = call(controller, "POST", "/nlb/flows/reconcile", headers=form)
     assert (status, list(body), reconciled) == (415, ["error"], [])
+    assert unchanged(controller) == before
     assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}})
     assert reconciled == [True], "the same request without the form's Content-Type is served"
 
