@@ -11,7 +11,8 @@ ZERO_IP = "0.0.0.0"
 PROBE_MAC = "0e:4e:4c:00:00:01"
 """Sender MAC of the app's own ARP probes; locally administered, never a member's or a cluster's."""
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_MAC_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 class AddressError(ValueError):
@@ -19,10 +20,13 @@ class AddressError(ValueError):
 
 
 def parse_mac(text: object) -> str:
-    """Return the MAC in canonical lower-case colon form, or raise AddressError."""
-    if not isinstance(text, str) or not _MAC_RE.match(text.strip().lower()):
+    """Return the MAC in canonical lower-case colon form, or raise AddressError.
+
+    Exactly six hex octets, all separated by ':' or all by '-', nothing around them: what the OpenAPI
+    pattern in docs/rest-api.yaml says."""
+    if not isinstance(text, str) or not _MAC_RE.fullmatch(text.lower()):
         raise AddressError(f"{text!r} is not a MAC address (expected six hex octets like 02:de:0a:00:00:0b)")
-    return text.strip().lower().replace("-", ":")
+    return text.lower().replace("-", ":")
 
 
 def parse_unicast_mac(text: object) -> str:
@@ -46,16 +50,24 @@ def parse_ipv4(text: object) -> str:
 
 
 def parse_host_ipv4(text: object) -> str:
-    """An IPv4 address that can belong to a host: not 0.0.0.0, broadcast, multicast or loopback."""
+    """An IPv4 address that can belong to a host: not in 0.0.0.0/8 ("this network"), not broadcast,
+    multicast or loopback."""
     ip = parse_ipv4(text)
     address = ipaddress.IPv4Address(ip)
-    if address.is_unspecified or address.is_multicast or address.is_loopback or ip == "255.255.255.255":
+    if address in _THIS_NETWORK:
+        raise AddressError(f"{ip} cannot be a host address (0.0.0.0/8 is 'this network', RFC 1122)")
+    if address.is_multicast or address.is_loopback or ip == "255.255.255.255":
         raise AddressError(f"{ip} cannot be a host address")
     return ip
 
 
 def is_multicast_mac(mac: str) -> bool:
     return int(mac[:2], 16) & 1 == 1
+
+
+def is_locally_administered_mac(mac: str) -> bool:
+    """The second-lowest bit of the first octet: set for MACs no vendor assigns (NLB's 02:bf:..., 02:de:...)."""
+    return int(mac[:2], 16) & 2 == 2
 
 
 def _mac_from_ip(first_octets: tuple[int, int], ip: str) -> str:

@@ -20,6 +20,7 @@ from flows.addresses import (
     AddressError,
     dedicated_mac,
     igmp_cluster_mac,
+    is_locally_administered_mac,
     is_multicast_mac,
     multicast_cluster_mac,
     parse_host_ipv4,
@@ -39,10 +40,13 @@ DEFAULT_CLUSTER_MAC = {
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names appear in URLs
 MAX_DPID = 2**64 - 1
 MAX_PORT = OFPP_MAX - 1  # from OFPP_MAX up, port numbers are OpenFlow's own
+MIN_BODY_LIMIT, MAX_BODY_LIMIT = 1024, 16 * 1024 * 1024  # controller.rest.max_body_bytes
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _DPID_RE = re.compile(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 _DECIMAL_OR_HEX_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+)")
 
 
@@ -160,7 +164,13 @@ def _settings_from_data(data: object, key: str, source: str) -> Settings:
 def _controller_from_data(data: object, key: str, source: str) -> ControllerSettings:
     fields = _fields(data, key, source, required=(), optional=("rest", "state_file"))
     rest_key = _join(key, "rest")
-    rest = _fields(fields.get("rest", {}), rest_key, source, required=(), optional=("listen", "token_file"))
+    rest = _fields(
+        fields.get("rest", {}),
+        rest_key,
+        source,
+        required=(),
+        optional=("listen", "token_file", "hosts", "max_body_bytes"),
+    )
     host, port = _listen(rest.get("listen", "127.0.0.1:8080"), _join(rest_key, "listen"), source)
     token_file = _path(rest["token_file"], _join(rest_key, "token_file"), source) if "token_file" in rest else None
     if token_file is None and not ipaddress.ip_address(host).is_loopback:
@@ -169,8 +179,38 @@ def _controller_from_data(data: object, key: str, source: str) -> ControllerSett
             _join(rest_key, "listen"),
             f"{host} is not a loopback address: the API would be open to the network; set {rest_key}.token_file",
         )
+    hosts = _host_names(rest.get("hosts", []), _join(rest_key, "hosts"), source)
+    max_body_bytes = rest.get("max_body_bytes", ControllerSettings.rest_max_body_bytes)
+    if not _is_int(max_body_bytes) or not MIN_BODY_LIMIT <= max_body_bytes <= MAX_BODY_LIMIT:
+        raise ConfigError(
+            source,
+            _join(rest_key, "max_body_bytes"),
+            f"{max_body_bytes!r} is not a body size limit (an integer from {MIN_BODY_LIMIT} to {MAX_BODY_LIMIT})",
+        )
     state_file = _path(fields["state_file"], _join(key, "state_file"), source) if "state_file" in fields else None
-    return ControllerSettings(rest_host=host, rest_port=port, token_file=token_file, state_file=state_file)
+    return ControllerSettings(
+        rest_host=host,
+        rest_port=port,
+        token_file=token_file,
+        state_file=state_file,
+        rest_hosts=hosts,
+        rest_max_body_bytes=max_body_bytes,
+    )
+
+
+def _host_names(value: object, key: str, source: str) -> tuple[str, ...]:
+    """The names besides the listen address that clients may put in the Host header (lower case)."""
+    names = _list(value, key, source)
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not _HOST_NAME_RE.fullmatch(name):
+            raise ConfigError(
+                source, f"{key}[{index}]", f"{name!r} is not a host name (letters, digits, '-' and '.', no port)"
+            )
+    return tuple(name.lower().rstrip(".") for name in names)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_token_file(path: str) -> str:
@@ -351,9 +391,19 @@ def _name(value: object, key: str, source: str) -> str:
 
 
 def _cluster_mac(value: object, mode: ClusterMode, key: str, source: str) -> str:
-    """Unicast mode needs a unicast MAC (it is the members' NIC MAC); the multicast modes a multicast one."""
+    """Unicast mode needs a locally administered unicast MAC (it is the members' NIC MAC, and the cluster's
+    delivery flow outranks NORMAL); the multicast modes a multicast one."""
     if mode == ClusterMode.UNICAST:
-        return _address(parse_unicast_mac, value, key, source)
+        mac = _address(parse_unicast_mac, value, key, source)
+        if not is_locally_administered_mac(mac):
+            raise ConfigError(
+                source,
+                key,
+                f"{mac} is a globally administered (vendor) MAC: a unicast cluster MAC must be locally administered"
+                " (second-lowest bit of the first octet set, as NLB's own 02:bf:W:X:Y:Z), because the cluster's"
+                " delivery flow outranks NORMAL and would take the traffic of the host that owns this MAC",
+            )
+        return mac
     mac = _address(parse_mac, value, key, source)
     if not is_multicast_mac(mac) or mac == BROADCAST_MAC:
         raise ConfigError(source, key, f"{mac} is not a multicast MAC, as {mode.value} mode needs")

@@ -81,12 +81,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    """Where the REST API listens, who may use it, and where the registry is kept across restarts."""
+    """Where the REST API listens, who may use it and how much it reads, and where the registry is kept."""
 
     rest_host: str = "127.0.0.1"
     rest_port: int = 8080
     token_file: str | None = None
     state_file: str | None = None  # None: nlbflow-state.yaml beside the config file
+    rest_hosts: tuple[str, ...] = ()  # names the Host header may carry besides the listen address
+    rest_max_body_bytes: int = 65536  # a larger request body is refused (413) unread
 
 
 @dataclass(frozen=True)

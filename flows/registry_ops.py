@@ -16,6 +16,7 @@ SOURCE = "request"
 CLUSTER_FIELDS = ("name", "cluster_ip", "cluster_mac", "mode", "arp")
 MEMBER_FIELDS = ("ip", "mac", "dpid", "port")
 MEMBER_PATCH_FIELDS = ("mac", "dpid", "port")
+UNPIN_FIELDS = ("dpid", "port")  # null in a PATCH: the member is no longer pinned
 
 
 class RegistryError(ValueError):
@@ -77,6 +78,9 @@ def update_member(registry: Registry, name: str, ip: str, data: object) -> tuple
     """Move a member (pin it, or unpin it with dpid and port null) or change its dedicated MAC."""
     member = find_member(registry, name, ip)
     _only(data, MEMBER_PATCH_FIELDS)
+    nulls = sorted(key for key, value in data.items() if value is None and key not in UNPIN_FIELDS)
+    if nulls:
+        raise RegistryError(400, f"{nulls[0]}: null is not allowed; only dpid and port may be null (to unpin)")
     merged: dict = {"ip": member.ip, "mac": member.dedicated_mac}
     if member.pinned:
         merged.update(dpid=member.dpid, port=member.port)

@@ -1,8 +1,9 @@
 """The registry across restarts: a YAML file in the config's own `clusters:` format.
 
 Written atomically (temp file, fsync, rename, fsync of the directory) before a change is answered, so a
-`kill -9` at any moment leaves either the old file or the new one, never half of one. A file that cannot
-be read or validated stops the start: it is never replaced silently.
+`kill -9` at any moment leaves either the old file or the new one, never half of one. The temp file a
+`kill -9` may leave behind is named `.<state file name>.<random>.tmp`: it is never read, and the next start
+removes it. A file that cannot be read or validated stops the start: it is never replaced silently.
 """
 
 from __future__ import annotations
@@ -41,6 +42,31 @@ def startup_registry(configured: Registry, saved: Registry | None) -> tuple[Regi
     return saved, bool(configured.clusters) and configured != saved
 
 
+def _temp_affixes(path: str) -> tuple[str, str]:
+    """Prefix and suffix of the state file's temp files: they sit beside it, and no other file matches."""
+    return f".{os.path.basename(path)}.", ".tmp"
+
+
+def remove_stale_temp_files(path: str) -> list[str]:
+    """Remove the temp files a write interrupted by a crash left beside the state file; return their paths.
+
+    Only for the start: a running controller may be writing one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix, suffix = _temp_affixes(path)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    stale = [
+        os.path.join(folder, name)
+        for name in sorted(names)
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+    ]
+    for stale_path in stale:
+        os.unlink(stale_path)
+    return stale
+
+
 def load_state(path: str) -> Registry | None:
     """The saved registry, or None when there is no state file yet (first start)."""
     if not os.path.exists(path):
@@ -74,7 +100,8 @@ def cluster_data(cluster: Cluster) -> dict:
 def save_state(path: str, registry: Registry) -> None:
     text = HEADER + yaml.safe_dump({"clusters": [cluster_data(c) for c in registry.clusters]}, sort_keys=False)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(prefix=".nlbflow-state-", dir=folder)
+    prefix, suffix = _temp_affixes(path)
+    fd, temp_path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)

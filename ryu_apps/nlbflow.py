@@ -21,7 +21,14 @@ from flows.core import NlbCore, Work
 from flows.flowspec import FlowSpec
 from flows.model import Config, Member, Registry
 from flows.session import FLOW_ADD, FLOW_DELETE, Session, SessionPolicy
-from flows.state import beside_config, load_state, save_state, startup_registry, state_path
+from flows.state import (
+    beside_config,
+    load_state,
+    remove_stale_temp_files,
+    save_state,
+    startup_registry,
+    state_path,
+)
 from ryu_apps import ofmsgs
 from ryu_apps.compat import (
     CONFIG_DISPATCHER,
@@ -35,6 +42,7 @@ from ryu_apps.compat import (
     ofproto_v1_3,
     set_ev_cls,
 )
+from ryu_apps.httpserver import RestServer
 from ryu_apps.rest import RestApi
 
 T = TypeVar("T")
@@ -141,6 +149,8 @@ class NlbFlow(BaseApp):
         try:  # a bad config or state file stops the start, with file, key and problem named
             config = load_config(path) if path else Config()
             self.state_file = state_path(path, config.controller.state_file)
+            for stale in remove_stale_temp_files(self.state_file):
+                self.logger.warning("nlbflow: removed %s, the temp file of a write a crash interrupted", stale)
             saved = load_state(self.state_file)
             token_file = config.controller.token_file
             token = read_token_file(beside_config(path, token_file)) if token_file else None
@@ -163,7 +173,8 @@ class NlbFlow(BaseApp):
             self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
         listen = (config.controller.rest_host, config.controller.rest_port)
         try:
-            self.rest_server = hub.WSGIServer(listen, RestApi(self, token))
+            api = RestApi(self, token, config.controller)
+            self.rest_server = RestServer(listen, api, config.controller.rest_max_body_bytes)
         except OSError as error:
             self.logger.error("nlbflow: cannot serve the REST API on %s:%s: %s", *listen, error.strerror)
             raise SystemExit(2) from None

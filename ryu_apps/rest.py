@@ -2,11 +2,17 @@
 
 It only translates HTTP to calls on a service (the running app, or a stand-in in tests): registry
 changes are pure functions from flows/registry_ops.py, and the service persists and pushes them.
+
+Before any of that it refuses what a web page could forge (docs/rest-api.md, "What a web page cannot
+do"): a Host that is not the API's own (DNS rebinding), an Origin or Sec-Fetch-Site of another site, and a
+body that is not JSON (a cross-site form or text/plain POST); and what it will not read: a body over
+controller.rest.max_body_bytes, JSON nested too deep, a key given twice.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -17,12 +23,15 @@ from webob import Request, Response
 from webob.dec import wsgify
 
 from flows import registry_ops
-from flows.model import Cluster, Member, Registry
+from flows.model import Cluster, ControllerSettings, Member, Registry
 from flows.registry_ops import RegistryError
 from flows.state import cluster_data
 
 T = TypeVar("T")
 LOG = logging.getLogger(__name__)
+MAX_JSON_DEPTH = 32  # the API's bodies are flat objects; deeper JSON is refused before anything reads it
+SAFE_FETCH_SITES = ("same-origin", "none")  # Sec-Fetch-Site values of requests no other site started
+_HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?")
 
 _ROUTE_TABLE = (  # method, path template, RestApi method that serves it
     ("GET", "/nlb/clusters", "list_clusters"),
@@ -77,9 +86,15 @@ class HttpError(Exception):
 class RestApi:
     """WSGI app: JSON in, JSON out, {"error": ...} naming the field on every refusal."""
 
-    def __init__(self, service: Service, token: str | None = None) -> None:
+    def __init__(self, service: Service, token: str | None = None, settings: ControllerSettings | None = None) -> None:
+        settings = settings or ControllerSettings()
         self.service = service
         self.token = token
+        self.max_body_bytes = settings.rest_max_body_bytes
+        self.port = settings.rest_port
+        self.address = ipaddress.ip_address(settings.rest_host)
+        local = self.address.is_loopback or self.address.is_unspecified
+        self.host_names = frozenset((*settings.rest_hosts, *(("localhost",) if local else ())))
         self.handlers: dict[tuple[str, str], Callable[..., tuple[int, Any]]] = {
             (method, template): getattr(self, name) for method, template, name in _ROUTE_TABLE
         }
@@ -87,8 +102,11 @@ class RestApi:
     @wsgify
     def __call__(self, request: Request) -> Response:
         try:
+            self._check_host(request)
+            self._check_origin(request)
             self._authorize(request)
-            handler, params = self._route(request)
+            self._check_body(request)
+            handler, params = self._route(request.method, _path(request))
             status, body = handler(request, **params)
         except HttpError as error:
             return _json(error.status, {"error": error.message}, error.headers)
@@ -97,9 +115,54 @@ class RestApi:
         except TimeoutError as error:  # a switch did not answer in time; the message says what was saved
             return _json(504, {"error": f"switch: {error}"})
         except Exception as error:  # every answer is JSON, even a bug's
-            LOG.exception("nlbflow REST: %s %s failed", request.method, request.path_info)
+            LOG.exception("nlbflow REST: %s %r failed", request.method, request.environ.get("PATH_INFO"))
             return _json(500, {"error": f"internal error: {type(error).__name__}: {error}"})
         return _json(status, body)
+
+    # --- what a web page could forge, and what the API will not read --------------------------------
+
+    def _own_host(self, host: str) -> bool:
+        """An address the API listens on, or a name it is known by; never a name an attacker's DNS serves."""
+        try:
+            address = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+        except ValueError:
+            return host.rstrip(".") in self.host_names
+        if self.address.is_unspecified:
+            return address.version == self.address.version
+        return address == self.address
+
+    def _check_host(self, request: Request) -> None:
+        given = request.environ.get("HTTP_HOST")
+        if given is None:
+            raise HttpError(400, "Host: the header is required")
+        found = _HOST_RE.fullmatch(given.strip().lower())
+        if found is None or not self._own_host(found.group(1)):
+            names = ", ".join(sorted(self.host_names)) or "none"
+            raise HttpError(
+                421,
+                f"Host: {given!r} is not this API's address ({self.address}, names: {names}; more in"
+                " controller.rest.hosts): a request for another name is refused, as DNS rebinding would send it",
+            )
+
+    def _check_origin(self, request: Request) -> None:
+        """Only the API's own origin; a browser sends Origin with every cross-origin POST, PATCH or DELETE."""
+        site = request.environ.get("HTTP_SEC_FETCH_SITE")
+        if site is not None and site.strip().lower() not in SAFE_FETCH_SITES:
+            raise HttpError(403, f"Sec-Fetch-Site: {site!r}: a request another site started is refused")
+        origin = request.environ.get("HTTP_ORIGIN")
+        if origin is not None and not self._own_origin(origin):
+            raise HttpError(403, f"Origin: {origin!r} is not this API's origin: cross-origin requests are refused")
+
+    def _own_origin(self, origin: str) -> bool:
+        scheme, separator, authority = origin.strip().lower().partition("://")
+        found = _HOST_RE.fullmatch(authority)
+        return bool(
+            separator
+            and scheme == "http"
+            and found
+            and self._own_host(found.group(1))
+            and int(found.group(2) or 80) == self.port
+        )
 
     def _authorize(self, request: Request) -> None:
         if self.token is None:
@@ -108,19 +171,40 @@ class RestApi:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise HttpError(401, "Authorization: a valid 'Bearer <token>' is required", {"WWW-Authenticate": "Bearer"})
 
-    def _route(self, request: Request) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:
+    def _check_body(self, request: Request) -> None:
+        """A body (or a Content-Type) only as JSON in UTF-8, with its length given and within the limit:
+        a form or text/plain POST, which any web page may send, is refused before it is read."""
+        environ = request.environ
+        if "HTTP_TRANSFER_ENCODING" in environ:
+            raise HttpError(411, "Content-Length: required; a body in Transfer-Encoding is not read")
+        length_text = environ.get("CONTENT_LENGTH") or "0"
+        if not (length_text.isascii() and length_text.isdigit()):
+            raise HttpError(400, f"Content-Length: {length_text!r} is not a number of bytes")
+        length = int(length_text)
+        content_type = environ.get("CONTENT_TYPE", "")
+        if length == 0 and not content_type:
+            return
+        media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+        charsets = [value for name, _, value in (p.partition("=") for p in parameters) if name.strip() == "charset"]
+        if media_type != "application/json" or any(value.strip('" ') != "utf-8" for value in charsets):
+            raise HttpError(415, f"Content-Type: {content_type!r}: a request body must be application/json (UTF-8)")
+        if length > self.max_body_bytes:
+            raise HttpError(
+                413,
+                f"body: {length} bytes is more than controller.rest.max_body_bytes ({self.max_body_bytes})",
+            )
+
+    def _route(self, method: str, path: str) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:
         for template, pattern in _PATTERNS:
-            found = pattern.match(request.path_info)
+            found = pattern.match(path)
             if found is None:
                 continue
-            handler = self.handlers.get((request.method, template))
+            handler = self.handlers.get((method, template))
             if handler is None:
-                allowed = ", ".join(method for method, path in ROUTES if path == template)
-                raise HttpError(
-                    405, f"{request.method} is not allowed on {template} (allowed: {allowed})", {"Allow": allowed}
-                )
+                allowed = ", ".join(m for m, route in ROUTES if route == template)
+                raise HttpError(405, f"{method} is not allowed on {template} (allowed: {allowed})", {"Allow": allowed})
             return handler, found.groupdict()
-        raise HttpError(404, f"path: no such resource {request.path_info!r}")
+        raise HttpError(404, f"path: no such resource {path!r}")
 
     # --- clusters ---------------------------------------------------------------------------------
 
@@ -190,11 +274,59 @@ class RestApi:
         }
 
 
-def _body(request: Request) -> object:
+def _path(request: Request) -> str:
+    """The percent-decoded path as UTF-8; bytes that are not UTF-8 name no resource."""
+    raw = request.environ.get("PATH_INFO", "")
     try:
-        return json.loads(request.body or b"null")
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise HttpError(404, f"path: no such resource {raw!r} (not UTF-8 once percent-decoded)") from None
+
+
+class _JsonRefused(ValueError):
+    """JSON that parses but that the API does not take: a key given twice, NaN or Infinity."""
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _JsonRefused(f"key {key!r} is given twice")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _refuse_constant(name: str) -> None:
+    raise _JsonRefused(f"{name} is not JSON")
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar: 0)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _body(request: Request) -> object:
+    too_deep = HttpError(400, f"body: JSON nested more than {MAX_JSON_DEPTH} deep")
+    try:
+        text = request.body.decode("utf-8")
+        data = json.loads(
+            text or "null", object_pairs_hook=_object_without_duplicate_keys, parse_constant=_refuse_constant
+        )
+    except _JsonRefused as error:
+        raise HttpError(400, f"body: {error}") from None
+    except RecursionError:
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as error:
         raise HttpError(400, f"body: malformed JSON ({error})") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
 
 
 def _json(status: int, body: Any, headers: dict | None = None) -> Response:

@@ -7,8 +7,10 @@ in the switch namespace and is reached only from there (appkit.api, appkit.nlbfl
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from itertools import permutations
@@ -17,8 +19,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from flows.config import load_config
 from flows.cookies import member_id
-from flows.state import load_state
+from flows.state import load_state, save_state
 from tests.lab.appkit import (
     APP_COOKIES,
     NLBFLOW_CLI,
@@ -328,6 +331,158 @@ def test_every_refused_request_answers_its_status_and_an_error_naming_the_field_
             wrong.append(f"{method} {path} {payload} changed the registry, the flows or the state file")
     assert wrong == []
     assert lab.ping(net.members[0], net.members[1].ip)
+
+
+# --- what a web page could forge, and clients that never finish their request ------------------------------
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_post_a_web_page_could_forge_is_refused_and_changes_nothing(lab, runtime):
+    _, _, config_path = start_empty(lab, runtime)
+    before = snapshot(lab, config_path)
+    cluster = {"name": "web", "cluster_ip": VIP}
+    text_plain = {"Content-Type": "text/plain"}
+    foreign_origin = {"Origin": "http://evil.example"}
+    rebound_host = {"Host": "evil.example:8080"}  # DNS rebinding: the attacker's name, now on 127.0.0.1
+
+    refused = {
+        "text/plain": api_call(lab, "POST", "/nlb/clusters", raw=json.dumps(cluster), headers=text_plain),
+        "foreign Origin": api_call(lab, "POST", "/nlb/clusters", cluster, headers=foreign_origin),
+        "rebound Host": api_call(lab, "POST", "/nlb/clusters", cluster, headers=rebound_host),
+        "all three": api_call(
+            lab,
+            "POST",
+            "/nlb/clusters",
+            raw=json.dumps(cluster),
+            headers={**text_plain, **foreign_origin, **rebound_host},
+        ),
+    }
+
+    got = {case: (answer.status, list(answer.body)) for case, answer in refused.items()}
+    assert got == {
+        "text/plain": (415, ["error"]),
+        "foreign Origin": (403, ["error"]),
+        "rebound Host": (421, ["error"]),
+        "all three": (421, ["error"]),
+    }
+    assert snapshot(lab, config_path) == before, "a refused request changed the registry, the flows or the state"
+    created = api_call(lab, "POST", "/nlb/clusters", cluster)
+    assert created.status == 201, "the same POST as JSON from the API's own client is taken"
+    assert [c.name for c in load_state(str(state_file(config_path))).clusters] == ["web"]
+
+
+# Run in the switch namespace: holds IDLE connections that each sent half a request, asks for the status on
+# a new one, sends low-level garbage, then reports what came back. Prints JSON.
+_IDLE_CLIENTS = r"""
+import json, socket, sys
+idle_count = int(sys.argv[1])
+address = ("127.0.0.1", 8080)
+HOST = b"Host: 127.0.0.1:8080\r\n"
+
+def exchange(data):
+    client = socket.create_connection(address, timeout=60)
+    client.sendall(data)
+    received = b""
+    while True:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    client.close()
+    return received.decode("latin-1")
+
+idle = []
+for _ in range(idle_count):
+    client = socket.create_connection(address, timeout=60)
+    client.sendall(b"POST /nlb/clusters HTTP/1.1\r\n" + HOST)  # the headers never end
+    idle.append(client)
+status = exchange(b"GET /nlb/status HTTP/1.1\r\n" + HOST + b"\r\n")
+held, closed = 0, []
+for client in idle:
+    client.setblocking(False)
+    try:
+        closed.append(client.recv(65536).decode("latin-1"))
+    except BlockingIOError:
+        held += 1
+    client.close()
+print(json.dumps({
+    "status": status,
+    "held": held,
+    "closed": closed,
+    "too_long": exchange(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + HOST + b"\r\n"),
+    "malformed": exchange(b"NONSENSE\r\n\r\n"),
+    "header_too_long": exchange(b"GET /nlb/status HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 9000 + b"\r\n\r\n"),
+    "bad_length": exchange(b"POST /nlb/clusters HTTP/1.1\r\n" + HOST + b"Content-Length: x\r\n\r\n"),
+}))
+"""
+
+
+def parse_answer(raw: str) -> tuple[int, str, object]:
+    """(status, Content-Type, JSON body) of a raw HTTP response; the body must be JSON."""
+    head, _, body = raw.partition("\r\n\r\n")
+    status_line, *lines = head.split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise AssertionError(f"not JSON: {raw!r}") from None
+    return int(status_line.split()[1]), headers.get("content-type", ""), parsed
+
+
+IDLE_CONNECTIONS = 1000
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_thousand_unfinished_requests_do_not_stop_the_api_and_its_low_level_refusals_are_json(lab, runtime):
+    members, _, config_path = start_empty(lab, runtime)
+    before = snapshot(lab, config_path)
+
+    done = lab.run(None, sys.executable, "-c", _IDLE_CLIENTS, str(IDLE_CONNECTIONS), timeout=120)
+    report = json.loads(done.stdout)
+
+    status, content_type, body = parse_answer(report["status"])
+    assert (status, content_type, body["runtime"]) == (200, "application/json", runtime.replace("osken", "os-ken"))
+    assert 0 < report["held"] < IDLE_CONNECTIONS, "the server holds some unfinished requests, never all"
+    assert report["held"] + len(report["closed"]) == IDLE_CONNECTIONS
+    dropped = [parse_answer(raw) for raw in report["closed"]]
+    assert {(s, t, b["error"].split(",")[0]) for s, t, b in dropped} == {
+        (408, "application/json", "request: not complete")
+    }, "every connection the server let go was told why, in JSON"
+    low_level = {key: parse_answer(report[key]) for key in ("too_long", "malformed", "header_too_long", "bad_length")}
+    assert {key: (s, t, list(b)) for key, (s, t, b) in low_level.items()} == {
+        "too_long": (414, "application/json", ["error"]),
+        "malformed": (400, "application/json", ["error"]),
+        "header_too_long": (431, "application/json", ["error"]),
+        "bad_length": (400, "application/json", ["error"]),
+    }
+    assert snapshot(lab, config_path) == before
+    register(lab, members)
+    assert lab.ping(members[0], members[1].ip), "the API still changes the fabric"
+
+
+# --- the state file's temp files --------------------------------------------------------------------------
+
+
+def test_the_temp_file_of_a_write_a_crash_interrupted_is_removed_at_start_and_never_read(lab):
+    """A kill -9 between the temp file and its rename leaves `.nlbflow-state.yaml.<random>.tmp`."""
+    members, _ = lab.add_typical_cluster()
+    config_path = write_config(lab, cluster_yaml())
+    save_state(str(state_file(config_path)), load_config(str(config_path)).registry)
+    stale = config_path.parent / f".{state_file(config_path).name}.k9x2q1.tmp"
+    stale.write_text("clusters:\n  - name: ghost\n    cluster_ip: 10.0.0.200\n")  # whole, but never published
+    other = config_path.parent / ".other.yaml.k9x2q1.tmp"
+    other.write_text("not ours\n")
+
+    lab.start_controller("osken", config_path)
+    lab.wait_connected()
+    wait_for_api(lab)
+
+    assert [c["name"] for c in api_ok(lab, "GET", "/nlb/clusters")["clusters"]] == ["web"]
+    assert not stale.exists(), "the start removes the stale temp file"
+    assert other.exists(), "a temp file of another file is left alone"
+    assert f"removed {stale}" in lab.controller_log()
+    assert [c.name for c in load_state(str(state_file(config_path))).clusters] == ["web"]
+    assert lab.ping(members[0], members[1].ip)
 
 
 # --- the token and the listen address ------------------------------------------------------------------------

@@ -154,6 +154,12 @@ def test_rejects_empty_non_string_and_malformed_names(name, problem):
     [
         ("cluster_ip: 10.0.0.300", "cluster_ip", "'10.0.0.300' is not an IPv4 address"),
         ("cluster_ip: 0.0.0.0", "cluster_ip", "0.0.0.0 cannot be a host address"),
+        ("cluster_ip: 0.1.2.3", "cluster_ip", "0.1.2.3 cannot be a host address (0.0.0.0/8 is 'this network'"),
+        (VIP + "members: [{ip: 0.0.0.1}]", "members[0].ip", "0.0.0.1 cannot be a host address (0.0.0.0/8"),
+        (VIP + "members: [{ip: 127.0.0.5}]", "members[0].ip", "127.0.0.5 cannot be a host address"),
+        (VIP + "cluster_mac: '02:bf:0a-00:00:64'", "cluster_mac", "'02:bf:0a-00:00:64' is not a MAC address"),
+        (VIP + "cluster_mac: '02:bf:0a:00:00:64 '", "cluster_mac", "'02:bf:0a:00:00:64 ' is not a MAC address"),
+        (VIP + 'cluster_mac: "02:bf:0a:00:00:64\\n"', "cluster_mac", "'02:bf:0a:00:00:64\\n' is not a MAC"),
         (VIP + "cluster_mac: 02:bf:0a:00:00", "cluster_mac", "'02:bf:0a:00:00' is not a MAC address"),
         (VIP + "cluster_mac: 03:bf:0a:00:00:64", "cluster_mac", "03:bf:0a:00:00:64 is a multicast MAC"),
         (VIP + "cluster_mac: 00:00:00:00:00:00", "cluster_mac", "00:00:00:00:00:00 is the zero MAC"),
@@ -419,6 +425,13 @@ def test_controller_section_defaults_to_loopback_8080_without_token():
         None,
         None,
     )
+    assert (controller.rest_hosts, controller.rest_max_body_bytes) == ((), 65536)
+
+
+def test_the_rest_host_names_and_body_limit_are_read():
+    text = "controller: {rest: {hosts: [NLB.example.com, 'ctl.', nlb-1], max_body_bytes: 2048}}"
+    controller = parse_config(text, "c.yaml").controller
+    assert (controller.rest_hosts, controller.rest_max_body_bytes) == (("nlb.example.com", "ctl", "nlb-1"), 2048)
 
 
 def test_controller_section_is_read():
@@ -451,6 +464,42 @@ def test_controller_section_is_read():
         pytest.param(
             "controller: {state_file: 3}", "controller.state_file", "expected a file path, got integer 3", id="bad-path"
         ),
+        pytest.param(
+            "controller: {rest: {max_body_bytes: 10}}",
+            "controller.rest.max_body_bytes",
+            "10 is not a body size limit (an integer from 1024 to 16777216)",
+            id="body-limit-too-small",
+        ),
+        pytest.param(
+            "controller: {rest: {max_body_bytes: '64k'}}",
+            "controller.rest.max_body_bytes",
+            "'64k' is not a body size limit (an integer from 1024 to 16777216)",
+            id="body-limit-not-a-number",
+        ),
+        pytest.param(
+            "controller: {rest: {max_body_bytes: true}}",
+            "controller.rest.max_body_bytes",
+            "True is not a body size limit (an integer from 1024 to 16777216)",
+            id="body-limit-boolean",
+        ),
+        pytest.param(
+            "controller: {rest: {hosts: nlb.example.com}}",
+            "controller.rest.hosts",
+            "expected a list, got string 'nlb.example.com'",
+            id="hosts-not-a-list",
+        ),
+        pytest.param(
+            "controller: {rest: {hosts: [ok, 'nlb.example.com:8080']}}",
+            "controller.rest.hosts[1]",
+            "'nlb.example.com:8080' is not a host name (letters, digits, '-' and '.', no port)",
+            id="host-with-port",
+        ),
+        pytest.param(
+            "controller: {rest: {hosts: ['*.example.com']}}",
+            "controller.rest.hosts[0]",
+            "'*.example.com' is not a host name (letters, digits, '-' and '.', no port)",
+            id="host-wildcard",
+        ),
     ],
 )
 def test_rejects_a_bad_controller_section(text, key, problem):
@@ -473,11 +522,35 @@ def test_each_mode_derives_its_cluster_mac_as_windows_nlb_does(mode, cluster_mac
         ("multicast", "02:bf:0a:00:00:64", "02:bf:0a:00:00:64 is not a multicast MAC, as multicast mode needs"),
         ("igmp", "ff:ff:ff:ff:ff:ff", "ff:ff:ff:ff:ff:ff is not a multicast MAC, as igmp mode needs"),
         ("unicast", "03:bf:0a:00:00:64", "03:bf:0a:00:00:64 is a multicast MAC (lowest bit of the first octet set)"),
+        (
+            "unicast",
+            "00:15:5d:0a:00:64",
+            "00:15:5d:0a:00:64 is a globally administered (vendor) MAC: a unicast cluster MAC must be locally"
+            " administered (second-lowest bit of the first octet set, as NLB's own 02:bf:W:X:Y:Z), because the"
+            " cluster's delivery flow outranks NORMAL and would take the traffic of the host that owns this MAC",
+        ),
+        ("unicast", "fc:bf:0a:00:00:64", "fc:bf:0a:00:00:64 is a globally administered (vendor) MAC: a unicast"),
     ],
 )
 def test_the_cluster_mac_must_suit_the_mode(mode, cluster_mac, problem):
     error = rejection(f"clusters: [{{name: web, cluster_ip: 10.0.0.100, mode: {mode}, cluster_mac: '{cluster_mac}'}}]")
-    assert (error.key, error.problem) == ("clusters[0].cluster_mac", problem)
+    assert (error.key, error.problem[: len(problem)]) == ("clusters[0].cluster_mac", problem)
+
+
+@pytest.mark.parametrize(
+    ("mode", "cluster_mac"),
+    [
+        ("unicast", "02:bf:0a:00:00:64"),
+        ("unicast", "0a:00:00:00:00:01"),  # any locally administered unicast MAC, not only NLB's own
+        ("unicast", "ae:00:27:00:00:01"),
+        ("multicast", "03:bf:0a:00:00:64"),
+        ("multicast", "01:00:5e:00:00:64"),  # the multicast modes take any multicast MAC, as before
+        ("igmp", "01:00:5e:7f:00:64"),
+    ],
+)
+def test_a_cluster_mac_that_suits_the_mode_is_taken(mode, cluster_mac):
+    text = f"clusters: [{{name: web, cluster_ip: 10.0.0.100, mode: {mode}, cluster_mac: '{cluster_mac}'}}]"
+    assert parse_config(text).registry.clusters[0].cluster_mac == cluster_mac
 
 
 def test_source_masking_can_be_turned_off():

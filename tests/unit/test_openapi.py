@@ -67,7 +67,7 @@ def expected_errors(method: str, path: str) -> set[str]:
     if "{" in path:
         errors.add("404")
     if (method, path) in BODY_ROUTES:
-        errors.add("400")
+        errors |= {"400", "413", "415"}
     if method in ("POST", "PATCH") and path.startswith("/nlb/clusters"):
         errors.add("409")
     return errors
@@ -147,7 +147,61 @@ def test_error_responses_have_the_error_body():
         "Conflict",
         "InternalServerError",
         "GatewayTimeout",
+        "Forbidden",
+        "RequestTimeout",
+        "LengthRequired",
+        "PayloadTooLarge",
+        "UriTooLong",
+        "UnsupportedMediaType",
+        "MisdirectedRequest",
+        "RequestHeaderFieldsTooLarge",
+        "ServiceUnavailable",
+        "HttpVersionNotSupported",
     } <= set(components)
+
+
+def input_mac_patterns() -> dict[str, str]:
+    """The pattern of every MAC a request may carry, by where it is in the doc."""
+    schemas = SPEC["components"]["schemas"]
+    return {
+        "ClusterCreate.cluster_mac": schemas["ClusterCreate"]["properties"]["cluster_mac"]["pattern"],
+        "MemberCreate.mac": schemas["MemberCreate"]["properties"]["mac"]["pattern"],
+        "MemberPatch.mac": schemas["MemberPatch"]["properties"]["mac"]["pattern"],
+    }
+
+
+MAC_CANDIDATES = [
+    "02:de:0a:00:00:0b",
+    "02-DE-0A-00-00-0B",
+    "02:De:0a:00:00:0B",
+    "02:de-0a:00:00:0b",  # mixed separators
+    "02-de-0a-00-00:0b",
+    "02de0a00000b",
+    "02:de:0a:00:00",
+    "02:de:0a:00:00:0b:0c",
+    "02:de:0a:00:00:0g",
+    "2:de:0a:00:00:0b",
+    " 02:de:0a:00:00:0b",
+    "02:de:0a:00:00:0b ",
+    "02:de:0a:00:00:0b\n",
+    "02.de.0a.00.00.0b",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", MAC_CANDIDATES)
+def test_the_mac_pattern_accepts_exactly_what_the_server_accepts(text: str):
+    """fullmatch with the anchors in the pattern behaves as an ECMA-262 (OpenAPI) pattern test: `$` cannot
+    accept a trailing newline there."""
+    from flows.addresses import AddressError, parse_mac
+
+    try:
+        parse_mac(text)
+        accepted = True
+    except AddressError:
+        accepted = False
+    for where, pattern in input_mac_patterns().items():
+        assert bool(re.fullmatch(pattern, text)) == accepted, f"{where} and the server disagree on {text!r}"
 
 
 def test_bearer_auth_applies_to_every_operation():

@@ -14,6 +14,7 @@ from webob import Request
 
 from flows.config import parse_config
 from flows.core import NlbCore
+from flows.model import ControllerSettings
 from flows.state import load_state, save_state
 from ryu_apps.rest import ROUTES, RestApi
 
@@ -64,16 +65,39 @@ def controller(tmp_path) -> StandInController:
     return StandInController(str(tmp_path / "state.yaml"))
 
 
-def call(controller, method: str, path: str, body=None, raw: bytes | None = None, token=None, api_token=None):
+def call(
+    controller,
+    method: str,
+    path: str,
+    body=None,
+    raw: bytes | None = None,
+    token=None,
+    api_token=None,
+    headers: dict | None = None,
+    settings: ControllerSettings | None = None,
+):
+    """One request to the API as a client on the listen address sends it (Host: 127.0.0.1:8080); `headers`
+    add, override or (with None) remove headers."""
     request = Request.blank(path, method=method)
+    request.headers["Host"] = "127.0.0.1:8080"
     if raw is not None or body is not None:
         request.body = raw if raw is not None else json.dumps(body).encode()
         request.content_type = "application/json"
     if token is not None:
         request.headers["Authorization"] = f"Bearer {token}"
-    response = request.get_response(RestApi(controller, api_token))
+    for name, value in (headers or {}).items():
+        if value is None:
+            del request.headers[name]
+        else:
+            request.headers[name] = value
+    response = request.get_response(RestApi(controller, api_token, settings))
     assert response.content_type == "application/json"
     return response.status_code, json.loads(response.text)
+
+
+def unchanged(controller) -> tuple:
+    """What a refused request must leave as it was: the registry and the state file."""
+    return controller.registry, Path(controller.state_file).read_text()
 
 
 def test_list_and_show_clusters(controller):
@@ -340,16 +364,121 @@ REFUSALS = [
     ),
     pytest.param("PUT", "/nlb/clusters", None, None, 405, "PUT is not allowed on /nlb/clusters", id="bad-method"),
     pytest.param("GET", "/nlb/nothing", None, None, 404, "path: no such resource", id="unknown-path"),
+    pytest.param("GET", "/nlb/clusters/%ff", None, None, 404, "path: no such resource", id="path-not-utf8"),
+    pytest.param(
+        "DELETE", "/nlb/clusters/web/members/%c3%28", None, None, 404, "path: no such resource", id="path-bad-utf8"
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        None,
+        b'{"name": "x", "cluster_ip": "10.0.9.1", "name": "y"}',
+        400,
+        "body: key 'name' is given twice",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters/web/members",
+        None,
+        b'{"ip": "10.0.0.20", "port": {"a": {"b": 1}, "a": 2}, "dpid": 1}',
+        400,
+        "body: key 'a' is given twice",
+        id="duplicate-nested-key",
+    ),
+    pytest.param(
+        "POST", "/nlb/clusters", None, b"[" * 5000 + b"]" * 5000, 400, "body: JSON nested more than", id="nested-5000"
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {
+            "name": "x",
+            "cluster_ip": "10.0.9.1",
+            "arp": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["proxy"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+        },
+        None,
+        400,
+        "body: JSON nested more than 32 deep",
+        id="nested-34",
+    ),
+    pytest.param(
+        "POST", "/nlb/clusters/web/members", None, b'{"ip": "10.0.0.20", "port": NaN}', 400, "body: NaN", id="nan"
+    ),
+    pytest.param("POST", "/nlb/clusters", None, b"\xff\xfe{}", 400, "body: malformed JSON", id="not-utf8"),
+    pytest.param(
+        "PATCH",
+        "/nlb/clusters/web/members/10.0.0.12",
+        {"mac": None},
+        None,
+        400,
+        "mac: null is not allowed",
+        id="patch-mac-null",
+    ),
+    pytest.param(
+        "PATCH",
+        "/nlb/clusters/web/members/10.0.0.12",
+        {"mac": None, "dpid": None, "port": None},
+        None,
+        400,
+        "mac: null is not allowed",
+        id="patch-mac-null-with-unpin",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters/web/members",
+        {"ip": "0.0.0.1"},
+        None,
+        400,
+        "ip: 0.0.0.1 cannot be a host address (0.0.0.0/8",
+        id="member-ip-this-network",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "0.255.0.1"},
+        None,
+        400,
+        "cluster_ip: 0.255.0.1 cannot be a host address",
+        id="cluster-ip-this-network",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_mac": "00:15:5d:01:02:03"},
+        None,
+        400,
+        "cluster_mac: 00:15:5d:01:02:03 is a globally administered (vendor) MAC",
+        id="vendor-cluster-mac",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_mac": "02:bf:0a-00:09:01"},
+        None,
+        400,
+        "cluster_mac: '02:bf:0a-00:09:01' is not a MAC address",
+        id="mixed-separators",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters/web/members",
+        {"ip": "10.0.0.20", "mac": " 02:de:0a:00:00:14"},
+        None,
+        400,
+        "mac: ' 02:de:0a:00:00:14' is not a MAC address",
+        id="mac-with-space",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "raw", "status", "error"), REFUSALS)
 def test_a_refused_request_names_the_field_and_changes_nothing(controller, method, path, body, raw, status, error):
-    before = (controller.registry, Path(controller.state_file).read_text())
+    before = unchanged(controller)
     got_status, got_body = call(controller, method, path, body, raw)
     assert (got_status, list(got_body)) == (status, ["error"])
     assert got_body["error"].startswith(error), got_body["error"]
-    assert (controller.registry, Path(controller.state_file).read_text()) == before
+    assert unchanged(controller) == before
 
 
 def test_every_route_needs_the_token_when_one_is_configured(controller):
@@ -373,3 +502,110 @@ def test_a_cluster_mac_equal_to_a_dedicated_mac_is_a_conflict_on_that_field(cont
         409,
         {"error": "cluster_mac: 02:de:0a:00:00:0b is already the dedicated MAC of member 10.0.0.11"},
     )
+
+
+def test_a_vendor_mac_is_refused_as_a_unicast_cluster_mac_saying_why(controller):
+    before = unchanged(controller)
+    status, body = call(
+        controller, "POST", "/nlb/clusters", {"name": "x", "cluster_ip": "10.0.9.1", "cluster_mac": "00:15:5D:01:02:03"}
+    )
+    assert status == 400
+    assert "locally administered" in body["error"] and "outranks NORMAL" in body["error"]
+    assert unchanged(controller) == before
+    status, body = call(
+        controller, "POST", "/nlb/clusters", {"name": "x", "cluster_ip": "10.0.9.1", "cluster_mac": "02-BF-0A-00-09-01"}
+    )
+    assert (status, body["cluster_mac"]) == (201, "02:bf:0a:00:09:01"), "a locally administered one is taken"
+
+
+LIMITED = ControllerSettings(rest_hosts=("nlb.example.com",), rest_max_body_bytes=1024)
+CLUSTER = {"name": "x", "cluster_ip": "10.0.9.1"}
+CLUSTER_JSON = json.dumps(CLUSTER).encode()
+
+FORGEABLE = [
+    pytest.param({"Content-Type": "text/plain"}, CLUSTER_JSON, 415, "Content-Type: 'text/plain'", id="text-plain"),
+    pytest.param(
+        {"Content-Type": "application/x-www-form-urlencoded"}, b"name=x", 415, "Content-Type: ", id="form-post"
+    ),
+    pytest.param({"Content-Type": "multipart/form-data; boundary=b"}, b"--b--", 415, "Content-Type: ", id="multipart"),
+    pytest.param({"Content-Type": None}, CLUSTER_JSON, 415, "Content-Type: ''", id="no-content-type"),
+    pytest.param(
+        {"Content-Type": "application/json; charset=latin-1"}, CLUSTER_JSON, 415, "Content-Type: ", id="latin-1"
+    ),
+    pytest.param({"Host": "evil.example:8080"}, CLUSTER_JSON, 421, "Host: 'evil.example:8080' is not", id="rebound"),
+    pytest.param({"Host": "127.0.0.2:8080"}, CLUSTER_JSON, 421, "Host: ", id="other-address"),
+    pytest.param({"Host": "127.0.0.1@evil.example"}, CLUSTER_JSON, 421, "Host: ", id="malformed-host"),
+    pytest.param({"Host": None}, CLUSTER_JSON, 400, "Host: the header is required", id="no-host"),
+    pytest.param({"Origin": "http://evil.example"}, CLUSTER_JSON, 403, "Origin: 'http://evil.example'", id="origin"),
+    pytest.param({"Origin": "null"}, CLUSTER_JSON, 403, "Origin: 'null'", id="origin-null"),
+    pytest.param({"Origin": "http://127.0.0.1:3000"}, CLUSTER_JSON, 403, "Origin: ", id="origin-other-port"),
+    pytest.param({"Origin": "https://127.0.0.1:8080"}, CLUSTER_JSON, 403, "Origin: ", id="origin-other-scheme"),
+    pytest.param({"Sec-Fetch-Site": "cross-site"}, CLUSTER_JSON, 403, "Sec-Fetch-Site: 'cross-site'", id="fetch-site"),
+    pytest.param({"Sec-Fetch-Site": "same-site"}, CLUSTER_JSON, 403, "Sec-Fetch-Site: ", id="same-site"),
+    pytest.param({}, b" " * 1025, 413, "body: 1025 bytes is more than controller.rest.max_body_bytes (1024)", id="big"),
+    pytest.param({"Transfer-Encoding": "chunked"}, CLUSTER_JSON, 411, "Content-Length: required", id="chunked"),
+]
+
+
+@pytest.mark.parametrize(("headers", "raw", "status", "error"), FORGEABLE)
+def test_what_a_web_page_could_send_is_refused_before_it_is_read_and_changes_nothing(
+    controller, headers, raw, status, error
+):
+    before = unchanged(controller)
+    got_status, got_body = call(controller, "POST", "/nlb/clusters", raw=raw, headers=headers, settings=LIMITED)
+    assert (got_status, list(got_body)) == (status, ["error"])
+    assert got_body["error"].startswith(error), got_body["error"]
+    assert unchanged(controller) == before
+
+
+def test_an_empty_form_post_is_refused_too_and_reaches_no_switch(controller):
+    """A cross-site <form method=post> with no fields has no body, but a Content-Type no JSON client sends."""
+    reconciled = []
+    controller.reconcile = lambda: reconciled.append(True) or {"switches": {}}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    before = unchanged(controller)
+    status, body = call(controller, "POST", "/nlb/flows/reconcile", headers=form)
+    assert (status, list(body), reconciled) == (415, ["error"], [])
+    assert unchanged(controller) == before
+    assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}})
+    assert reconciled == [True], "the same request without the form's Content-Type is served"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="as-the-cli-sends-it"),
+        pytest.param({"Host": "localhost:8080"}, id="localhost"),
+        pytest.param({"Host": "NLB.example.com"}, id="configured-name"),
+        pytest.param({"Host": "nlb.example.com.:8080"}, id="configured-name-fqdn"),
+        pytest.param({"Origin": "http://127.0.0.1:8080"}, id="own-origin"),
+        pytest.param({"Origin": "http://localhost:8080"}, id="own-origin-by-name"),
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, id="same-origin"),
+        pytest.param({"Sec-Fetch-Site": "none"}, id="typed-by-the-user"),
+        pytest.param({"Content-Type": "application/json; charset=UTF-8"}, id="utf-8"),
+        pytest.param({"Content-Type": "Application/JSON"}, id="media-type-case"),
+    ],
+)
+def test_what_the_api_takes_from_its_own_clients(controller, headers):
+    status, body = call(controller, "POST", "/nlb/clusters", CLUSTER, headers=headers, settings=LIMITED)
+    assert (status, body["name"]) == (201, "x"), body
+    assert load_state(controller.state_file).cluster_named("x") is not None
+
+
+def test_a_body_of_exactly_the_limit_is_read(controller):
+    padded = CLUSTER_JSON[:-1] + b" " * (1024 - len(CLUSTER_JSON)) + b"}"
+    assert len(padded) == 1024
+    status, body = call(controller, "POST", "/nlb/clusters", raw=padded, settings=LIMITED)
+    assert (status, body["name"]) == (201, "x")
+
+
+def test_a_wildcard_listener_takes_any_of_its_ip_literals_but_no_other_name(controller):
+    everywhere = ControllerSettings(rest_host="0.0.0.0", token_file="token")
+    assert call(controller, "GET", "/nlb/clusters", headers={"Host": "192.0.2.7:8080"}, settings=everywhere)[0] == 200
+    assert call(controller, "GET", "/nlb/clusters", headers={"Host": "[::1]:8080"}, settings=everywhere)[0] == 421
+    assert call(controller, "GET", "/nlb/clusters", headers={"Host": "evil.example"}, settings=everywhere)[0] == 421
+
+
+def test_patch_may_still_unpin_with_dpid_and_port_null(controller):
+    status, body = call(controller, "PATCH", "/nlb/clusters/web/members/10.0.0.12", {"dpid": None, "port": None})
+    assert (status, body["dpid"], body["port"], body["mac"]) == (200, None, None, "02:de:0a:00:00:0c")

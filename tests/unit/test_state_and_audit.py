@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +17,7 @@ from flows.config import ConfigError
 from flows.core import NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
-from flows.state import load_state, save_state, state_path
+from flows.state import load_state, remove_stale_temp_files, save_state, state_path
 from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, web_config
 
 
@@ -22,6 +27,51 @@ def test_state_file_round_trips_the_registry(tmp_path):
     save_state(path, registry)
     assert load_state(path) == registry
     assert os.listdir(tmp_path) == ["state.yaml"], "no temp file is left after an atomic write"
+
+
+KILLED_WHILE_WRITING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from flows.config import parse_config
+    from flows.state import save_state
+    # kill -9 after the temp file is written and synced, just before the rename would publish it
+    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    save_state(sys.argv[1], parse_config("clusters: [{name: new, cluster_ip: 10.9.9.9}]").registry)
+    """
+)
+
+
+def kill_while_saving(path: Path) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=env, capture_output=True)
+
+
+def test_a_temp_file_left_by_kill_9_is_never_the_state_and_the_next_start_removes_it(tmp_path):
+    path = tmp_path / "state.yaml"
+    registry = web_config().registry
+    save_state(str(path), registry)
+    other = tmp_path / "other.yaml"
+    other.write_text("clusters: []\n")
+
+    killed = kill_while_saving(path)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = sorted(name for name in os.listdir(tmp_path) if name not in ("state.yaml", "other.yaml"))
+    assert len(left) == 1 and left[0].startswith(".state.yaml.") and left[0].endswith(".tmp"), left
+    assert "name: new" in (tmp_path / left[0]).read_text(), "the killed write had finished its temp file"
+    assert load_state(str(path)) == registry, "the state is the last complete write"
+    assert remove_stale_temp_files(str(path)) == [str(tmp_path / left[0])]
+    assert sorted(os.listdir(tmp_path)) == ["other.yaml", "state.yaml"], "only the state file's own temp files go"
+    assert load_state(str(path)) == registry
+
+
+def test_a_crash_before_the_first_save_leaves_no_state_only_a_temp_file_the_start_removes(tmp_path):
+    path = tmp_path / "state.yaml"
+    assert kill_while_saving(path).returncode == -signal.SIGKILL
+    assert load_state(str(path)) is None, "a first start: the config seeds the registry, not the temp file"
+    assert len(remove_stale_temp_files(str(path))) == 1
+    assert os.listdir(tmp_path) == []
 
 
 def test_no_state_file_means_first_start(tmp_path):
