@@ -20,6 +20,7 @@ CLAIMS = {
     Purpose.SOURCE_MASKING: "55 (the member's source masked to its dedicated MAC, as NLB's MaskSourceMAC)",
     Purpose.INGRESS: "pipeline (from the ingress table on to forwarding)",
     Purpose.PROBE_ANSWER: "finding members (answers to the app's probes)",
+    Purpose.PUNT_METER: "admission control (punted frames pass their port's meter, then the total one)",
 }
 
 

@@ -30,6 +30,7 @@ class Purpose(IntEnum):
     SOURCE_MASKING = 5  # eth_src = cluster MAC from a member's port -> its dedicated MAC (no switch learns CM)
     INGRESS = 6  # table 0 miss: on to the forwarding table
     PROBE_ANSWER = 7  # answers to the app's own probes go to the controller (locating members)
+    PUNT_METER = 8  # what goes to the controller passes its port's meter, then the total one (storms)
 
 
 def cluster_id(cluster_name: str) -> int:

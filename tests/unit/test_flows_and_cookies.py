@@ -12,6 +12,7 @@ from flows.flowspec import (
     ETH_TYPE_ARP,
     FORWARDING_TABLE,
     INGRESS_TABLE,
+    PUNT_TABLE,
     FlowSpec,
     GotoTable,
     Normal,
@@ -68,11 +69,11 @@ def test_expected_flows_for_a_located_unicast_cluster():
         assert flows[(forwarding, make_match(eth_dst=DM[ip]))].actions == (SetField("eth_dst", CM), Output(port))
     assert flows[(ingress, make_match())].actions == (GotoTable(forwarding),)
     probe_answers = make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC)
-    assert flows[(forwarding, probe_answers)].actions == (ToController(),)
-    assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (ToController(),)
+    assert flows[(forwarding, probe_answers)].actions == (GotoTable(PUNT_TABLE),)
+    assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (GotoTable(PUNT_TABLE),)
     assert flows[(forwarding, make_match(eth_dst=CM))].actions == (Output(1), Output(2), Output(3))
     assert flows[(forwarding, make_match())].actions == (Normal(),)
-    assert len(flows) == 11
+    assert len(flows) == 12  # and the punt-out flow (tests/unit/test_meters.py)
 
 
 @pytest.mark.parametrize("mode", [ClusterMode.MULTICAST, ClusterMode.IGMP])
