@@ -7,6 +7,7 @@ hands one event to NlbCore (flows/core.py) and sends back what it returns; the R
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,17 @@ from flows.arp import ARP_REQUEST, Verdict
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
+from flows.meters import (
+    DropWatch,
+    MeterDiff,
+    MeterReading,
+    MeterSpec,
+    expected_meters,
+    meter_target,
+    meters_status,
+    reconcile_meters,
+    watch_drops,
+)
 from flows.model import Config, Member, Registry
 from flows.state import beside_config, load_state, save_state, startup_registry, state_path
 from ryu_apps import ofmsgs
@@ -36,6 +48,7 @@ from ryu_apps.rest import RestApi
 T = TypeVar("T")
 PROBE_INTERVAL_SECONDS = 5.0
 REPLY_TIMEOUT_SECONDS = 10.0
+METER_WATCH_SECONDS = 2.0
 
 cfg.CONF.register_opts(
     [cfg.StrOpt("config", default=None, help="nlbflow YAML config; overrides the NLBFLOW_CONFIG variable")],
@@ -79,6 +92,8 @@ class NlbFlow(BaseApp):
         self.datapaths: dict[int, object] = {}
         self.synced: dict[int, object] = {}  # dpid -> Event set once the switch's flows were read back
         self.replies: dict[tuple[int, int], Reply] = {}
+        self.meters: dict[int, frozenset[MeterSpec]] = {}  # dpid -> the app's meters the switch holds
+        self.drop_watch: dict[int, DropWatch] = {}  # dpid -> drop counts at the last look
         self.change_lock = hub.BoundedSemaphore(1)
         source = "state file" if saved is not None else "config (first start)"
         clusters = ", ".join(f"{c.name} ({c.mode.value}, {len(c.members)} members)" for c in self.registry.clusters)
@@ -95,6 +110,7 @@ class NlbFlow(BaseApp):
             raise SystemExit(2) from None
         hub.spawn(self.rest_server.serve_forever)
         hub.spawn(self._probe_unlocated)
+        hub.spawn(self._watch_meters)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
 
     # --- events -----------------------------------------------------------------------------------
@@ -106,7 +122,10 @@ class NlbFlow(BaseApp):
         hub.spawn(self._sync_switch, ev.msg.datapath)
 
     @set_ev_cls(
-        [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply],
+        [
+            *(ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply),
+            *(ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPMeterStatsReply),
+        ],
         MAIN_DISPATCHER,
     )
     def reply(self, ev) -> None:
@@ -123,7 +142,13 @@ class NlbFlow(BaseApp):
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
-        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present, up))
+        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up)
+        before, after = self._port_meter_changes(datapath)
+        for message in before:
+            datapath.send_msg(message)
+        self._send(datapath, work)
+        for message in after:
+            datapath.send_msg(message)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev) -> None:
@@ -134,8 +159,12 @@ class NlbFlow(BaseApp):
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
-        spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
-        (self.logger.warning if spoofed else self.logger.info)(
+        # Per frame at DEBUG (a storm would flood the log); a frame that changed the switch's flows (a member
+        # located or moved) at INFO, a spoof at WARNING.
+        changed = bool(work.diff.to_add or work.diff.to_delete)
+        level = logging.WARNING if decision.verdict == Verdict.DROPPED_SPOOFED else logging.DEBUG
+        self.logger.log(
+            logging.INFO if changed and level == logging.DEBUG else level,
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
             *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
             *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
@@ -160,6 +189,8 @@ class NlbFlow(BaseApp):
         if ev.datapath.id is not None and self.datapaths.get(ev.datapath.id) is ev.datapath:
             del self.datapaths[ev.datapath.id]
             del self.synced[ev.datapath.id]
+            self.meters.pop(ev.datapath.id, None)
+            self.drop_watch.pop(ev.datapath.id, None)
             self.core.switch_disconnected(ev.datapath.id)
 
     # --- the service the REST API calls -----------------------------------------------------------
@@ -200,6 +231,7 @@ class NlbFlow(BaseApp):
         with self.change_lock:
             self._wait_synced()
             for dpid, datapath in sorted(self.datapaths.items()):
+                self._sync_meters(datapath)
                 work = self.core.flows_read_back(dpid, self._app_flows(datapath))
                 self._send(datapath, work)
                 repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
@@ -210,7 +242,12 @@ class NlbFlow(BaseApp):
         return report
 
     def status(self) -> dict:
-        return {"runtime": RUNTIME, **self.core.status()}
+        status = {"runtime": RUNTIME, **self.core.status()}
+        for switch in status["switches"]:
+            datapath = self.datapaths.get(switch["dpid"])
+            readings = self._meter_readings(datapath) if datapath is not None else []
+            switch["meters"] = meters_status(self.meters.get(switch["dpid"], ()), readings)
+        return status
 
     # --- talking to switches ----------------------------------------------------------------------
 
@@ -223,6 +260,7 @@ class NlbFlow(BaseApp):
             ports = self._request(datapath, ofmsgs.port_desc_request(datapath))
             self._check_current(datapath)
             self.core.switch_connected(datapath.id, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
+            self._sync_meters(datapath)
             installed = self._app_flows(datapath)
             self._check_current(datapath)
         except (TimeoutError, ConnectionError) as error:
@@ -270,6 +308,52 @@ class NlbFlow(BaseApp):
     def _send(self, datapath, work: Work) -> None:
         for message in ofmsgs.work_messages(datapath, work):
             datapath.send_msg(message)
+
+    # --- admission control: the punt meters (flows/meters.py) -----------------------------------------
+
+    def _sync_meters(self, datapath) -> None:
+        """Reconcile the app's meters by difference before the flows: a punt flow needs its meter in the
+        switch, and deleting a stale meter also deletes the flows that use it."""
+        configs = self._request(datapath, ofmsgs.meter_config_request(datapath))
+        installed = [ofmsgs.meter_from_config(datapath, config) for config in configs]
+        expected = expected_meters(self.core.settings, self.core.switches[datapath.id].ports)
+        for message in ofmsgs.meter_messages(datapath, reconcile_meters(expected, installed)):
+            datapath.send_msg(message)
+        self.meters[datapath.id] = frozenset(expected)
+
+    def _port_meter_changes(self, datapath) -> tuple[list, list]:
+        """A port came or went: (messages before its flows, messages after them). A new port's meter is
+        added before the flow that uses it; a gone port's meter is deleted after its flow."""
+        state = self.core.switches.get(datapath.id)
+        if datapath.id not in self.meters or state is None:  # not synchronised yet: the sync does it
+            return [], []
+        expected = expected_meters(self.core.settings, state.ports)
+        diff = reconcile_meters(expected, self.meters[datapath.id])
+        self.meters[datapath.id] = frozenset(expected)
+        before = MeterDiff(to_add=diff.to_add, to_modify=diff.to_modify, to_delete=())
+        after = MeterDiff(to_add=(), to_modify=(), to_delete=diff.to_delete)
+        return ofmsgs.meter_messages(datapath, before), ofmsgs.meter_messages(datapath, after)
+
+    def _meter_readings(self, datapath) -> list[MeterReading]:
+        return [ofmsgs.meter_reading(stats) for stats in self._request(datapath, ofmsgs.meter_stats_request(datapath))]
+
+    def _watch_meters(self) -> None:
+        """Log once when a meter starts dropping (a storm on its port), and once when it stops."""
+        while True:
+            hub.sleep(METER_WATCH_SECONDS)
+            for dpid, datapath in list(self.datapaths.items()):
+                try:
+                    readings = self._meter_readings(datapath)
+                except (TimeoutError, ConnectionError):
+                    continue
+                self.drop_watch[dpid], started, stopped = watch_drops(self.drop_watch.get(dpid), readings)
+                for meter_id in started:
+                    self.logger.warning(
+                        "dpid %s: meter %#x (%s) is dropping punted frames: more than its rate arrives",
+                        *(dpid, meter_id, meter_target(meter_id)),
+                    )
+                for meter_id in stopped:
+                    self.logger.info("dpid %s: meter %#x (%s) stopped dropping", dpid, meter_id, meter_target(meter_id))
 
     def _probe_unlocated(self) -> None:
         """Keep looking for members no switch has heard from, so a peer's first packet arrives."""

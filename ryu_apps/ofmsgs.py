@@ -197,13 +197,13 @@ def meter_stats_request(datapath):
     return parser.OFPMeterStatsRequest(datapath, 0, ofp.OFPM_ALL)
 
 
-def meter_from_config(datapath, config) -> MeterSpec | None:
-    """A meter read back, in the form the app computes; None for one the app never installs (another
-    kind of band, more than one band, a bit rate)."""
+def meter_from_config(datapath, config) -> MeterSpec:
+    """A meter read back, in the form the app computes. One the app never installs (a bit rate, another
+    kind of band, several bands) reads as rate 0, which no expected meter has: it is replaced."""
     ofp = datapath.ofproto
     bands = config.bands
     if not config.flags & ofp.OFPMF_PKTPS or len(bands) != 1 or bands[0].type != ofp.OFPMBT_DROP:
-        return None
+        return MeterSpec(config.meter_id, rate=0, burst=0)
     burst = bands[0].burst_size if config.flags & ofp.OFPMF_BURST else 0
     return MeterSpec(config.meter_id, bands[0].rate, burst)
 

@@ -18,7 +18,6 @@ from flows.flowspec import (
     Normal,
     Output,
     SetField,
-    ToController,
     expected_flows,
     make_match,
     reconcile,
