@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Union
 
 from flows.addresses import PROBE_MAC
-from flows.cookies import Purpose, make_cookie
+from flows.cookies import Purpose, make_cookie, port_cookie
 from flows.meters import TOTAL_METER_ID, port_meter_id
 from flows.model import Registry, Settings
 
@@ -172,7 +172,7 @@ def punt_port_flow(port: int) -> FlowSpec:
     A port without this flow (not yet known to the app) punts nothing: OpenFlow 1.3's table miss drops."""
     return FlowSpec(
         priority=PRIORITY_PUNT_PORT,
-        cookie=make_cookie(Purpose.PUNT_METER),
+        cookie=port_cookie(Purpose.PUNT_PORT, port),
         match=make_match(in_port=port),
         actions=(Meter(port_meter_id(port)), GotoTable(PUNT_OUT_TABLE)),
         table_id=PUNT_TABLE,
@@ -183,7 +183,7 @@ def punt_out_flow() -> FlowSpec:
     """Every punted frame passes the total meter last: the controller never gets more than it answers."""
     return FlowSpec(
         priority=PRIORITY_PUNT_OUT,
-        cookie=make_cookie(Purpose.PUNT_METER),
+        cookie=make_cookie(Purpose.PUNT_TOTAL),
         match=make_match(),
         actions=(Meter(TOTAL_METER_ID), ToController()),
         table_id=PUNT_OUT_TABLE,

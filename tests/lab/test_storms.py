@@ -16,7 +16,17 @@ from contextlib import ExitStack
 import pytest
 from scapy.layers.l2 import ARP
 
-from tests.lab.appkit import OUTSIDER_ADDRESS, RUNTIMES, VIP, ClusterLab, api_call, nlbflow_cli, start_cluster
+from tests.lab.appkit import (
+    OUTSIDER_ADDRESS,
+    RUNTIMES,
+    VIP,
+    ClusterLab,
+    api_call,
+    expected_table,
+    nlbflow_cli,
+    start_cluster,
+    wait_for_table,
+)
 from tests.lab.stormkit import STORM_RATE, arp_request, storm
 from tests.netlab import CLUSTER_MAC, Host, Lab
 
@@ -146,3 +156,19 @@ def test_a_members_reply_to_a_client_reaches_the_clients_port_only(net, asked):
     )
     assert [f.summary() for f in seen_by_outsider if f[ARP].op == 2] == [], "a reply for the client reached o1"
     assert CLUSTER_MAC not in {mac for _, mac in lab.fdb()}, "the switch must never learn the cluster MAC"
+
+
+def test_a_port_added_later_gets_its_meter_and_punt_flow_and_loses_both_when_deleted(net):
+    lab = net.lab
+    late = lab.add_host("x6", "02:00:0a:00:00:5b", ["10.0.0.91/24"], ofport=6)
+    expected = expected_table(net.config_path, net.members)
+    assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()[-3000:]
+    assert ("in_port=6", "meter:65542,goto_table:3") in {(f.match, f.actions) for f in lab.dump_flows(table=2)}
+    assert "meter=65542 pktps burst stats" in lab.ofctl("dump-meters")
+    assert lab.arping(net.members[0], late.ip, source_ip=net.members[0].ip) == [late.mac], "the new port works"
+
+    lab.vsctl("del-port", "br0", late.switch_iface)
+    expected = expected_table(net.config_path, net.members)
+    assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()[-3000:]
+    assert "meter=65542 " not in lab.ofctl("dump-meters"), "a deleted port's meter goes with it"
+    assert "meter=65541 pktps" in lab.ofctl("dump-meters"), "positive control: the other ports' meters stay"

@@ -52,7 +52,7 @@ def test_cookie_names_app_cluster_member_and_purpose():
 
 
 def test_every_flow_of_a_switch_carries_a_distinct_cookie():
-    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports(), switch_ports=range(1, 6))
     assert len({flow.cookie for flow in flows}) == len(flows)
 
 
