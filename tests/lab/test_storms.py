@@ -172,3 +172,21 @@ def test_a_port_added_later_gets_its_meter_and_punt_flow_and_loses_both_when_del
     assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()[-3000:]
     assert "meter=65542 " not in lab.ofctl("dump-meters"), "a deleted port's meter goes with it"
     assert "meter=65541 pktps" in lab.ofctl("dump-meters"), "positive control: the other ports' meters stay"
+
+
+def test_on_reconnect_meters_are_reconciled_by_difference_and_other_meters_are_left_alone(net):
+    lab = net.lab
+    lab.ofctl("add-meter", "meter=7,pktps,band=type=drop,rate=5")  # another application's
+    lab.ofctl("add-meter", "meter=65600,pktps,band=type=drop,rate=5")  # stale, in the app's range
+    lab.ofctl("mod-meter", "meter=65537,pktps,burst,stats,band=type=drop,rate=5,burst_size=5")  # drifted
+    lab.restart_controller()
+    lab.wait_connected()
+    expected = expected_table(net.config_path, net.members)
+    assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()[-3000:]
+    deadline = time.monotonic() + 15
+    while "meter=65600 " in lab.ofctl("dump-meters") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    meters = dict(re.findall(r"meter=(\d+) [a-z ]*bands=\s+type=drop rate=(\d+)", lab.ofctl("dump-meters")))
+    assert "65600" not in meters, "a stale meter in the app's range is deleted"
+    assert (meters["7"], meters["65537"], meters["65536"]) == ("5", "100", "1000"), meters
+    assert lab.ping(net.members[0], net.members[1].ip), "the members still reach each other"

@@ -3,7 +3,7 @@ the wire (checked by scapy's OpenFlow 1.3 dissector), and where a member's reply
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from scapy.contrib.openflow3 import OFPTMeterMod
@@ -249,3 +249,12 @@ def test_the_cli_status_lists_each_switchs_meters_with_their_drops():
     assert "punt meters:" in text
     rows = [line.split() for line in text.splitlines() if line.strip().startswith("0x1000")]
     assert rows == [["0x10000", "total", "400/s", "-", "-"], ["0x10001", "port", "1", "50/s", "120", "70"]]
+
+
+@pytest.mark.parametrize("normal_fallback, ports", [(True, [NORMAL_PORT]), (False, [CLIENT_PORT, 5])])
+def test_the_core_sends_a_members_reply_to_a_client_by_the_fabrics_normal_fallback(normal_fallback, ports):
+    config = replace(web_config(pinned=True), settings=Settings(normal_fallback=normal_fallback))
+    net = FakeFabric(NlbCore(config), dpid=1, ports=list(SWITCH_PORTS))
+    out = net.send(MEMBER_PORT[A], Frame.from_arp(vip_reply_to_client()))
+    assert [delivery.port for delivery in out] == ports
+    assert all(delivery.frame.arp_sha == CM for delivery in out), "outsiders get the reply unchanged"
