@@ -22,6 +22,7 @@ from tests.lab.appkit import (
     VIP,
     ClusterLab,
     api_call,
+    dm,
     expected_table,
     nlbflow_cli,
     start_cluster,
@@ -64,6 +65,7 @@ def assert_others_still_resolve_their_peers(net: ClusterLab, others: list[Host])
     for src, dst in zip(others, others[1:] + others[:1]):
         net.lab.flush_neigh(src)
         assert net.lab.ping(src, dst.ip, count=1, timeout=3), f"{src.name} -> {dst.name} during the storm"
+        assert net.lab.neigh(src)[dst.ip].lladdr == dm(dst), "answered by the app, with the peer's dedicated MAC"
 
 
 def wait_for_log(lab: Lab, pattern: str, timeout: float = 15.0) -> bool:
