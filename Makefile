@@ -7,7 +7,7 @@ APT_PACKAGES := openvswitch-switch iproute2 tcpdump arping ethtool iputils-ping 
 VENV := .venv
 VENV_RYU := .venv-ryu
 
-.PHONY: demo test install deps lint unit lab check clean
+.PHONY: demo test install deps lint unit lab bench check clean
 
 demo: install
 	$(VENV)/bin/python -m tests.demo
@@ -51,6 +51,11 @@ unit: install
 # Lab tests need root, Open vSwitch and network namespaces; they fail (not skip) when NLBFLOW_REQUIRE_LAB=1.
 lab: install
 	$(VENV)/bin/python -m pytest -q tests/lab
+
+# Measurements, not tests (docs/storms.md): needs root and OVS like the lab. NLBFLOW_BENCH_SHORT=1 (or
+# BENCH_ARGS=--short) runs one runtime, two rounds, in well under a minute.
+bench: install
+	$(VENV)/bin/python -m bench.storm $(BENCH_ARGS)
 
 check: lint unit
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from flows.addresses import BROADCAST_MAC, PROBE_MAC, ZERO_IP, ZERO_MAC, is_multicast_mac
-from flows.flowspec import MemberPorts
+from flows.flowspec import NORMAL_PORT, MemberPorts
 from flows.model import ArpMode, Cluster, Member, Registry
 
 ARP_REQUEST = 1
@@ -105,8 +105,9 @@ def decide_arp(
     switch_ports: Collection[int],
     in_port: int,
     frame: ArpFrame,
+    normal_delivery: bool = False,
 ) -> ArpDecision:
-    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC)."""
+    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see _spread()."""
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -127,7 +128,8 @@ def decide_arp(
     target = cluster.member_for_ip(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
     if target is None or is_own or (sender is None and frame.op == ARP_REPLY):
-        return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, ports, switch_ports, in_port), learned)
+        spread = _spread(frame, sender, cluster, ports, switch_ports, in_port, normal_delivery)
+        return ArpDecision(Verdict.FORWARDED, spread, learned)
 
     target_port = ports.get((cluster.name, target.ip))
     if target_port is None:
@@ -157,17 +159,26 @@ def _spread(
     ports: MemberPorts,
     switch_ports: Collection[int],
     in_port: int,
+    normal_delivery: bool,
 ) -> tuple[FrameOut, ...]:
     """Invariant 1: outsiders get the frame unchanged, peers get it with the sender's dedicated MAC.
 
     A frame addressed to one peer (its dedicated MAC) goes to that peer only; a frame addressed to
-    the cluster MAC goes to the peers only; a frame to an outsider goes to outsiders only.
+    the cluster MAC goes to the peers only; a broadcast goes to outsiders and peers. A frame addressed
+    to an outsider (a member's reply to a client's ARP for the VIP or its DIP) goes, with
+    normal_delivery, to the switch's NORMAL pipeline, which delivers it to the port that host was
+    learned on as a learning switch does (and floods it only while that MAC is unknown, where every
+    other NIC drops a frame addressed to another host's MAC); without it (NORMAL not in use, so its
+    table knows nobody), to every non-member port.
     """
     member_ports = {port for (name, _), port in ports.items() if name == cluster.name}
     addressed_peer = cluster.member_for_dedicated_mac(frame.eth_dst)
     broadcast = is_multicast_mac(frame.eth_dst)
+    to_outsider = addressed_peer is None and frame.eth_dst != cluster.cluster_mac and not broadcast
     outputs: list[FrameOut] = []
-    if broadcast or (addressed_peer is None and frame.eth_dst != cluster.cluster_mac):
+    if to_outsider and normal_delivery:
+        return (FrameOut(NORMAL_PORT, frame),)
+    if broadcast or to_outsider:
         outputs += _to_ports(frame, set(switch_ports) - member_ports - {in_port})
     if sender is None:
         return tuple(outputs)

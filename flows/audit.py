@@ -21,6 +21,8 @@ CLAIMS = {
     Purpose.SOURCE_MASKING: "55 (the member's source masked to its dedicated MAC, as NLB's MaskSourceMAC)",
     Purpose.INGRESS: "pipeline (from the ingress table on to forwarding)",
     Purpose.PROBE_ANSWER: "finding members (answers to the app's probes)",
+    Purpose.PUNT_PORT: "admission control (a port's punted frames pass its own meter)",
+    Purpose.PUNT_TOTAL: "admission control (every punted frame passes the total meter, then the controller)",
 }
 
 

@@ -153,12 +153,32 @@ def config_from_data(data: object, source: str) -> Config:
     return Config(registry=registry, settings=settings, controller=controller)
 
 
+_SWITCHES = ("normal_fallback", "source_masking")
+_PUNT_RATES = ("punt_rate_per_port", "punt_rate_total")
+MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
+
+
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
-    fields = _fields(data, key, source, required=(), optional=("normal_fallback", "source_masking"))
+    fields = _fields(data, key, source, required=(), optional=_SWITCHES + _PUNT_RATES)
     for name, value in fields.items():
-        if not isinstance(value, bool):
+        if name in _SWITCHES and not isinstance(value, bool):
             raise ConfigError(source, _join(key, name), f"expected true or false, got {_describe(value)}")
-    return Settings(**fields)
+        if name in _PUNT_RATES and not (
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PUNT_RATE
+        ):
+            raise ConfigError(
+                source,
+                _join(key, name),
+                f"expected packets per second, an integer from 1 to {MAX_PUNT_RATE}, got {_describe(value)}",
+            )
+    settings = Settings(**fields)
+    if settings.punt_rate_per_port > settings.punt_rate_total:
+        raise ConfigError(
+            source,
+            _join(key, "punt_rate_per_port"),
+            f"{settings.punt_rate_per_port} is above punt_rate_total ({settings.punt_rate_total})",
+        )
+    return settings
 
 
 def _controller_from_data(data: object, key: str, source: str) -> ControllerSettings:

@@ -5,7 +5,7 @@ so audit and cleanup never touch another application's flows.
 
     bits 63-48  APP_ID ("NL")
     bits 47-32  cluster id  (0 = not tied to a cluster)
-    bits 31-16  member id   (0 = not tied to a member)
+    bits 31-16  member id   (0 = not tied to a member); in a PUNT_PORT flow, the port it meters
     bits 15-8   purpose
 """
 
@@ -30,6 +30,8 @@ class Purpose(IntEnum):
     SOURCE_MASKING = 5  # eth_src = cluster MAC from a member's port -> its dedicated MAC (no switch learns CM)
     INGRESS = 6  # table 0 miss: on to the forwarding table
     PROBE_ANSWER = 7  # answers to the app's own probes go to the controller (locating members)
+    PUNT_PORT = 8  # a port's punted frames pass that port's meter (storms, flows/meters.py)
+    PUNT_TOTAL = 9  # then the total meter, then the controller
 
 
 def cluster_id(cluster_name: str) -> int:
@@ -48,6 +50,12 @@ def make_cookie(purpose: Purpose, cluster_name: str | None = None, member_ip: st
     cluster = cluster_id(cluster_name) if cluster_name is not None else 0
     member = member_id(member_ip) if member_ip is not None else 0
     return (APP_ID << 48) | (cluster << 32) | (member << 16) | (int(purpose) << 8)
+
+
+def port_cookie(purpose: Purpose, port: int) -> int:
+    """The cookie of a flow tied to a switch port rather than a member: unique per port up to 0xffff, so
+    every flow of the app still has a cookie of its own."""
+    return make_cookie(purpose) | (min(port, 0xFFFF) << 16)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,10 @@ class NlbCore:
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
         state = self.switches.get(dpid)
         down = set(state.ports) - state.live_ports if state else set()
-        return expected_flows(self.registry, self.settings, self.located_ports(dpid), down, self._held_ports(dpid))
+        ports = set(state.ports) if state else set()
+        return expected_flows(
+            self.registry, self.settings, self.located_ports(dpid), down, self._held_ports(dpid), switch_ports=ports
+        )
 
     def switch_connected(self, dpid: int, ports: Mapping[int, bool]) -> None:
         """A (re)connected switch and its ports (port -> up): its flows are unknown until read back, so
@@ -159,7 +162,8 @@ class NlbCore:
         """One punted ARP: decide, follow the sender if it moved, and say what to send."""
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
-        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, in_port, frame)
+        normal = self.settings.normal_fallback
+        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, in_port, frame, normal)
         self.counters[decision.verdict.value] += 1
         diff = EMPTY_DIFF
         if decision.learned is not None:

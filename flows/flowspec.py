@@ -6,13 +6,14 @@ difference (see reconcile()). The OpenFlow layer in ryu_apps/ofmsgs.py turns spe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Union
 
 from flows.addresses import PROBE_MAC
-from flows.cookies import Purpose, make_cookie
+from flows.cookies import Purpose, make_cookie, port_cookie
+from flows.meters import TOTAL_METER_ID, port_meter_id
 from flows.model import Registry, Settings
 
 ETH_TYPE_ARP = 0x0806
@@ -20,6 +21,8 @@ OFPP_MAX = 0xFFFFFF00  # OpenFlow's reserved ports (LOCAL, CONTROLLER, ...) star
 
 INGRESS_TABLE = 0  # source masking, then on to forwarding
 FORWARDING_TABLE = 1
+PUNT_TABLE = 2  # what goes to the controller passes its ingress port's meter here (flows/meters.py)
+PUNT_OUT_TABLE = 3  # then the total meter, then the controller
 
 PRIORITY_SOURCE_MASKING = 100
 PRIORITY_INGRESS = 0
@@ -28,6 +31,9 @@ PRIORITY_ARP_PUNT = 300
 PRIORITY_MEMBER_DELIVERY = 200
 PRIORITY_CLUSTER_DELIVERY = 100
 PRIORITY_NORMAL_FALLBACK = 0
+PRIORITY_PUNT_PORT = 100
+PRIORITY_PUNT_OUT = 0
+NORMAL_PORT = 0xFFFFFFFA  # OpenFlow's OFPP_NORMAL: a packet-out there is delivered by the switch's learning
 
 
 @dataclass(frozen=True)
@@ -59,13 +65,20 @@ class GotoTable:
 
 
 @dataclass(frozen=True)
+class Meter:
+    """Pass the meter first (the OpenFlow instruction, kept first among a flow's actions)."""
+
+    meter_id: int
+
+
+@dataclass(frozen=True)
 class Unrecognized:
     """An action read back from a switch that the app never installs; it marks a flow as unexpected."""
 
     text: str
 
 
-Action = Union[Output, ToController, Normal, SetField, GotoTable, Unrecognized]
+Action = Union[Output, ToController, Normal, SetField, GotoTable, Meter, Unrecognized]
 Match = tuple[tuple[str, object], ...]
 
 
@@ -81,6 +94,8 @@ def action_text(action: Action) -> str:
         return f"set_field:{action.value}->{action.field}"
     if isinstance(action, GotoTable):
         return f"goto_table:{action.table_id}"
+    if isinstance(action, Meter):
+        return f"meter:{action.meter_id}"
     return action.text
 
 
@@ -135,19 +150,43 @@ def probe_answer_flow() -> FlowSpec:
         priority=PRIORITY_PROBE_ANSWER,
         cookie=make_cookie(Purpose.PROBE_ANSWER),
         match=make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC),
-        actions=(ToController(),),
+        actions=(GotoTable(PUNT_TABLE),),
         table_id=FORWARDING_TABLE,
     )
 
 
 def arp_punt_flow(cluster_name: str, cluster_mac: str) -> FlowSpec:
-    """Every ARP a member emits carries arp_sha = cluster MAC; the controller handles all of it."""
+    """Every ARP a member emits carries arp_sha = cluster MAC; the controller handles all of it, as far
+    as the punt meters let it through."""
     return FlowSpec(
         priority=PRIORITY_ARP_PUNT,
         cookie=make_cookie(Purpose.ARP_PUNT, cluster_name),
         match=make_match(eth_type=ETH_TYPE_ARP, arp_sha=cluster_mac),
-        actions=(ToController(),),
+        actions=(GotoTable(PUNT_TABLE),),
         table_id=FORWARDING_TABLE,
+    )
+
+
+def punt_port_flow(port: int) -> FlowSpec:
+    """A port's punted frames pass its own meter: its storm spends its share and no other port's.
+    A port without this flow (not yet known to the app) punts nothing: OpenFlow 1.3's table miss drops."""
+    return FlowSpec(
+        priority=PRIORITY_PUNT_PORT,
+        cookie=port_cookie(Purpose.PUNT_PORT, port),
+        match=make_match(in_port=port),
+        actions=(Meter(port_meter_id(port)), GotoTable(PUNT_OUT_TABLE)),
+        table_id=PUNT_TABLE,
+    )
+
+
+def punt_out_flow() -> FlowSpec:
+    """Every punted frame passes the total meter last: the controller never gets more than it answers."""
+    return FlowSpec(
+        priority=PRIORITY_PUNT_OUT,
+        cookie=make_cookie(Purpose.PUNT_TOTAL),
+        match=make_match(),
+        actions=(Meter(TOTAL_METER_ID), ToController()),
+        table_id=PUNT_OUT_TABLE,
     )
 
 
@@ -193,14 +232,17 @@ def expected_flows(
     member_ports: MemberPorts,
     down_ports: AbstractSet[int] = frozenset(),
     held_ports: Mapping[str, AbstractSet[int]] | None = None,
+    switch_ports: Collection[int] = (),
 ) -> list[FlowSpec]:
     """The complete set of the app's flows for one switch.
 
     member_ports says where members sit; a port in down_ports gets nothing (a member there is dropped, not
     flooded). held_ports adds ports a cluster's delivery flow already had when the controller came up, so
-    a restart changes nothing before the members are found again.
+    a restart changes nothing before the members are found again. switch_ports are the switch's ports:
+    each gets its punt meter (a port not listed punts nothing).
     """
-    flows: list[FlowSpec] = [ingress_flow(), probe_answer_flow()]
+    flows: list[FlowSpec] = [ingress_flow(), probe_answer_flow(), punt_out_flow()]
+    flows += [punt_port_flow(port) for port in sorted(set(switch_ports))]
     if settings.normal_fallback:
         flows.append(normal_fallback_flow())
     for cluster in registry.clusters:

@@ -77,6 +77,8 @@ class Settings:
 
     normal_fallback: bool = True  # table-miss goes to OVS NORMAL; off when another app forwards
     source_masking: bool = True  # a member's frames leave with its dedicated MAC as source, never the cluster MAC
+    punt_rate_per_port: int = 100  # packets/s one port may send the controller (flows/meters.py)
+    punt_rate_total: int = 1000  # packets/s all ports together may send the controller
 
 
 @dataclass(frozen=True)

@@ -279,12 +279,14 @@ def format_reconcile(result: dict) -> str:
 
 
 def format_status(status: dict) -> str:
-    """GET /nlb/status: the switches, which members are located, the ARP counters."""
+    """GET /nlb/status: the switches and their punt meters, which members are located, the ARP counters."""
     switches = status["switches"]
     members = [(cluster["name"], member) for cluster in status["clusters"] for member in cluster["members"]]
     located = sum(1 for _, member in members if member["located"])
     lines = [f"runtime: {status['runtime']}", f"switches: {len(switches)}"]
-    lines += [f"  {_dpid(s['dpid'])}  ports {', '.join(str(port) for port in s['ports']) or 'none'}" for s in switches]
+    for switch in switches:
+        lines.append(f"  {_dpid(switch['dpid'])}  ports {', '.join(str(port) for port in switch['ports']) or 'none'}")
+        lines += _meter_lines(switch.get("meters", []))
     lines.append(f"members located: {located} of {len(members)}")
     if members:
         rows = [(name, member["ip"], _located(member["located"])) for name, member in members]
@@ -294,6 +296,14 @@ def format_status(status: dict) -> str:
     if counters:
         lines.append(_pairs(list(counters.items()), indent="  "))
     return "\n".join(lines)
+
+
+def _meter_lines(meters: list) -> list[str]:
+    """The punt meters of one switch, with what the switch counted (passed and dropped)."""
+    if not meters:
+        return []
+    rows = [(f"{m['meter_id']:#x}", m["applies_to"], f"{m['rate_pps']}/s", m["packets"], m["dropped"]) for m in meters]
+    return ["    punt meters:", _table(("METER", "APPLIES TO", "RATE", "PACKETS", "DROPPED"), rows, indent="      ")]
 
 
 def format_config(path: str, config: Config) -> str:

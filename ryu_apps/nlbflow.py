@@ -7,6 +7,7 @@ hands one event to NlbCore (flows/core.py) and sends back what it returns; the R
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -19,6 +20,17 @@ from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
 from flows.flowspec import FlowSpec
+from flows.meters import (
+    DropWatch,
+    MeterDiff,
+    MeterReading,
+    MeterSpec,
+    expected_meters,
+    meter_target,
+    meters_status,
+    reconcile_meters,
+    watch_drops,
+)
 from flows.model import Config, Member, Registry
 from flows.session import FLOW_ADD, FLOW_DELETE, Session, SessionPolicy
 from flows.state import (
@@ -49,6 +61,7 @@ T = TypeVar("T")
 PROBE_INTERVAL_SECONDS = 5.0
 REPLY_TIMEOUT_SECONDS = 10.0
 RECONNECT_WAIT_SECONDS = 5.0  # a change waits this long for a switch that dropped mid-change to be back
+METER_WATCH_SECONDS = 2.0
 
 cfg.CONF.register_opts(
     [cfg.StrOpt("config", default=None, help="nlbflow YAML config; overrides the NLBFLOW_CONFIG variable")],
@@ -105,6 +118,8 @@ class Connection:
         self.session = Session(policy)
         self.resync_kick = hub.Event()
         self.alive = True
+        self.meters: frozenset[MeterSpec] | None = None  # the app's meters in the switch, once synchronised
+        self.drop_watch: DropWatch | None = None  # the meters' drop counts at the last look
 
     def enqueue(self, items: list[Outgoing]) -> None:
         if self.alive and items:
@@ -180,6 +195,7 @@ class NlbFlow(BaseApp):
             raise SystemExit(2) from None
         hub.spawn(self.rest_server.serve_forever)
         hub.spawn(self._probe_unlocated)
+        hub.spawn(self._watch_meters)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
 
     # --- events -----------------------------------------------------------------------------------
@@ -195,7 +211,10 @@ class NlbFlow(BaseApp):
         hub.spawn(self._sync_switch, conn)
 
     @set_ev_cls(
-        [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply],
+        [
+            *(ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply),
+            *(ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPMeterStatsReply),
+        ],
         MAIN_DISPATCHER,
     )
     def reply(self, ev) -> None:
@@ -214,12 +233,17 @@ class NlbFlow(BaseApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev) -> None:
         datapath, msg = ev.msg.datapath, ev.msg
-        if self._connection(datapath) is None:  # a dead connection's news: the new one read the ports itself
+        conn = self._connection(datapath)
+        if conn is None:  # a dead connection's news: the new one read the ports itself
             return
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
-        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present, up))
+        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up)
+        before, after = self._port_meter_changes(conn)
+        conn.enqueue(before)
+        self._send(datapath, work)
+        conn.enqueue(after)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev) -> None:
@@ -230,8 +254,12 @@ class NlbFlow(BaseApp):
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
-        spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
-        (self.logger.warning if spoofed else self.logger.info)(
+        # Per frame at DEBUG (a storm would flood the log); a frame that changed the switch's flows (a member
+        # located or moved) at INFO, a spoof at WARNING.
+        changed = bool(work.diff.to_add or work.diff.to_delete)
+        level = logging.WARNING if decision.verdict == Verdict.DROPPED_SPOOFED else logging.DEBUG
+        self.logger.log(
+            logging.INFO if changed and level == logging.DEBUG else level,
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
             *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
             *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
@@ -327,6 +355,7 @@ class NlbFlow(BaseApp):
                 conn.session.retry_all()
                 self.core.withhold(dpid, frozenset())
                 try:
+                    self._sync_meters(conn)
                     work = self._read_back(conn)
                 except ConnectionError:  # went away meanwhile: its reconnect reconciles it
                     continue
@@ -344,6 +373,8 @@ class NlbFlow(BaseApp):
             if conn is not None:
                 switch["refused"] = refused_entries(self.core.registry, conn.session.given_up())
                 switch["resyncs"] = conn.session.resyncs
+                readings = self._meter_readings(conn)
+                switch["meters"] = meters_status(conn.meters or (), readings)
         return status
 
     # --- talking to switches ----------------------------------------------------------------------
@@ -364,6 +395,7 @@ class NlbFlow(BaseApp):
             ports = self._request(conn, ofmsgs.port_desc_request(datapath))
             self._check_current(conn)
             self.core.switch_connected(conn.dpid, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
+            self._sync_meters(conn)
             self._read_back(conn)
             conn.synced.set()
             self._request(conn, ofmsgs.barrier_request(datapath))
@@ -529,6 +561,66 @@ class NlbFlow(BaseApp):
                 continue
             if not sent:  # the framework is closing the connection
                 conn.closed()
+
+    # --- admission control: the punt meters (flows/meters.py) -----------------------------------------
+
+    def _sync_meters(self, conn: Connection) -> None:
+        """Reconcile the app's meters by difference before the flows: a punt flow needs its meter in the
+        switch, and deleting a stale meter also deletes the flows that use it. The meter-mods go through
+        the outbox, so they reach the switch before the flow-mods computed after them."""
+        configs = self._request(conn, ofmsgs.meter_config_request(conn.datapath))
+        installed = [ofmsgs.meter_from_config(conn.datapath, config) for config in configs]
+        self._check_current(conn)
+        expected = expected_meters(self.core.settings, self.core.switches[conn.dpid].ports)
+        messages = ofmsgs.meter_messages(conn.datapath, reconcile_meters(expected, installed))
+        conn.enqueue([Outgoing(message) for message in messages])
+        conn.meters = frozenset(expected)
+
+    def _port_meter_changes(self, conn: Connection) -> tuple[list[Outgoing], list[Outgoing]]:
+        """A port came or went: (messages before its flows, messages after them). A new port's meter is
+        added before the flow that uses it; a gone port's meter is deleted after its flow."""
+        state = self.core.switches.get(conn.dpid)
+        if conn.meters is None or state is None:  # not synchronised yet: the sync does it
+            return [], []
+        expected = expected_meters(self.core.settings, state.ports)
+        diff = reconcile_meters(expected, conn.meters)
+        conn.meters = frozenset(expected)
+        before = MeterDiff(to_add=diff.to_add, to_modify=diff.to_modify, to_delete=())
+        after = MeterDiff(to_add=(), to_modify=(), to_delete=diff.to_delete)
+        return (
+            [Outgoing(message) for message in ofmsgs.meter_messages(conn.datapath, before)],
+            [Outgoing(message) for message in ofmsgs.meter_messages(conn.datapath, after)],
+        )
+
+    def _meter_readings(self, conn: Connection) -> list[MeterReading]:
+        """The meters' counters now; none from a switch that goes away meanwhile."""
+        try:
+            stats = self._request(conn, ofmsgs.meter_stats_request(conn.datapath))
+        except (ConnectionError, RequestRefused):
+            return []
+        return [ofmsgs.meter_reading(entry) for entry in stats]
+
+    def _watch_meters(self) -> None:
+        """Log once when a meter starts dropping (a storm on its port), and once when it stops."""
+        while True:
+            hub.sleep(METER_WATCH_SECONDS)
+            for conn in list(self.connections.values()):
+                if conn.meters is None:
+                    continue
+                try:
+                    readings = self._meter_readings(conn)
+                except TimeoutError:
+                    continue
+                conn.drop_watch, started, stopped = watch_drops(conn.drop_watch, readings)
+                for meter_id in started:
+                    self.logger.warning(
+                        "dpid %s: meter %#x (%s) is dropping punted frames: more than its rate arrives",
+                        *(conn.dpid, meter_id, meter_target(meter_id)),
+                    )
+                for meter_id in stopped:
+                    self.logger.info(
+                        "dpid %s: meter %#x (%s) stopped dropping", conn.dpid, meter_id, meter_target(meter_id)
+                    )
 
     def _probe_unlocated(self) -> None:
         """Keep looking for members no switch has heard from, so a peer's first packet arrives."""

@@ -16,6 +16,7 @@ from flows.flowspec import (
     Action,
     FlowSpec,
     GotoTable,
+    Meter,
     Normal,
     Output,
     SetField,
@@ -23,6 +24,7 @@ from flows.flowspec import (
     Unrecognized,
     make_match,
 )
+from flows.meters import MeterDiff, MeterReading, MeterSpec
 from ryu_apps.compat import arp, ethernet, packet
 
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
@@ -46,12 +48,13 @@ def _actions(datapath, actions: Iterable[Action]) -> list:
 
 
 def _instructions(datapath, actions: Iterable[Action]) -> list:
-    """Apply-actions for what the flow does here, then goto-table (kept last in a spec) if it goes on."""
+    """The meter (kept first in a spec), apply-actions for what the flow does here, then goto-table (kept
+    last) if it goes on."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    applied = [action for action in actions if not isinstance(action, GotoTable)]
-    instructions = (
-        [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, applied))] if applied else []
-    )
+    applied = [action for action in actions if not isinstance(action, (GotoTable, Meter))]
+    instructions = [parser.OFPInstructionMeter(a.meter_id, ofp.OFPIT_METER) for a in actions if isinstance(a, Meter)]
+    if applied:
+        instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, applied)))
     instructions += [parser.OFPInstructionGotoTable(a.table_id) for a in actions if isinstance(a, GotoTable)]
     return instructions
 
@@ -124,6 +127,7 @@ def _normal_value(value: object) -> object:
 def spec_from_stats(datapath, stats) -> FlowSpec:
     """A flow read back from the switch, in the same form the app computes, so the two compare."""
     ofp = datapath.ofproto
+    meters: list[Action] = []
     actions: list[Action] = []
     goto: list[Action] = []
     for instruction in stats.instructions:
@@ -131,13 +135,15 @@ def spec_from_stats(datapath, stats) -> FlowSpec:
             actions += [_action_from_ofp(ofp, action) for action in instruction.actions]
         elif instruction.type == ofp.OFPIT_GOTO_TABLE:
             goto.append(GotoTable(instruction.table_id))
+        elif instruction.type == ofp.OFPIT_METER:
+            meters.append(Meter(instruction.meter_id))
         else:
             actions.append(Unrecognized(repr(instruction)))
     return FlowSpec(
         priority=stats.priority,
         cookie=stats.cookie,
         match=make_match(**{name: _normal_value(value) for name, value in stats.match.items()}),
-        actions=tuple(actions + goto),
+        actions=tuple(meters + actions + goto),
         table_id=stats.table_id,
     )
 
@@ -153,6 +159,59 @@ def _action_from_ofp(ofp, action) -> Action:
     elif action.type == ofp.OFPAT_SET_FIELD:
         return SetField(action.key, _normal_value(action.value))
     return Unrecognized(repr(action))
+
+
+# --- meters (flows/meters.py) ------------------------------------------------------------------------
+
+
+def meter_mod(datapath, command: int, meter: MeterSpec):
+    """A packet-rate meter with one drop band; the burst flag makes the bucket size the one given."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+    band = parser.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)
+    return parser.OFPMeterMod(datapath, command=command, flags=flags, meter_id=meter.meter_id, bands=[band])
+
+
+def meter_delete(datapath, meter_id: int):
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPMeterMod(datapath, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id, bands=[])
+
+
+def meter_messages(datapath, diff: MeterDiff) -> list:
+    """Adds, modifies and deletes for a meter diff, then a barrier (a flow may use a meter only once the
+    switch has it)."""
+    ofp = datapath.ofproto
+    messages = [meter_mod(datapath, ofp.OFPMC_ADD, meter) for meter in diff.to_add]
+    messages += [meter_mod(datapath, ofp.OFPMC_MODIFY, meter) for meter in diff.to_modify]
+    messages += [meter_delete(datapath, meter.meter_id) for meter in diff.to_delete]
+    return [*messages, barrier_request(datapath)] if messages else []
+
+
+def meter_config_request(datapath):
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL)
+
+
+def meter_stats_request(datapath):
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPMeterStatsRequest(datapath, 0, ofp.OFPM_ALL)
+
+
+def meter_from_config(datapath, config) -> MeterSpec:
+    """A meter read back, in the form the app computes. One the app never installs (a bit rate, another
+    kind of band, several bands) reads as rate 0, which no expected meter has: it is replaced."""
+    ofp = datapath.ofproto
+    bands = config.bands
+    if not config.flags & ofp.OFPMF_PKTPS or len(bands) != 1 or bands[0].type != ofp.OFPMBT_DROP:
+        return MeterSpec(config.meter_id, rate=0, burst=0)
+    burst = bands[0].burst_size if config.flags & ofp.OFPMF_BURST else 0
+    return MeterSpec(config.meter_id, bands[0].rate, burst)
+
+
+def meter_reading(stats) -> MeterReading:
+    """Packets that reached the meter, and those its drop band dropped."""
+    dropped = sum(band.packet_band_count for band in stats.band_stats)
+    return MeterReading(stats.meter_id, stats.packet_in_count, dropped)
 
 
 def arp_bytes(frame: ArpFrame) -> bytes:

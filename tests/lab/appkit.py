@@ -7,6 +7,7 @@ ports, then written the way `ovs-ofctl dump-flows` prints it, so a test compares
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from flows.addresses import dedicated_mac
 from flows.config import load_config
 from flows.flowspec import FlowSpec, action_text, expected_flows
 from flows.state import STATE_FILE_NAME
-from tests.netlab import CLUSTER_VIP, MEMBER_DIPS, REPO_ROOT, Host, Lab
+from tests.netlab import CLUSTER_VIP, LABS, MEMBER_DIPS, REPO_ROOT, Host, Lab
 
 RUNTIMES = ("osken", "ryu")
 ARP_MODES = ("proxy", "relay")
@@ -64,12 +65,20 @@ def ovs_text(flow: FlowSpec) -> FlowRow:
     return (flow.table_id, flow.cookie, flow.priority, _sorted_match(fields), actions)
 
 
+def switch_ports(lab: Lab) -> set[int]:
+    """br0's numbered ports as `ovs-ofctl dump-ports-desc` lists them (LOCAL is no port the app meters)."""
+    return {int(number) for number in re.findall(r"^ *(\d+)\(", lab.ofctl("dump-ports-desc"), re.MULTILINE)}
+
+
 def expected_table(config_path: Path, members: list[Host], down: tuple[Host, ...] = ()) -> set[FlowRow]:
-    """The app's flows for the config, with `members` located on their ports and the `down` ones' ports down."""
+    """The app's flows for the config, with `members` located on their ports and the `down` ones' ports down,
+    on the switch of the lab whose work folder holds the config (each port gets its punt meter flow)."""
     config = load_config(str(config_path))
     ports = {(cluster.name, member.ip): member.ofport for cluster in config.registry.clusters for member in members}
     down_ports = {host.ofport for host in down}
-    return {ovs_text(flow) for flow in expected_flows(config.registry, config.settings, ports, down_ports)}
+    lab = next(lab for lab in LABS if not lab.closed and Path(config_path).parent == lab.workdir)
+    flows = expected_flows(config.registry, config.settings, ports, down_ports, switch_ports=switch_ports(lab))
+    return {ovs_text(flow) for flow in flows}
 
 
 def app_table(lab: Lab) -> list[FlowRow]:

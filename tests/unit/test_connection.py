@@ -66,13 +66,13 @@ def connect(app: NlbFlow, datapath: RecordingDatapath) -> Connection:
     return app.connections[datapath.id]
 
 
-READS = (PARSER.OFPPortDescStatsRequest, PARSER.OFPFlowStatsRequest)
+READS = (PARSER.OFPPortDescStatsRequest, PARSER.OFPMeterConfigStatsRequest, PARSER.OFPFlowStatsRequest)
 BARRIERS = (PARSER.OFPBarrierRequest,)
 
 
 def answer(app: NlbFlow, datapath: RecordingDatapath, kinds: tuple = READS + BARRIERS) -> None:
     """For a while, answer every request of these kinds the app sends: the switch's ports, an empty
-    flow read-back, barriers (a switch answers a barrier only after the errors of what came before it)."""
+    meter and flow read-back, barriers (a switch answers a barrier only after the errors of what came before it)."""
     for _ in range(20):
         hub.sleep(0.01)
         for message in [m for m in datapath.sent if isinstance(m, kinds) and not getattr(m, "answered", False)]:
@@ -80,6 +80,8 @@ def answer(app: NlbFlow, datapath: RecordingDatapath, kinds: tuple = READS + BAR
             if isinstance(message, PARSER.OFPPortDescStatsRequest):
                 ports = [port(number) for number in SWITCH_PORTS]
                 app.reply(Event(msg=reply_to(message, PARSER.OFPPortDescStatsReply(datapath, body=ports))))
+            elif isinstance(message, PARSER.OFPMeterConfigStatsRequest):
+                app.reply(Event(msg=reply_to(message, PARSER.OFPMeterConfigStatsReply(datapath, body=[]))))
             elif isinstance(message, PARSER.OFPFlowStatsRequest):
                 app.reply(Event(msg=reply_to(message, PARSER.OFPFlowStatsReply(datapath, body=[]))))
             else:

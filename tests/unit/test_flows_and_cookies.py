@@ -12,12 +12,12 @@ from flows.flowspec import (
     ETH_TYPE_ARP,
     FORWARDING_TABLE,
     INGRESS_TABLE,
+    PUNT_TABLE,
     FlowSpec,
     GotoTable,
     Normal,
     Output,
     SetField,
-    ToController,
     expected_flows,
     make_match,
     reconcile,
@@ -52,7 +52,7 @@ def test_cookie_names_app_cluster_member_and_purpose():
 
 
 def test_every_flow_of_a_switch_carries_a_distinct_cookie():
-    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
+    flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports(), switch_ports=range(1, 6))
     assert len({flow.cookie for flow in flows}) == len(flows)
 
 
@@ -68,11 +68,11 @@ def test_expected_flows_for_a_located_unicast_cluster():
         assert flows[(forwarding, make_match(eth_dst=DM[ip]))].actions == (SetField("eth_dst", CM), Output(port))
     assert flows[(ingress, make_match())].actions == (GotoTable(forwarding),)
     probe_answers = make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC)
-    assert flows[(forwarding, probe_answers)].actions == (ToController(),)
-    assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (ToController(),)
+    assert flows[(forwarding, probe_answers)].actions == (GotoTable(PUNT_TABLE),)
+    assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (GotoTable(PUNT_TABLE),)
     assert flows[(forwarding, make_match(eth_dst=CM))].actions == (Output(1), Output(2), Output(3))
     assert flows[(forwarding, make_match())].actions == (Normal(),)
-    assert len(flows) == 11
+    assert len(flows) == 12  # and the punt-out flow (tests/unit/test_meters.py)
 
 
 @pytest.mark.parametrize("mode", [ClusterMode.MULTICAST, ClusterMode.IGMP])

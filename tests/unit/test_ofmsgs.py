@@ -12,7 +12,7 @@ from scapy.layers.l2 import ARP, Ether
 from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply, revised_reply
 from flows.core import Work
-from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows
+from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows, punt_out_flow
 from flows.model import Registry, Settings
 from ryu_apps import ofmsgs
 from ryu_apps.compat import ofproto_v1_3, ofproto_v1_3_parser
@@ -40,7 +40,7 @@ def wire(message) -> bytes:
 
 
 def located_flows():
-    return expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports())
+    return expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports(), switch_ports=(1, 2, 3, 4))
 
 
 @pytest.mark.parametrize("flow", located_flows(), ids=lambda flow: f"priority{flow.priority}-{flow.match}")
@@ -61,8 +61,7 @@ def test_a_strict_delete_names_the_flows_full_cookie_so_it_never_removes_another
 
 
 def test_the_punt_flow_sends_whole_frames_to_the_controller():
-    punt = located_flows()[1]
-    action = ofmsgs.flow_add(DP, punt).instructions[0].actions[0]
+    action = ofmsgs.flow_add(DP, punt_out_flow()).instructions[1].actions[0]
     assert (action.port, action.max_len) == (ofproto_v1_3.OFPP_CONTROLLER, ofproto_v1_3.OFPCML_NO_BUFFER)
 
 
