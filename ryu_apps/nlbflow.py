@@ -16,6 +16,7 @@ from flows.arp import ARP_REQUEST, Verdict
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
+from flows.frames import Refusal
 from flows.model import Config, Member, Registry
 from flows.state import beside_config, load_state, save_state, startup_registry, state_path
 from ryu_apps import ofmsgs
@@ -129,9 +130,9 @@ class NlbFlow(BaseApp):
     def packet_in(self, ev) -> None:
         datapath, msg = ev.msg.datapath, ev.msg
         frame = ofmsgs.arp_frame(msg.data)
-        if frame is None:
-            self.core.not_arp()
-            self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
+        if isinstance(frame, Refusal):
+            self.core.refused(frame)
+            self.logger.debug("dpid %s port %s: packet-in dropped: %s", datapath.id, msg.match["in_port"], frame.value)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
         spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
