@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.cookies import Purpose, cluster_id, decode_cookie
 from flows.flowspec import EMPTY_DIFF, OFPP_MAX, FlowDiff, FlowSpec, Output, expected_flows, reconcile
+from flows.frames import Refusal
 from flows.model import Config, Member, Registry
-
-NOT_ARP = "packet_in_not_arp"
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class NlbCore:
     def status(self) -> dict:
         """Switches and their ports, where each member is, and what the app did with every packet-in."""
         counters = {verdict.value: 0 for verdict in Verdict}
-        counters[NOT_ARP] = 0
+        counters.update({reason.value: 0 for reason in Refusal})
         counters.update(self.counters)
         return {
             "switches": [
@@ -102,9 +101,9 @@ class NlbCore:
             "counters": counters,
         }
 
-    def not_arp(self) -> None:
-        """A packet-in that is no ARP: the flows should make that impossible, so it is counted."""
-        self.counters[NOT_ARP] += 1
+    def refused(self, reason: Refusal) -> None:
+        """A packet-in the parser refused (flows/frames.py): dropped, and counted by reason."""
+        self.counters[reason.value] += 1
 
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
         state = self.switches.get(dpid)

@@ -20,6 +20,7 @@ from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
 from flows.flowspec import FlowSpec
+from flows.frames import Refusal
 from flows.meters import (
     DropWatch,
     MeterDiff,
@@ -249,9 +250,9 @@ class NlbFlow(BaseApp):
     def packet_in(self, ev) -> None:
         datapath, msg = ev.msg.datapath, ev.msg
         frame = ofmsgs.arp_frame(msg.data)
-        if frame is None:
-            self.core.not_arp()
-            self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
+        if isinstance(frame, Refusal):
+            self.core.refused(frame)
+            self.logger.debug("dpid %s port %s: packet-in dropped: %s", datapath.id, msg.match["in_port"], frame.value)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
         # Per frame at DEBUG (a storm would flood the log); a frame that changed the switch's flows (a member

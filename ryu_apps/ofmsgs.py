@@ -24,6 +24,7 @@ from flows.flowspec import (
     Unrecognized,
     make_match,
 )
+from flows.frames import Refusal, is_nic_mac, punted_arp
 from flows.meters import MeterDiff, MeterReading, MeterSpec
 from ryu_apps.compat import arp, ethernet, packet
 
@@ -215,7 +216,13 @@ def meter_reading(stats) -> MeterReading:
 
 
 def arp_bytes(frame: ArpFrame) -> bytes:
-    """Serialise with the framework's packet library, never by hand."""
+    """Serialise with the framework's packet library, never by hand.
+
+    A frame whose Ethernet source or sender MAC is no NIC's (multicast, zero) is never sent: the parser
+    refuses such input, so one here is a bug, and it fails loudly rather than reach a host's cache.
+    """
+    if not (is_nic_mac(frame.eth_src) and is_nic_mac(frame.sha)):
+        raise ValueError(f"the app never sends from a multicast or zero MAC: {frame!r}")
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(dst=frame.eth_dst, src=frame.eth_src, ethertype=ETH_TYPE_ARP))
     pkt.add_protocol(
@@ -231,22 +238,12 @@ def arp_bytes(frame: ArpFrame) -> bytes:
     return bytes(pkt.data)
 
 
-def arp_frame(data: bytes) -> ArpFrame | None:
-    """The ARP fields of a punted frame, or None if it is not Ethernet/ARP for IPv4."""
-    pkt = packet.Packet(data)
-    eth = pkt.get_protocol(ethernet.ethernet)
-    arp_pkt = pkt.get_protocol(arp.arp)
-    if eth is None or arp_pkt is None:
-        return None
-    return ArpFrame(
-        eth_src=eth.src.lower(),
-        eth_dst=eth.dst.lower(),
-        op=arp_pkt.opcode,
-        sha=arp_pkt.src_mac.lower(),
-        spa=arp_pkt.src_ip,
-        tha=arp_pkt.dst_mac.lower(),
-        tpa=arp_pkt.dst_ip,
-    )
+def arp_frame(data: bytes) -> ArpFrame | Refusal:
+    """The ARP fields of a punted frame, or why it is refused (flows/frames.py).
+
+    Never the framework's generic packet parser: some of its dissectors loop forever or raise.
+    """
+    return punted_arp(data)
 
 
 def packet_outs(datapath, frames: Iterable[FrameOut]) -> list:

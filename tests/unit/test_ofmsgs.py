@@ -4,7 +4,7 @@ according to an independent parser (scapy)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from scapy.layers.l2 import ARP, Ether
@@ -13,10 +13,12 @@ from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply, revised_reply
 from flows.core import Work
 from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows, punt_out_flow
+from flows.frames import Refusal
 from flows.model import Registry, Settings
 from ryu_apps import ofmsgs
 from ryu_apps.compat import ofproto_v1_3, ofproto_v1_3_parser
-from tests.unit.example_cluster import CM, DM, located_ports, reply, request, web_cluster
+from tests.unit import framekit
+from tests.unit.example_cluster import BROADCAST, CM, DM, ZERO_MAC, located_ports, reply, request, web_cluster
 
 A, B = "10.0.0.11", "10.0.0.12"
 
@@ -102,7 +104,24 @@ def test_a_frame_scapy_builds_is_parsed_back_to_the_same_fields():
 
 
 def test_a_frame_that_is_not_arp_is_not_taken_for_one():
-    assert ofmsgs.arp_frame(bytes(Ether(src=CM, dst=DM[B], type=0x0800) / (b"\x45" + b"\x00" * 40))) is None
+    assert ofmsgs.arp_frame(bytes(Ether(src=CM, dst=DM[B], type=0x0800) / (b"\x45" + b"\x00" * 40))) == Refusal.NOT_ARP
+
+
+def test_the_frame_that_hung_the_generic_parser_is_refused_in_bounded_time():
+    with framekit.hang_detector(), framekit.one_frame():
+        assert ofmsgs.arp_frame(bytes(framekit.openflow_lookalike())) == Refusal.NOT_ARP
+
+
+def test_arp_inside_gre_is_not_taken_for_a_members_arp():
+    assert ofmsgs.arp_frame(bytes(framekit.gre_with_arp())) == Refusal.NOT_ARP
+
+
+@pytest.mark.parametrize("field", ["eth_src", "sha"])
+@pytest.mark.parametrize("mac", [BROADCAST, "01:00:5e:7f:00:64", "03:bf:0a:00:00:64", ZERO_MAC])
+def test_a_frame_from_a_mac_no_nic_has_is_never_serialised(field, mac):
+    frame = replace(proxy_reply(web_cluster(), web_cluster().member_for_ip(B), request(A, B)), **{field: mac})
+    with pytest.raises(ValueError, match="never sends from a multicast or zero MAC"):
+        ofmsgs.arp_bytes(frame)
 
 
 def test_packet_outs_leave_from_the_controller_port_one_message_per_distinct_frame():

@@ -14,6 +14,7 @@ from webob import Request
 
 from flows.config import parse_config
 from flows.core import NlbCore
+from flows.frames import Refusal
 from flows.model import ControllerSettings
 from flows.state import load_state, save_state
 from ryu_apps.rest import ROUTES, RestApi
@@ -178,9 +179,9 @@ def test_flows_reconcile_and_status_come_from_the_controller(controller):
         "ip": "10.0.0.12",
         "located": [{"dpid": 1, "port": 2, "how": "pinned", "port_up": True}],
     }
-    assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["packet_in_not_arp"] == 0
-    controller.core.not_arp()
-    assert call(controller, "GET", "/nlb/status")[1]["counters"]["packet_in_not_arp"] == 1
+    assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["malformed"] == 0
+    controller.core.refused(Refusal.MALFORMED)
+    assert call(controller, "GET", "/nlb/status")[1]["counters"]["malformed"] == 1
 
 
 def test_an_unexpected_failure_is_still_a_json_error(controller):
