@@ -52,7 +52,14 @@ def flow_entry(registry: Registry, spec: FlowSpec) -> dict:
     }
 
 
-def audit_switch(registry: Registry, expected: Iterable[FlowSpec], read_back: Iterable[ReadBackFlow]) -> dict:
+def audit_switch(
+    registry: Registry,
+    expected: Iterable[FlowSpec],
+    read_back: Iterable[ReadBackFlow],
+    shared_ports: Iterable[dict] = (),
+) -> dict:
+    """shared_ports (NlbCore.shared_ports()) warns of ports holding several members or other hosts too:
+    the flows cannot serve those correctly (docs/trust.md)."""
     read_back = list(read_back)
     app_flows = [flow for flow in read_back if is_app_cookie(flow.spec.cookie)]
     expected_set = set(expected)
@@ -64,6 +71,7 @@ def audit_switch(registry: Registry, expected: Iterable[FlowSpec], read_back: It
         "missing": [flow_entry(registry, spec) for spec in sorted(expected_set - installed, key=_order)],
         "unexpected": [flow_entry(registry, spec) for spec in sorted(installed - expected_set, key=_order)],
         "other_apps_flows": len(read_back) - len(app_flows),
+        "shared_ports": list(shared_ports),
     }
 
 

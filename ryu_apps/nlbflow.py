@@ -8,6 +8,7 @@ hands one event to NlbCore (flows/core.py) and sends back what it returns; the R
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -16,6 +17,7 @@ from flows.arp import ARP_REQUEST, Verdict
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
+from flows.locations import Level
 from flows.model import Config, Member, Registry
 from flows.state import beside_config, load_state, save_state, startup_registry, state_path
 from ryu_apps import ofmsgs
@@ -34,7 +36,7 @@ from ryu_apps.compat import (
 from ryu_apps.rest import RestApi
 
 T = TypeVar("T")
-PROBE_INTERVAL_SECONDS = 5.0
+TICK_SECONDS = 1.0  # confirmation timeouts and re-probes (flows/locations.py) are checked this often
 REPLY_TIMEOUT_SECONDS = 10.0
 
 cfg.CONF.register_opts(
@@ -94,7 +96,7 @@ class NlbFlow(BaseApp):
             self.logger.error("nlbflow: cannot serve the REST API on %s:%s: %s", *listen, error.strerror)
             raise SystemExit(2) from None
         hub.spawn(self.rest_server.serve_forever)
-        hub.spawn(self._probe_unlocated)
+        hub.spawn(self._tick)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
 
     # --- events -----------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ class NlbFlow(BaseApp):
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
-        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present, up))
+        self._send(datapath, self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev) -> None:
@@ -133,7 +135,7 @@ class NlbFlow(BaseApp):
             self.core.not_arp()
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
-        decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
+        decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame, time.monotonic())
         spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
         (self.logger.warning if spoofed else self.logger.info)(
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
@@ -184,14 +186,15 @@ class NlbFlow(BaseApp):
             return touched
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
-        return self.core.locations(cluster_name, member)
+        return self.core.locations(cluster_name, member, time.monotonic())
 
     def audit(self) -> dict:
         switches = {}
         for dpid, datapath in sorted(self.datapaths.items()):
             stats = self._request(datapath, ofmsgs.flow_stats_request(datapath, app_only=False))
             read_back = [ReadBackFlow(ofmsgs.spec_from_stats(datapath, s), s.packet_count, s.byte_count) for s in stats]
-            report = audit_switch(self.core.registry, self.core.expected_flows(dpid), read_back)
+            expected = self.core.expected_flows(dpid)
+            report = audit_switch(self.core.registry, expected, read_back, self.core.shared_ports(dpid))
             switches[f"{dpid:016x}"] = {"dpid": dpid, **report}
         return {"switches": switches}
 
@@ -210,7 +213,7 @@ class NlbFlow(BaseApp):
         return report
 
     def status(self) -> dict:
-        return {"runtime": RUNTIME, **self.core.status()}
+        return {"runtime": RUNTIME, **self.core.status(time.monotonic())}
 
     # --- talking to switches ----------------------------------------------------------------------
 
@@ -268,12 +271,15 @@ class NlbFlow(BaseApp):
             self._request(datapath, ofmsgs.barrier_request(datapath))
 
     def _send(self, datapath, work: Work) -> None:
+        for note in work.notes:
+            (self.logger.warning if note.level == Level.WARNING else self.logger.info)("%s", note.text)
         for message in ofmsgs.work_messages(datapath, work):
             datapath.send_msg(message)
 
-    def _probe_unlocated(self) -> None:
-        """Keep looking for members no switch has heard from, so a peer's first packet arrives."""
+    def _tick(self) -> None:
+        """The core's periodic work: moves whose old port stayed silent, checks of quiet members, and
+        probes for members no switch has heard from, so a peer's first packet arrives."""
         while True:
-            hub.sleep(PROBE_INTERVAL_SECONDS)
+            hub.sleep(TICK_SECONDS)
             for dpid, datapath in list(self.datapaths.items()):
-                self._send(datapath, Work(frames=self.core.unlocated_probes(dpid)))
+                self._send(datapath, self.core.tick(dpid, time.monotonic()))

@@ -13,7 +13,7 @@ from flows.core import NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
 from flows.state import load_state, save_state, state_path
-from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, web_config
+from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, request, web_config
 
 
 def test_state_file_round_trips_the_registry(tmp_path):
@@ -48,17 +48,20 @@ def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
 def located_core() -> NlbCore:
     core = NlbCore(web_config())
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    core.learned.update({(1, "web", ip): port for ip, port in MEMBER_PORT.items()})
-    core.flows_read_back(1, core.expected_flows(1))
+    core.flows_read_back(1, [])
+    for ip, port in MEMBER_PORT.items():
+        core.packet_in(1, port, request(ip, ip), now=0.0)
     return core
 
 
-def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
+def test_a_new_member_is_probed_at_the_next_tick_and_a_removed_one_loses_its_flows():
     core = located_core()
+    core.tick(1, now=0.5)
     registry, _ = add_member(core.registry, "web", {"ip": "10.0.0.14"})
     work = core.set_registry(registry)[1]
-    assert {(out.frame.sha, out.frame.tpa) for out in work.frames} == {(PROBE_MAC, "10.0.0.14")}
     assert work.diff.to_add == () and work.diff.to_delete == ()
+    probes = core.tick(1, now=1.0).frames
+    assert {(out.frame.sha, out.frame.tpa) for out in probes} == {(PROBE_MAC, "10.0.0.14")}
 
     registry, _ = remove_member(core.registry, "web", "10.0.0.12")
     diff = core.set_registry(registry)[1].diff
@@ -66,7 +69,7 @@ def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
         map(repr, [{"eth_dst": DM["10.0.0.12"]}, {"eth_src": CM, "in_port": MEMBER_PORT["10.0.0.12"]}])
     )
     assert [flow.actions for flow in diff.to_add] == [(Output(1), Output(3))]
-    assert (1, "web", "10.0.0.12") not in core.learned
+    assert ("web", "10.0.0.12") not in core.located_ports(1)
 
 
 def test_audit_decodes_cookies_and_lists_missing_unexpected_and_other_apps_flows():
