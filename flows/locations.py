@@ -132,9 +132,10 @@ class SwitchLocations:
         self, key: MemberKey, port: int, how: How, mac: str, now: float, live_ports: Collection[int]
     ) -> Judgement:
         """A frame that the member could have sent says it is on port: believe it, hold it, or drop it."""
-        if how == How.PROBE and not self.solicited(key[1], port, now):
-            return Judgement(Outcome.UNSOLICITED)
         location = self.located.get(key)
+        elsewhere = location is not None and location.port != port
+        if how == How.PROBE and not self.solicited(key[1], port, now) and not elsewhere:
+            return Judgement(Outcome.UNSOLICITED)  # a member located elsewhere is checked as for any claim
         if location is None:
             self.located[key] = Location(port=port, how=how, since=now, heard=now, macs=frozenset({mac}))
             return Judgement(

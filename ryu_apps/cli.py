@@ -237,6 +237,7 @@ def format_flows(audit: dict) -> str:
                     _flow_section("missing", switch["missing"]),
                     _flow_section("unexpected", switch["unexpected"]),
                     f"flows of other apps: {switch['other_apps_flows']}",
+                    *(_shared_port(switch["dpid"], shared).strip() for shared in switch.get("shared_ports", [])),
                 ]
             )
         )
@@ -269,15 +270,42 @@ def format_status(status: dict) -> str:
     located = sum(1 for _, member in members if member["located"])
     lines = [f"runtime: {status['runtime']}", f"switches: {len(switches)}"]
     lines += [f"  {_dpid(s['dpid'])}  ports {', '.join(str(port) for port in s['ports']) or 'none'}" for s in switches]
+    lines += [_shared_port(s["dpid"], shared) for s in switches for shared in s.get("shared_ports", [])]
     lines.append(f"members located: {located} of {len(members)}")
     if members:
-        rows = [(name, member["ip"], _located(member["located"])) for name, member in members]
-        lines.append(_table(("CLUSTER", "MEMBER", "LOCATED"), rows, indent="  "))
+        rows = [
+            (name, member["ip"], *_location_columns(spot))
+            for name, member in members
+            for spot in member["located"] or [None]
+        ]
+        lines.append(_table(("CLUSTER", "MEMBER", "LOCATED", "HOW", "CONFIRMED", "SPOOF ATTEMPTS"), rows, indent="  "))
     counters = status["counters"]
     lines.append("counters:")
     if counters:
         lines.append(_pairs(list(counters.items()), indent="  "))
     return "\n".join(lines)
+
+
+def _location_columns(spot: dict | None) -> tuple:
+    """Where, how it was found, when last confirmed (or that a check is under way), spoofs seen against it."""
+    if spot is None:
+        return ("unlocated", None, None, None)
+    ago = spot.get("confirmed_ago")
+    confirmed = "never" if ago is None else f"{ago:g} s ago"
+    if spot.get("checking"):
+        confirmed += " (checking)"
+    count = spot.get("spoof_attempts", 0)
+    spoofs = f"{count}, last from port {spot['last_spoof_port']}" if count else "0"
+    return (_where(spot["dpid"], spot["port"]), spot["how"], confirmed, spoofs)
+
+
+def _shared_port(dpid: int, shared: dict) -> str:
+    members = ", ".join(member["ip"] for member in shared["members"])
+    others = f" and other hosts ({', '.join(shared['other_sources'])})" if shared["other_sources"] else ""
+    return (
+        f"  warning: {_where(dpid, shared['port'])} is shared by members {members}{others}: "
+        "they cannot be served correctly; give each member its own edge port (docs/trust.md)"
+    )
 
 
 def format_config(path: str, config: Config) -> str:

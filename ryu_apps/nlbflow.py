@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from flows.arp import ARP_REQUEST, Verdict
+from flows.arp import ARP_REQUEST
 from flows.audit import ReadBackFlow, audit_switch
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
@@ -136,8 +136,7 @@ class NlbFlow(BaseApp):
             self.logger.warning("dpid %s: unexpected packet-in that is not ARP", datapath.id)
             return
         decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame, time.monotonic())
-        spoofed = decision.verdict == Verdict.DROPPED_SPOOFED
-        (self.logger.warning if spoofed else self.logger.info)(
+        self.logger.info(  # a spoof's warning, naming both ports, is among the work's notes
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
             *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
             *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),

@@ -94,3 +94,14 @@ def test_audit_decodes_cookies_and_lists_missing_unexpected_and_other_apps_flows
     assert (punt["cluster"], punt["member"], punt["packets"], punt["bytes"]) == ("web", None, 7, 700)
     assert punt["claims"].startswith("1-19")
     assert len(report["flows"]) == len(expected)  # every app flow in the switch, the stale one included
+    assert report["shared_ports"] == []
+
+
+def test_the_audit_warns_of_a_port_shared_by_two_members():
+    core = located_core()
+    core.packet_in(1, 1, request("10.0.0.12", "10.0.0.12"), now=1.0)
+    core.tick(1, now=2.0)  # port 2 stays silent: the member has moved to port 1, beside 10.0.0.11
+    expected = core.expected_flows(1)
+    report = audit_switch(core.registry, expected, [ReadBackFlow(f, 0, 0) for f in expected], core.shared_ports(1))
+    members = [{"cluster": "web", "ip": "10.0.0.11"}, {"cluster": "web", "ip": "10.0.0.12"}]
+    assert report["shared_ports"] == [{"port": 1, "members": members, "other_sources": []}]
