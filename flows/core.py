@@ -27,7 +27,7 @@ from flows.locations import (
 from flows.model import Config, Member, Registry
 
 NOT_ARP = "packet_in_not_arp"
-COUNTERS = ("moves", "moves_limited")  # kept by flows/locations.py beside the verdicts
+COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
 VERDICT_OF = {
     Outcome.UNCONFIRMED: Verdict.UNCONFIRMED,
     Outcome.SPOOFED: Verdict.DROPPED_SPOOFED,

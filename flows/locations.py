@@ -249,7 +249,7 @@ class SwitchLocations:
         recent = [at for at in self.moves.get(key, []) if now - at < MOVE_WINDOW_SECONDS]
         self.moves[key] = recent
         if len(recent) >= self.settings.moves_per_minute:
-            self.counters["moves_limited"] += 1
+            self.counters["moves_refused"] += 1
             limit = f"{self.settings.moves_per_minute} moves in a minute"
             text = f"not moved from port {old_port} to port {claim.port} ({why}): at most {limit}"
             return Judgement(Outcome.MOVE_LIMITED, notes=(self._note(Level.WARNING, key, text),))

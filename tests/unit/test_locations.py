@@ -131,7 +131,7 @@ def test_moves_are_limited_per_member_and_minute():
     for now, port in ((1.0, 5), (2.0, 4)):
         assert where.claim(KEY, port, How.ARP, "x", now, LIVE - {where.ports()[KEY]}).changed
     limited = where.claim(KEY, 3, How.ARP, "x", 3.0, LIVE - {4})
-    assert (limited.outcome, where.ports(), where.counters["moves_limited"]) == (Outcome.MOVE_LIMITED, {KEY: 4}, 1)
+    assert (limited.outcome, where.ports(), where.counters["moves_refused"]) == (Outcome.MOVE_LIMITED, {KEY: 4}, 1)
     assert limited.notes[0].level == Level.WARNING and "at most 2 moves in a minute" in limited.notes[0].text
     assert where.claim(KEY, 3, How.ARP, "x", 61.5, LIVE - {4}).changed, "a minute later it may move again"
 
