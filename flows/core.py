@@ -51,7 +51,7 @@ class SwitchState:
     installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
     held: dict[str, frozenset[int]] = field(default_factory=dict)  # cluster -> delivery ports found at start
     held_rounds: int = 0  # rounds of probing for unlocated members since the held ports were found
-    next_unlocated_probe: float = float("-inf")  # at the first tick after connect or a registry change
+    next_unlocated_probe: float = float("-inf")  # when tick() next probes every port for unlocated members
 
     @property
     def live_ports(self) -> set[int]:
@@ -88,41 +88,49 @@ class NlbCore:
                     ports[key] = learned[key]
         return ports
 
-    def set_registry(self, registry: Registry) -> dict[int, Work]:
-        """A changed registry, pushed to every switch: the flows it changes. New members are probed for at
-        the next tick, which remembers when it sent each probe."""
+    def set_registry(self, registry: Registry, now: float) -> dict[int, Work]:
+        """A changed registry, pushed to every switch: the flows it changes, and probes for new members."""
         self.registry = registry
         unpinned = {(c.name, m.ip) for c in registry.clusters for m in c.members if not m.pinned}
         for where in self.where.values():
             where.forget(unpinned)
-        for state in self.switches.values():
-            state.next_unlocated_probe = float("-inf")
-        return {dpid: Work(diff=self._sync(dpid)) for dpid in self.switches}
+        return {dpid: Work(diff=self._sync(dpid), frames=self._probe_unlocated(dpid, now)) for dpid in self.switches}
 
-    def locations(self, cluster_name: str, member: Member, now: float) -> list[dict]:
-        """Where every connected switch sees the member: port, how it was found, when it was last confirmed
-        (seconds ago), whether a check is under way, and the spoofs seen against it."""
+    def locations(self, cluster_name: str, member: Member) -> list[dict]:
+        """Where every connected switch sees the member: port, how it was found, whether the port is up, and
+        the spoofs seen against it. Stable while nothing happens, as the REST member view needs."""
         key = (cluster_name, member.ip)
         views = []
         for dpid in sorted(self.switches):
             port = self.located_ports(dpid).get(key)
             if port is None:
                 continue
-            where = self._where(dpid)
-            location = where.located.get(key)
-            heard = where.pinned_heard.get(key) if member.pinned else location.heard
-            attempts = where.attempts.get(key)
+            location = self._where(dpid).located.get(key)
+            attempts = self._where(dpid).attempts.get(key)
             views.append(
                 {
                     "dpid": dpid,
                     "port": port,
                     "how": How.PINNED.value if member.pinned else location.how.value,
                     "port_up": self.switches[dpid].ports.get(port, False),
-                    "confirmed_ago": None if heard is None else round(now - heard, 1),
-                    "checking": key in where.claims or (location is not None and location.checking_since is not None),
                     "spoof_attempts": attempts.count if attempts else 0,
                     "last_spoof_port": attempts.last_port if attempts else None,
                 }
+            )
+        return views
+
+    def confirmations(self, cluster_name: str, member: Member, now: float) -> list[dict]:
+        """locations(), each with when the member was last heard there (seconds ago, None if not yet) and
+        whether a check of the port is under way: what `nlbflow status` shows."""
+        key = (cluster_name, member.ip)
+        views = []
+        for view in self.locations(cluster_name, member):
+            where = self._where(view["dpid"])
+            location = where.located.get(key)
+            heard = where.pinned_heard.get(key) if member.pinned else location.heard
+            checking = key in where.claims or (location is not None and location.checking_since is not None)
+            views.append(
+                {**view, "confirmed_ago": None if heard is None else round(now - heard, 1), "checking": checking}
             )
         return views
 
@@ -146,7 +154,7 @@ class NlbCore:
             "clusters": [
                 {
                     "name": c.name,
-                    "members": [{"ip": m.ip, "located": self.locations(c.name, m, now)} for m in c.members],
+                    "members": [{"ip": m.ip, "located": self.confirmations(c.name, m, now)} for m in c.members],
                 }
                 for c in self.registry.clusters
             ],
@@ -182,8 +190,8 @@ class NlbCore:
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
 
-    def flows_read_back(self, dpid: int, installed: Iterable[FlowSpec]) -> Work:
-        """Reconcile a switch by difference; members still unlocated are probed for at the next tick.
+    def flows_read_back(self, dpid: int, installed: Iterable[FlowSpec], now: float) -> Work:
+        """Reconcile a switch by difference, then look for members still unlocated.
 
         Member-delivery flows already in the switch say where members were; adopting them keeps a
         restarted controller from deleting the flows that carry traffic while it reconnects. Adopted
@@ -193,8 +201,7 @@ class NlbCore:
         self._adopt_locations(dpid, installed)
         state = self.switches[dpid]
         state.installed = installed
-        state.next_unlocated_probe = float("-inf")
-        return Work(diff=self._sync(dpid))
+        return Work(diff=self._sync(dpid), frames=self._probe_unlocated(dpid, now))
 
     def port_changed(self, dpid: int, port: int, present: bool, up: bool, now: float) -> Work:
         """A port went down or up, appeared or vanished. A member's port that is down gets no frames until
@@ -236,10 +243,7 @@ class NlbCore:
         judgement = where.tick(now, state.live_ports)
         frames, notes, changed = list(judgement.probes), list(judgement.notes), judgement.changed
         if now >= state.next_unlocated_probe:
-            state.next_unlocated_probe = now + UNLOCATED_PROBE_SECONDS
-            probes = self._unlocated_probes(dpid)
-            where.probes_sent(probes, now)
-            frames += probes
+            frames += self._probe_unlocated(dpid, now)
             if state.held:
                 state.held_rounds += 1
                 if state.held_rounds > self.settings.locations.unanswered_probes:
@@ -294,8 +298,18 @@ class NlbCore:
             self.where[dpid] = SwitchLocations(dpid, self.settings.locations, self.counters)
         return self.where[dpid]
 
+    def _probe_unlocated(self, dpid: int, now: float) -> tuple[FrameOut, ...]:
+        """ARP probes for members no switch has heard from, so a peer's first packet arrives; remembered, so
+        that only their answers count, and sent again UNLOCATED_PROBE_SECONDS later by tick()."""
+        state = self.switches[dpid]
+        if state.installed is None:  # no punt flow yet: the answers would be lost
+            return ()
+        state.next_unlocated_probe = now + UNLOCATED_PROBE_SECONDS
+        frames = self._unlocated_probes(dpid)
+        self._where(dpid).probes_sent(frames, now)
+        return frames
+
     def _unlocated_probes(self, dpid: int) -> tuple[FrameOut, ...]:
-        """ARP probes for members this switch has not heard from, so a peer's first packet arrives."""
         state = self.switches[dpid]
         heard_from = {key for where in self.where.values() for key in where.located}  # on any switch
         frames: list[FrameOut] = []

@@ -124,7 +124,7 @@ class FakeFabric:
         self.sent: list[Delivery] = []  # frames the controller sent out (packet-outs)
         self.notes: list[Note] = []  # what the controller logged
         self.now = 0.0  # the time the core is told; a test moves it on
-        self.apply(self.core.flows_read_back(dpid, self.table.flows.values()))
+        self.apply(self.core.flows_read_back(dpid, self.table.flows.values(), self.now))
 
     def send(self, in_port: int, frame: Frame) -> list[Delivery]:
         """Frames that leave the switch, on ports, for one frame entering on in_port."""

@@ -175,7 +175,7 @@ class NlbFlow(BaseApp):
             self._wait_synced()
             registry, touched = mutate(self.core.registry)
             save_state(self.state_file, registry)
-            for dpid, work in self.core.set_registry(registry).items():
+            for dpid, work in self.core.set_registry(registry, time.monotonic()).items():
                 if dpid in self.datapaths:  # one that just went away is read back when it reconnects
                     self._send(self.datapaths[dpid], work)
             try:
@@ -185,7 +185,7 @@ class NlbFlow(BaseApp):
             return touched
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
-        return self.core.locations(cluster_name, member, time.monotonic())
+        return self.core.locations(cluster_name, member)
 
     def audit(self) -> dict:
         switches = {}
@@ -202,7 +202,7 @@ class NlbFlow(BaseApp):
         with self.change_lock:
             self._wait_synced()
             for dpid, datapath in sorted(self.datapaths.items()):
-                work = self.core.flows_read_back(dpid, self._app_flows(datapath))
+                work = self.core.flows_read_back(dpid, self._app_flows(datapath), time.monotonic())
                 self._send(datapath, work)
                 repaired[f"{dpid:016x}"] = {"added": len(work.diff.to_add), "deleted": len(work.diff.to_delete)}
             self._wait_barriers()
@@ -231,7 +231,7 @@ class NlbFlow(BaseApp):
             self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", datapath.id, error)
             datapath.close()
             return
-        self._send(datapath, self.core.flows_read_back(datapath.id, installed))
+        self._send(datapath, self.core.flows_read_back(datapath.id, installed, time.monotonic()))
         self.synced[datapath.id].set()
 
     def _app_flows(self, datapath) -> list:

@@ -186,7 +186,7 @@ def test_a_vanished_port_takes_its_members_and_forget_drops_what_was_learned():
 def test_status_shows_how_each_location_was_found_when_it_was_confirmed_and_spoof_attempts():
     core = NlbCore(web_config())
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    core.flows_read_back(1, [])
+    core.flows_read_back(1, [], now=0.0)
     core.packet_in(1, 2, request(IP, IP), now=10.0)
     core.packet_in(1, 5, request(IP, IP), now=11.0)  # held: port 2 is probed
     core.packet_in(1, 2, request(IP, "10.0.0.11"), now=11.5)  # the member on its own port
@@ -272,7 +272,6 @@ def test_a_moved_multicast_member_is_found_again_by_its_nic_mac():
     config = parse_config(MULTICAST.replace("{ip: 10.0.0.12}", '{ip: 10.0.0.12, mac: "52:54:00:00:00:0c"}'))
     assert config.registry.clusters[0].mode == ClusterMode.MULTICAST
     net = FakeFabric(NlbCore(config), 1, list(SWITCH_PORTS))
-    net.tick()
     nic = "52:54:00:00:00:0c"
     answer = Frame.from_arp(reply(IP, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=nic, eth_src=nic))
     net.send(2, answer)

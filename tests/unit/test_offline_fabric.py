@@ -90,11 +90,13 @@ def test_a_member_that_never_spoke_is_found_by_probe_before_a_peer_needs_it():
     assert [(d.port, d.frame.arp_sha) for d in retry] == [(MEMBER_PORT[A], DM[B])]
 
 
-def test_switch_connect_probes_every_unlocated_member_at_the_first_tick():
+def test_switch_connect_probes_every_unlocated_member_on_every_port_and_again_every_few_seconds():
     core = NlbCore(web_config())
     net = FakeFabric(core, dpid=1, ports=list(SWITCH_PORTS))
-    assert net.sent == []
-    assert {(d.port, d.frame.arp_tpa) for d in net.tick()} == {(p, ip) for p in SWITCH_PORTS for ip in (A, B, C)}
+    everywhere = {(p, ip) for p in SWITCH_PORTS for ip in (A, B, C)}
+    assert {(d.port, d.frame.arp_tpa) for d in net.sent} == everywhere
+    assert net.tick(1.0) == [], "not at every tick"
+    assert {(d.port, d.frame.arp_tpa) for d in net.tick(4.0)} == everywhere
 
 
 def test_cluster_traffic_from_a_client_reaches_every_member_port_and_no_other():
@@ -183,10 +185,11 @@ def test_a_forged_probe_answer_from_a_non_member_port_does_not_move_a_located_me
 
 def test_a_probe_answer_nobody_asked_for_locates_no_one():
     net = fabric()
+    net.now += 2 * CONFIRM  # the probes sent at connect are no longer waiting for an answer
     forged = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC)
     assert net.send(OTHER_PORT, arp_in(forged)) == []
     assert ("web", B) not in net.core.located_ports(1)
-    net.tick()  # now the app probes every port for B, and B's own answer locates it
+    net.tick(5.0)  # now the app probes every port for B again, and B's own answer locates it
     net.send(MEMBER_PORT[B], arp_in(forged))
     assert net.core.located_ports(1)[("web", B)] == MEMBER_PORT[B]
 
@@ -221,7 +224,7 @@ def test_a_restarted_controller_adopts_locations_from_the_switch_and_changes_not
 
     restarted = NlbCore(web_config())
     restarted.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    work = restarted.flows_read_back(1, before.values())
+    work = restarted.flows_read_back(1, before.values(), now=0.0)
     assert work.diff.to_add == () and work.diff.to_delete == ()
     assert work.frames == ()  # every member is known again: nothing to probe
 
@@ -239,7 +242,6 @@ def test_in_every_mode_cluster_frames_leave_on_member_ports_only_never_back_wher
     config = web_config()
     cluster = replace(config.registry.clusters[0], mode=mode, cluster_mac=cluster_mac)
     net = FakeFabric(NlbCore(replace(config, registry=Registry(clusters=(cluster,)))), 1, list(SWITCH_PORTS))
-    net.tick()
     for ip, port in MEMBER_PORT.items():
         own_mac = f"02:00:00:00:00:{port:02x}" if mode != ClusterMode.UNICAST else CM
         net.send(port, arp_in(reply(ip, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=own_mac, eth_src=own_mac)))
@@ -274,7 +276,6 @@ def multicast_net() -> tuple[FakeFabric, NlbCore]:
     cluster = replace(config.registry.clusters[0], mode=ClusterMode.MULTICAST, cluster_mac=MULTICAST_CM)
     config = replace(config, registry=Registry(clusters=(cluster,)))
     net = FakeFabric(NlbCore(config), 1, list(SWITCH_PORTS))
-    net.tick()
     for ip, port in MEMBER_PORT.items():
         net.send(port, arp_in(probe_answer(ip, own_mac(port))))
     return net, NlbCore(config)
@@ -298,15 +299,14 @@ def test_a_restart_keeps_a_multicast_clusters_delivery_ports_until_its_members_a
     net, core = multicast_net()
     before = dict(net.table.flows)
     restarted = restarted_fabric(net, core)
-    assert restarted.sent == [] and restarted.table.flows == before, "nothing changed by the restart"
-    assert {out.frame.arp_tpa for out in restarted.tick()} == set(MEMBER_PORT), "members are looked for again"
+    assert restarted.table.flows == before, "nothing changed by the restart"
+    assert {out.frame.arp_tpa for out in restarted.sent} == set(MEMBER_PORT), "members are looked for again"
 
 
 def test_held_ports_no_member_answers_for_are_let_go_after_a_few_probe_rounds():
     """After a restart B answers from a new port and C not at all: their old ports stop getting the cluster."""
     net, core = multicast_net()
     restarted = restarted_fabric(net, core)
-    restarted.tick()
     restarted.send(MEMBER_PORT[A], arp_in(probe_answer(A, own_mac(1))))
     restarted.send(OTHER_PORT, arp_in(probe_answer(B, own_mac(2))))
     assert ports_of(restarted.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=MULTICAST_CM))) == {1, 2, 3, 5}
@@ -327,7 +327,7 @@ def test_a_deleted_members_port_gets_nothing_after_a_restart_even_while_another_
     restarted = unicast_restart_with_c_down()
     assert ports_of(restarted.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=CM))) == {1, 2}
     registry, _ = remove_member(restarted.core.registry, "web", B)
-    restarted.apply(restarted.core.set_registry(registry)[1])
+    restarted.apply(restarted.core.set_registry(registry, restarted.now)[1])
     assert ports_of(restarted.send(CLIENT_PORT, Frame(eth_src=CLIENT_MAC, eth_dst=CM))) == {1}
 
 

@@ -31,8 +31,6 @@ PINNED_AT_2 = {  # where the pinned member is, as the API shows it: never heard 
     "port": 2,
     "how": "pinned",
     "port_up": True,
-    "confirmed_ago": None,
-    "checking": False,
     "spoof_attempts": 0,
     "last_spoof_port": None,
 }
@@ -54,11 +52,11 @@ class StandInController:
     def change(self, mutate):
         registry, touched = mutate(self.core.registry)
         save_state(self.state_file, registry)
-        self.core.set_registry(registry)
+        self.core.set_registry(registry, now=0.0)
         return touched
 
     def locations(self, cluster_name, member):
-        return self.core.locations(cluster_name, member, now=0.0)
+        return self.core.locations(cluster_name, member)
 
     def audit(self):
         return {"switches": {}}
@@ -160,7 +158,8 @@ def test_flows_reconcile_and_status_come_from_the_controller(controller):
     status, body = call(controller, "GET", "/nlb/status")
     assert status == 200
     assert body["switches"] == [{"dpid": 1, "ports": [1, 2, 3], "ports_down": [], "shared_ports": []}]
-    assert body["clusters"][0]["members"][1] == {"ip": "10.0.0.12", "located": [PINNED_AT_2]}
+    status_view = {**PINNED_AT_2, "confirmed_ago": None, "checking": False}  # the status adds when it was heard
+    assert body["clusters"][0]["members"][1] == {"ip": "10.0.0.12", "located": [status_view]}
     assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["packet_in_not_arp"] == 0
     controller.core.not_arp()
     assert call(controller, "GET", "/nlb/status")[1]["counters"]["packet_in_not_arp"] == 1

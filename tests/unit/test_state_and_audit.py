@@ -48,23 +48,21 @@ def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
 def located_core() -> NlbCore:
     core = NlbCore(web_config())
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    core.flows_read_back(1, [])
+    core.flows_read_back(1, [], now=0.0)
     for ip, port in MEMBER_PORT.items():
         core.packet_in(1, port, request(ip, ip), now=0.0)
     return core
 
 
-def test_a_new_member_is_probed_at_the_next_tick_and_a_removed_one_loses_its_flows():
+def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
     core = located_core()
-    core.tick(1, now=0.5)
     registry, _ = add_member(core.registry, "web", {"ip": "10.0.0.14"})
-    work = core.set_registry(registry)[1]
+    work = core.set_registry(registry, now=1.0)[1]
+    assert {(out.frame.sha, out.frame.tpa) for out in work.frames} == {(PROBE_MAC, "10.0.0.14")}
     assert work.diff.to_add == () and work.diff.to_delete == ()
-    probes = core.tick(1, now=1.0).frames
-    assert {(out.frame.sha, out.frame.tpa) for out in probes} == {(PROBE_MAC, "10.0.0.14")}
 
     registry, _ = remove_member(core.registry, "web", "10.0.0.12")
-    diff = core.set_registry(registry)[1].diff
+    diff = core.set_registry(registry, now=2.0)[1].diff
     assert sorted(map(repr, (dict(flow.match) for flow in diff.to_delete))) == sorted(
         map(repr, [{"eth_dst": DM["10.0.0.12"]}, {"eth_src": CM, "in_port": MEMBER_PORT["10.0.0.12"]}])
     )
