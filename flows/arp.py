@@ -165,7 +165,7 @@ def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecis
             continue
         expected = cluster.cluster_mac if cluster.unicast else member.own_mac
         claimed = ((cluster.name, member.ip), in_port)
-        if frame.sha != (expected or frame.sha) or is_multicast_mac(frame.sha):
+        if (expected is not None and frame.sha != expected) or is_multicast_mac(frame.sha):
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
         return ArpDecision(Verdict.LOCATED, claimed=claimed)
     return ArpDecision(Verdict.LOCATED)
