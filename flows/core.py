@@ -266,7 +266,7 @@ class NlbCore:
         member = cluster.member_for_ip(key[1])
         if decision.verdict == Verdict.DROPPED_SPOOFED:
             own_port = self.located_ports(dpid).get(key)
-            return decision, Judgement(Outcome.SPOOFED, notes=(where.spoof_refused(key, port, own_port),))
+            return decision, Judgement(Outcome.SPOOFED, notes=(where.spoof_refused(key, port, own_port, now),))
         if member.pinned:
             where.heard_pinned(key, now)
             return decision, Judgement(Outcome.BELIEVED)

@@ -25,6 +25,7 @@ MemberKey = tuple[str, str]  # (cluster name, member ip)
 UNLOCATED_PROBE_SECONDS = 5.0  # unlocated members are looked for on every port this often
 MOVE_WINDOW_SECONDS = 60.0  # LocationSettings.moves_per_minute counts moves in this window
 SPOOFED = "dropped_spoofed"  # the counter a proven spoof adds to (the verdict of the same name)
+SPOOF_WARNING_SECONDS = 60.0  # spoofs of one member from one port: one WARNING a minute, the rest at DEBUG
 
 
 class How(str, Enum):
@@ -37,6 +38,7 @@ class How(str, Enum):
 
 
 class Level(str, Enum):
+    DEBUG = "debug"
     INFO = "info"
     WARNING = "warning"
 
@@ -110,6 +112,7 @@ class SwitchLocations:
     proven: dict[MemberKey, float] = field(default_factory=dict)  # when its own port last disproved a claim
     strangers: dict[int, set[str]] = field(default_factory=dict)  # port -> non-member sources heard there
     warned: set[tuple] = field(default_factory=set)  # shared-port warnings already logged
+    spoof_warned: dict[tuple[MemberKey, int], float] = field(default_factory=dict)  # (member, port) -> when
 
     def ports(self) -> dict[MemberKey, int]:
         return {key: location.port for key, location in self.located.items()}
@@ -151,7 +154,7 @@ class SwitchLocations:
             return self._move(key, Claim(port, how, mac, now), now, f"port {location.port} is down or gone")
         if now - self.proven.get(key, float("-inf")) <= self.settings.confirm_seconds:
             self._attempt(key, port)
-            return Judgement(Outcome.SPOOFED, notes=(self._spoof_note(key, port, location.port),))
+            return Judgement(Outcome.SPOOFED, notes=(self._spoof_note(key, port, location.port, now),))
         if key in self.claims:
             return Judgement(Outcome.UNCONFIRMED)
         self.claims[key] = Claim(port, how, mac, now)
@@ -160,11 +163,11 @@ class SwitchLocations:
         text = f"on port {location.port}, heard on port {port}: probing port {location.port} before believing it"
         return Judgement(Outcome.UNCONFIRMED, probes=probes, notes=(self._note(Level.INFO, key, text),))
 
-    def spoof_refused(self, key: MemberKey, port: int, own_port: int | None) -> Note:
+    def spoof_refused(self, key: MemberKey, port: int, own_port: int | None, now: float) -> Note:
         """A frame decide_arp() already refused (a pinned member's DIP from another port, another cluster's
         MAC, a probe answer with the wrong sender MAC): counted against the member it claimed."""
         self._attempt(key, port)
-        return self._spoof_note(key, port, own_port)
+        return self._spoof_note(key, port, own_port, now)
 
     def heard_pinned(self, key: MemberKey, now: float) -> None:
         self.pinned_heard[key] = now
@@ -224,6 +227,7 @@ class SwitchLocations:
         for table in (self.located, self.claims, self.moves, self.attempts, self.pinned_heard, self.proven):
             for key in [key for key in table if key not in keep]:
                 del table[key]
+        self.spoof_warned = {seen: at for seen, at in self.spoof_warned.items() if seen[0] in keep}
 
     def shared_port_notes(self, located: Mapping[MemberKey, int]) -> tuple[Note, ...]:
         """One warning per port, the first time it is seen holding several members or other hosts."""
@@ -264,18 +268,22 @@ class SwitchLocations:
         self.proven[key] = now
         self.counters[SPOOFED] += 1
         self._attempt(key, claimed_port)
-        return self._spoof_note(key, claimed_port, own_port)
+        return self._spoof_note(key, claimed_port, own_port, now)
 
     def _attempt(self, key: MemberKey, port: int) -> None:
         attempts = self.attempts.setdefault(key, Attempts())
         attempts.count += 1
         attempts.last_port = port
 
-    def _spoof_note(self, key: MemberKey, port: int, own_port: int | None) -> Note:
+    def _spoof_note(self, key: MemberKey, port: int, own_port: int | None, now: float) -> Note:
+        """A WARNING naming both ports; repeats from the same port within a minute go to DEBUG, so a flood
+        of forgeries (each counted all the same) does not flood the log."""
+        warned = self.spoof_warned.get((key, port))
+        level = Level.DEBUG if warned is not None and now - warned < SPOOF_WARNING_SECONDS else Level.WARNING
+        if level == Level.WARNING:
+            self.spoof_warned[(key, port)] = now
         where = f"on port {own_port}" if own_port is not None else "unlocated"
-        return self._note(
-            Level.WARNING, key, f"{where}: a frame claiming it from port {port} was a spoof, dropped ({SPOOFED})"
-        )
+        return self._note(level, key, f"{where}: a frame claiming it from port {port} was a spoof, dropped ({SPOOFED})")
 
     def _note(self, level: Level, key: MemberKey, text: str) -> Note:
         return Note(level, f"dpid {self.dpid}: member {key[1]} of cluster {key[0]} {text}")

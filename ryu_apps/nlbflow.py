@@ -271,7 +271,8 @@ class NlbFlow(BaseApp):
 
     def _send(self, datapath, work: Work) -> None:
         for note in work.notes:
-            (self.logger.warning if note.level == Level.WARNING else self.logger.info)("%s", note.text)
+            log = {Level.WARNING: self.logger.warning, Level.INFO: self.logger.info}.get(note.level, self.logger.debug)
+            log("%s", note.text)
         for message in ofmsgs.work_messages(datapath, work):
             datapath.send_msg(message)
 

@@ -177,10 +177,10 @@ def test_a_member_cannot_be_impersonated_from_another_port_pinned_or_not(lab, ru
     with ExitStack() as stack:
         seen = [stack.enter_context(lab.capture(peer, "arp")) for peer in (m2, m3)]
         lab.send_frames(client, [forged_arp(m1.ip, m2.ip, client.mac), forged_arp(m1.ip, m3.ip, client.mac)])
-    assert spoofed_count(lab) == before + 2
+    assert spoofed_count(lab) == before + 2, "each forgery is counted"
     warned = [line for line in lab.controller_log().splitlines() if "dropped_spoofed" in line]
-    assert len(warned) == 2, lab.controller_log()
-    assert all(f"on port {m1.ofport}: a frame claiming it from port {client.ofport}" in line for line in warned)
+    assert len(warned) == 1, "one warning a minute for forgeries of one member from one port"
+    assert f"on port {m1.ofport}: a frame claiming it from port {client.ofport}" in warned[0]
     assert "nlbflow on" not in lab.controller_log(), "only warnings are logged: the drop is logged as one"
     from_m1 = [f.summary() for capture in seen for f in capture.frames if ARP in f and f[ARP].psrc == m1.ip]
     assert from_m1 == [], "a forged ARP from another port reached a peer"

@@ -101,6 +101,13 @@ def test_right_after_a_proof_another_claim_is_a_spoof_at_once_and_later_one_is_c
     assert (later.outcome, probe_targets(later.probes)) == (Outcome.UNCONFIRMED, [(2, IP)])
 
 
+def test_spoofs_from_one_port_are_warned_of_once_a_minute_and_counted_every_time():
+    where = located_at(2)
+    levels = [where.spoof_refused(KEY, port, 2, now).level for port, now in ((5, 1.0), (5, 2.0), (4, 3.0), (5, 62.0))]
+    assert levels == [Level.WARNING, Level.DEBUG, Level.WARNING, Level.WARNING]
+    assert (where.attempts[KEY].count, where.attempts[KEY].last_port) == (4, 5)
+
+
 def test_a_claim_whose_old_port_stays_silent_is_a_move_logged_with_both_ports():
     where = located_at(2)
     where.claim(KEY, 5, How.ARP, "x", 1.0, LIVE)
