@@ -2,7 +2,8 @@
 
 Forged frames come from an outsider's namespace on a port of its own; the members keep their ports, keep
 reaching each other, and the controller counts and logs each forgery. A member whose NIC moves to another
-port (a VM migration) is followed once its old port has stayed silent for the confirm time.
+port (a VM migration) is followed once its old port has stayed silent for the confirm time; a
+multicast-mode member, whose ARP the app never sees, is found again by its registered NIC MAC.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from contextlib import ExitStack
 import pytest
 from scapy.layers.l2 import ARP
 
-from tests.lab.appkit import RUNTIMES, dm
+from flows.addresses import multicast_cluster_mac
+from tests.lab.appkit import RUNTIMES, VIP, dm
 from tests.lab.trustkit import (
     OTHER_CLUSTER_MAC,
     UNKNOWN_TARGET,
     announce,
+    cluster_delivery_ports,
     counters,
     delivery_outputs,
     forged_member_arp,
@@ -24,6 +27,7 @@ from tests.lab.trustkit import (
     member_ports,
     move_nic,
     pinging,
+    start_multicast_cluster,
     start_two_clusters,
     wait_for,
 )
@@ -87,3 +91,21 @@ def test_a_member_whose_nic_moves_to_another_port_is_followed_once_its_old_port_
     assert delivery_outputs(lab, dm(m3)) == [f"set_field:{m3.mac}->eth_dst,output:{new_port}"]
     assert lab.ping(m1, m3.ip) and lab.ping(moved, m1.ip)
     assert counters(lab)["dropped_spoofed"] == 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_multicast_member_whose_nic_moves_is_found_again_by_its_nic_mac(lab, runtime):
+    """Its ARP is not punted: the check of its quiet location finds the old port silent, the member is
+    looked for on every port, and its answer from the new port, with its registered NIC MAC, locates it."""
+    members, _ = start_multicast_cluster(lab, runtime)
+    m1, _, m3 = members
+    cluster_mac = multicast_cluster_mac(VIP)
+    assert cluster_delivery_ports(lab, cluster_mac) == [1, 2, 3]
+    old_port, new_port = m3.ofport, 9
+
+    moved = move_nic(lab, m3, new_port)
+
+    assert wait_for(lambda: member_ports(lab, m3.ip) == [new_port], timeout=30), lab.controller_log()
+    assert f"member {m3.ip} of cluster web lost: 2 probes on port {old_port} unanswered" in lab.controller_log()
+    assert cluster_delivery_ports(lab, cluster_mac) == [1, 2, new_port]
+    assert lab.ping(moved, m1.ip) and lab.ping(m1, moved.ip)

@@ -16,6 +16,7 @@ from flows.addresses import PROBE_MAC, unicast_cluster_mac
 from tests.lab.appkit import (
     OUTSIDER_ADDRESS,
     OUTSIDER_MAC,
+    VIP,
     ClusterLab,
     api_ok,
     cluster_yaml,
@@ -23,7 +24,7 @@ from tests.lab.appkit import (
     wait_for_table,
     write_config,
 )
-from tests.netlab import BRIDGE, CLUSTER_MAC, Host, Lab
+from tests.netlab import BRIDGE, CLUSTER_MAC, CLUSTER_VIP, MEMBER_DIPS, Host, Lab
 
 OTHER_VIP = "10.0.0.200"
 OTHER_CLUSTER_MAC = unicast_cluster_mac(OTHER_VIP)
@@ -43,6 +44,40 @@ def start_two_clusters(lab: Lab, runtime: str, extra_args: tuple[str, ...] = ())
     table = wait_for_table(lab, expected)
     assert sorted(table) == sorted(expected), f"app flows never became the expected set:\n{lab.controller_log()}"
     return ClusterLab(lab, members, client, outsider, runtime, "proxy", config_path)
+
+
+QUICK_CHECKS = (  # fabric.locations for a lab: quiet members are checked, and given up, within seconds
+    "fabric:\n  locations: {confirm_seconds: 0.5, idle_seconds: 2, unanswered_probes: 2}\n"
+)
+
+
+def start_multicast_cluster(lab: Lab, runtime: str) -> tuple[list[Host], Host]:
+    """A multicast-mode cluster whose members (own NIC MACs, registered as their `mac`) sit on ports 1-3,
+    an outsider on 5, quick location checks; every member located."""
+    members = [
+        lab.add_host(f"m{i}", f"02:00:0a:00:00:{10 + i:02x}", [dip, CLUSTER_VIP], ofport=i)
+        for i, dip in enumerate(MEMBER_DIPS, start=1)
+    ]
+    outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=5)
+    members_yaml = "".join(f"      - {{ip: {m.ip}, mac: '{m.mac}'}}\n" for m in members)
+    text = f"{QUICK_CHECKS}clusters:\n  - name: web\n    cluster_ip: {VIP}\n    mode: multicast\n"
+    config_path = write_config(lab, text + f"    members:\n{members_yaml}")
+    lab.start_controller(runtime, config_path)
+    lab.wait_connected()
+    expected = expected_table(config_path, members)
+    assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()
+    return members, outsider
+
+
+def cluster_delivery_ports(lab: Lab, cluster_mac: str) -> list[int]:
+    """The ports the cluster's delivery flow sends its frames to (ovs-ofctl dump-flows)."""
+    flows = [flow for flow in lab.dump_flows() if flow.match == f"dl_dst={cluster_mac}"]
+    return sorted(
+        int(action.split(":")[1])
+        for flow in flows
+        for action in flow.actions.split(",")
+        if action.startswith("output:")
+    )
 
 
 def forged_member_arp(member: Host, target_ip: str, src_mac: str, sender_mac: str = CLUSTER_MAC) -> bytes:
