@@ -47,14 +47,20 @@ class Verdict(str, Enum):
     LOCATED = "located"  # a member's answer to the app's own probe: consumed
     TARGET_UNLOCATED = "target_unlocated"  # the peer has not been found yet: probed, not answered
     NOT_A_CLUSTER = "not_a_cluster"  # sha is no registered cluster MAC (a cluster just removed): dropped
-    DROPPED_SPOOFED = "dropped_spoofed"  # claims a pinned member's DIP from another port: dropped
+    DROPPED_SPOOFED = "dropped_spoofed"  # claims a member it cannot be from (docs/trust.md): dropped
+    UNCONFIRMED = "unconfirmed"  # claims a member located on another port: dropped while that port is probed
+    PROBE_UNSOLICITED = "probe_unsolicited"  # answers no probe the app sent there recently: dropped
+    MOVE_LIMITED = "move_limited"  # the member moved too often in the last minute: dropped
 
 
 @dataclass(frozen=True)
 class ArpDecision:
+    """What to send, and where the frame says a member is: ((cluster, member ip), port). Whether that
+    claim is believed is for flows/locations.py; with DROPPED_SPOOFED it is the member the spoof claimed."""
+
     verdict: Verdict
     outputs: tuple[FrameOut, ...] = ()
-    learned: tuple[tuple[str, str], int] | None = None  # ((cluster, member ip), port) seen just now
+    claimed: tuple[tuple[str, str], int] | None = None
 
 
 def probe_frame(target_ip: str) -> ArpFrame:
@@ -107,7 +113,12 @@ def decide_arp(
     frame: ArpFrame,
     normal_delivery: bool = False,
 ) -> ArpDecision:
-    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see _spread()."""
+    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see _spread().
+
+    A frame claiming a member's DIP with another cluster's MAC, or a pinned member's from another port, is
+    a spoof. A sender that is no member (the VIP or an unknown IP as arp_spa, from a port where no member
+    is located) is never answered with a dedicated MAC: dedicated MACs never leave a non-member port.
+    """
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -115,40 +126,50 @@ def decide_arp(
         return ArpDecision(Verdict.NOT_A_CLUSTER)
 
     sender = cluster.member_for_ip(frame.spa)
-    learned = None
+    claimed = ((cluster.name, sender.ip), in_port) if sender is not None else None
     ports = dict(member_ports)
+    if sender is None:
+        owner = next((c for c in registry.clusters if c.member_for_ip(frame.spa) is not None), None)
+        if owner is not None:  # another cluster's MAC with this member's DIP: its peers would cache it
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owner.name, frame.spa), in_port))
     if sender is not None and sender.pinned and ports.get((cluster.name, sender.ip)) != in_port:
-        return ArpDecision(Verdict.DROPPED_SPOOFED)
-    if sender is not None and not sender.pinned:
-        learned = ((cluster.name, sender.ip), in_port)
+        return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
+    if sender is not None:
         ports[(cluster.name, sender.ip)] = in_port
     if sender is None:  # a DAD probe (0.0.0.0) or the VIP as sender IP: recognise the sender by its port
         sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
 
     target = cluster.member_for_ip(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
-    if target is None or is_own or (sender is None and frame.op == ARP_REPLY):
+    if target is None or is_own or sender is None:
         spread = _spread(frame, sender, cluster, ports, switch_ports, in_port, normal_delivery)
-        return ArpDecision(Verdict.FORWARDED, spread, learned)
+        return ArpDecision(Verdict.FORWARDED, spread, claimed)
 
     target_port = ports.get((cluster.name, target.ip))
     if target_port is None:
-        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(target.ip, switch_ports), learned)
+        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(target.ip, switch_ports), claimed)
     if frame.op == ARP_REPLY:
-        return ArpDecision(Verdict.REVISED, (FrameOut(target_port, revised_reply(frame, sender, cluster)),), learned)
+        return ArpDecision(Verdict.REVISED, (FrameOut(target_port, revised_reply(frame, sender, cluster)),), claimed)
     if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa == sender.ip:
         # with the VIP as sender IP the target would drop the request (its own address): answer instead
-        return ArpDecision(Verdict.RELAYED, (FrameOut(target_port, for_peer(frame, sender, cluster)),), learned)
-    return ArpDecision(Verdict.ANSWERED, (FrameOut(in_port, proxy_reply(cluster, target, frame)),), learned)
+        return ArpDecision(Verdict.RELAYED, (FrameOut(target_port, for_peer(frame, sender, cluster)),), claimed)
+    return ArpDecision(Verdict.ANSWERED, (FrameOut(in_port, proxy_reply(cluster, target, frame)),), claimed)
 
 
 def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecision:
-    """A member answered the app's probe (with the cluster MAC in unicast mode, its own MAC otherwise):
-    now its port is known. The answer goes nowhere else."""
+    """An answer to the app's probe goes nowhere else. It claims a member's port only with the fields that
+    member sends: its DIP as arp_spa and, as arp_sha, the cluster MAC in unicast mode or the member's
+    registered NIC MAC in the multicast modes (any unicast MAC when none is registered). Whether the app
+    sent that probe, there and recently, is for flows/locations.py."""
     for cluster in registry.clusters:
         member = cluster.member_for_ip(frame.spa)
-        if member is not None and not member.pinned:
-            return ArpDecision(Verdict.LOCATED, (), ((cluster.name, member.ip), in_port))
+        if member is None or member.pinned:  # a pinned member is never probed
+            continue
+        expected = cluster.cluster_mac if cluster.unicast else member.own_mac
+        claimed = ((cluster.name, member.ip), in_port)
+        if (expected is not None and frame.sha != expected) or is_multicast_mac(frame.sha):
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
+        return ArpDecision(Verdict.LOCATED, claimed=claimed)
     return ArpDecision(Verdict.LOCATED)
 
 

@@ -60,8 +60,11 @@ def audit_switch(
     expected: Iterable[FlowSpec],
     read_back: Iterable[ReadBackFlow],
     refused: Iterable[Refusal] = (),
+    shared_ports: Iterable[dict] = (),
 ) -> dict:
-    """`refused`: flow changes the switch kept refusing on this connection (they also show as missing)."""
+    """`refused`: flow changes the switch kept refusing on this connection (they also show as missing).
+    `shared_ports` (NlbCore.shared_ports()) warns of ports holding several members or other hosts too:
+    the flows cannot serve those correctly (docs/trust.md)."""
     read_back = list(read_back)
     app_flows = [flow for flow in read_back if is_app_cookie(flow.spec.cookie)]
     expected_set = set(expected)
@@ -74,6 +77,7 @@ def audit_switch(
         "unexpected": [flow_entry(registry, spec) for spec in sorted(installed - expected_set, key=_order)],
         "other_apps_flows": len(read_back) - len(app_flows),
         "refused": refused_entries(registry, refused),
+        "shared_ports": list(shared_ports),
     }
 
 

@@ -29,7 +29,17 @@ from flows.addresses import (
     unicast_cluster_mac,
 )
 from flows.flowspec import OFPP_MAX
-from flows.model import ArpMode, Cluster, ClusterMode, Config, ControllerSettings, Member, Registry, Settings
+from flows.model import (
+    ArpMode,
+    Cluster,
+    ClusterMode,
+    Config,
+    ControllerSettings,
+    LocationSettings,
+    Member,
+    Registry,
+    Settings,
+)
 
 DEFAULT_CLUSTER_MAC = {
     ClusterMode.UNICAST: unicast_cluster_mac,
@@ -159,7 +169,8 @@ MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
-    fields = _fields(data, key, source, required=(), optional=_SWITCHES + _PUNT_RATES)
+    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations"))
+    locations = _locations_from_data(fields.pop("locations", {}), _join(key, "locations"), source)
     for name, value in fields.items():
         if name in _SWITCHES and not isinstance(value, bool):
             raise ConfigError(source, _join(key, name), f"expected true or false, got {_describe(value)}")
@@ -171,7 +182,7 @@ def _settings_from_data(data: object, key: str, source: str) -> Settings:
                 _join(key, name),
                 f"expected packets per second, an integer from 1 to {MAX_PUNT_RATE}, got {_describe(value)}",
             )
-    settings = Settings(**fields)
+    settings = Settings(**fields, locations=locations)
     if settings.punt_rate_per_port > settings.punt_rate_total:
         raise ConfigError(
             source,
@@ -179,6 +190,26 @@ def _settings_from_data(data: object, key: str, source: str) -> Settings:
             f"{settings.punt_rate_per_port} is above punt_rate_total ({settings.punt_rate_total})",
         )
     return settings
+
+
+def _locations_from_data(data: object, key: str, source: str) -> LocationSettings:
+    """fabric.locations: how member locations are confirmed (docs/trust.md); each key has a default."""
+    durations = ("confirm_seconds", "idle_seconds")
+    counts = ("unanswered_probes", "moves_per_minute")
+    fields = _fields(data, key, source, required=(), optional=durations + counts)
+    for name, value in fields.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in durations and not (number and 0 < value <= 3600):
+            raise ConfigError(
+                source, _join(key, name), f"expected seconds (above 0, at most 3600), got {_describe(value)}"
+            )
+        if name in counts and not (number and isinstance(value, int) and 1 <= value <= 1000):
+            raise ConfigError(source, _join(key, name), f"expected an integer from 1 to 1000, got {_describe(value)}")
+    if fields.get("confirm_seconds", LocationSettings.confirm_seconds) >= fields.get(
+        "idle_seconds", LocationSettings.idle_seconds
+    ):
+        raise ConfigError(source, _join(key, "confirm_seconds"), "must be shorter than idle_seconds")
+    return LocationSettings(**{name: float(value) if name in durations else value for name, value in fields.items()})
 
 
 def _controller_from_data(data: object, key: str, source: str) -> ControllerSettings:
@@ -291,27 +322,30 @@ def cluster_from_data(data: object, key: str, source: str) -> Cluster:
     members_key = _join(key, "members")
     members_data = _list(fields.get("members", []), members_key, source)
     members = tuple(
-        member_from_data(item, f"{members_key}[{index}]", source) for index, item in enumerate(members_data)
+        member_from_data(item, f"{members_key}[{index}]", source, mode) for index, item in enumerate(members_data)
     )
     return Cluster(
         name=name, cluster_ip=cluster_ip, cluster_mac=cluster_mac, arp=ArpMode(arp), mode=mode, members=members
     )
 
 
-def member_from_data(data: object, key: str, source: str) -> Member:
-    """One member's own fields; validate_registry() checks it against the other members."""
+def member_from_data(data: object, key: str, source: str, mode: ClusterMode = ClusterMode.UNICAST) -> Member:
+    """One member's own fields; validate_registry() checks it against the other members.
+
+    `mac` is the member's dedicated MAC in unicast mode; in the multicast modes, where members keep their
+    own NICs' MACs, it is that NIC MAC, and the member's probe answers must carry it (docs/trust.md).
+    """
     fields = _fields(data, key, source, required=("ip",), optional=("mac", "dpid", "port"))
     ip = _address(parse_host_ipv4, fields["ip"], _join(key, "ip"), source)
-    if "mac" in fields:
-        mac = _address(parse_unicast_mac, fields["mac"], _join(key, "mac"), source)
-    else:
-        mac = dedicated_mac(ip)
+    given = _address(parse_unicast_mac, fields["mac"], _join(key, "mac"), source) if "mac" in fields else None
+    mac = given if given is not None and mode == ClusterMode.UNICAST else dedicated_mac(ip)
+    own_mac = given if mode != ClusterMode.UNICAST else None
     if ("dpid" in fields) != ("port" in fields):
         given, missing = ("dpid", "port") if "dpid" in fields else ("port", "dpid")
         raise ConfigError(source, _join(key, given), f"given without {missing}: pin a member with both or neither")
     dpid = _dpid(fields["dpid"], _join(key, "dpid"), source) if "dpid" in fields else None
     port = _port(fields["port"], _join(key, "port"), source) if "port" in fields else None
-    return Member(ip=ip, dedicated_mac=mac, dpid=dpid, port=port)
+    return Member(ip=ip, dedicated_mac=mac, dpid=dpid, port=port, own_mac=own_mac)
 
 
 def validate_registry(registry: Registry, source: str) -> None:
@@ -360,6 +394,8 @@ def validate_registry(registry: Registry, source: str) -> None:
             _claim(
                 macs, member.dedicated_mac, f"the dedicated MAC of {owner}", member.dedicated_mac, source, f"{key}.mac"
             )
+            if member.own_mac is not None:
+                _claim(macs, member.own_mac, f"the NIC MAC of {owner}", member.own_mac, source, f"{key}.mac")
             if member.pinned:
                 _claim(
                     locations,

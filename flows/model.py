@@ -23,12 +23,17 @@ class ArpMode(str, Enum):
 
 @dataclass(frozen=True)
 class Member:
-    """One host of a cluster: its dedicated IP and MAC, and where it is pinned, if it is."""
+    """One host of a cluster: its dedicated IP and MAC, and where it is pinned, if it is.
+
+    own_mac is the NIC MAC of a multicast- or IGMP-mode member (those keep their own MACs): registered,
+    it is the only sender MAC the member's probe answers may carry (method.md, Trust).
+    """
 
     ip: str
     dedicated_mac: str
     dpid: int | None = None
     port: int | None = None
+    own_mac: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -57,6 +62,10 @@ class Cluster:
     def member_for_dedicated_mac(self, mac: str) -> Member | None:
         return next((member for member in self.members if member.dedicated_mac == mac), None)
 
+    def entry_mac(self, member: Member) -> str | None:
+        """What a member entry's `mac` names: the dedicated MAC in unicast mode, else the NIC MAC, if registered."""
+        return member.dedicated_mac if self.unicast else member.own_mac
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -72,6 +81,16 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class LocationSettings:
+    """How learned member locations are confirmed and kept honest (method.md, Trust; docs/trust.md)."""
+
+    confirm_seconds: float = 1.0  # how long a probe may take to be answered: a move's old port, a re-probe
+    idle_seconds: float = 30.0  # a member not heard from this long is probed again on its port
+    unanswered_probes: int = 3  # that many probes in a row unanswered and the member is unlocated again
+    moves_per_minute: int = 6  # at most this many moves per member and switch in any minute
+
+
+@dataclass(frozen=True)
 class Settings:
     """Fabric-wide behaviour that is not part of any cluster."""
 
@@ -79,6 +98,7 @@ class Settings:
     source_masking: bool = True  # a member's frames leave with its dedicated MAC as source, never the cluster MAC
     punt_rate_per_port: int = 100  # packets/s one port may send the controller (flows/meters.py)
     punt_rate_total: int = 1000  # packets/s all ports together may send the controller
+    locations: LocationSettings = field(default_factory=LocationSettings)
 
 
 @dataclass(frozen=True)

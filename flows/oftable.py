@@ -8,11 +8,13 @@ core sends back is delivered, so a test can follow ARP -> answer -> rewrite flow
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from flows.arp import ArpFrame
 from flows.core import NlbCore, Work
 from flows.flowspec import ETH_TYPE_ARP, FlowDiff, FlowSpec, GotoTable, Normal, Output, SetField, ToController
+from flows.locations import Note
 
 ETH_TYPE_IPV4 = 0x0800
 
@@ -111,27 +113,38 @@ class FakeOFTable:
 class FakeFabric:
     """One fake switch driven by a real NlbCore, with the controller loop closed."""
 
-    def __init__(self, core: NlbCore, dpid: int, ports: list[int]) -> None:
+    def __init__(
+        self, core: NlbCore, dpid: int, ports: list[int], table: FakeOFTable | None = None, down: Iterable[int] = ()
+    ) -> None:
+        """table: the flows a switch already holds (a controller restart); down: its ports that are down."""
         self.core = core
         self.dpid = dpid
-        self.table = FakeOFTable()
-        self.core.switch_connected(dpid, dict.fromkeys(ports, True))
+        self.table = table or FakeOFTable()
+        self.core.switch_connected(dpid, {port: port not in set(down) for port in ports})
         self.sent: list[Delivery] = []  # frames the controller sent out (packet-outs)
-        self.apply(self.core.flows_read_back(dpid, self.table.flows.values()))
+        self.notes: list[Note] = []  # what the controller logged
+        self.now = 0.0  # the time the core is told; a test moves it on
+        self.apply(self.core.flows_read_back(dpid, self.table.flows.values(), self.now))
 
     def send(self, in_port: int, frame: Frame) -> list[Delivery]:
         """Frames that leave the switch, on ports, for one frame entering on in_port."""
         out: list[Delivery] = []
         for delivery in self.table.forward(in_port, frame):
             if delivery.port == CONTROLLER:
-                _, work = self.core.packet_in(self.dpid, in_port, delivery.frame.to_arp())
+                _, work = self.core.packet_in(self.dpid, in_port, delivery.frame.to_arp(), self.now)
                 out += self.apply(work)
             else:
                 out.append(delivery)
         return out
 
+    def tick(self, seconds: float = 0.0) -> list[Delivery]:
+        """Move the clock on, then run the core's periodic work; the frames it sends."""
+        self.now += seconds
+        return self.apply(self.core.tick(self.dpid, self.now))
+
     def apply(self, work: Work) -> list[Delivery]:
         self.table.apply(work.diff)
+        self.notes += work.notes
         frames = [Delivery(frame_out.port, Frame.from_arp(frame_out.frame)) for frame_out in work.frames]
         self.sent += frames
         return frames

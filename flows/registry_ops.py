@@ -68,7 +68,7 @@ def remove_cluster(registry: Registry, name: str) -> tuple[Registry, Cluster]:
 def add_member(registry: Registry, name: str, data: object) -> tuple[Registry, Member]:
     cluster = find_cluster(registry, name)
     _only(data, MEMBER_FIELDS)
-    member = _bad_field(lambda: member_from_data(data, "", SOURCE))
+    member = _bad_field(lambda: member_from_data(data, "", SOURCE, cluster.mode))
     if cluster.member_for_ip(member.ip) is not None:
         raise RegistryError(409, f"ip: {member.ip} is already a member of cluster {name!r}")
     return _checked(_with_members(registry, cluster, (*cluster.members, member))), member
@@ -77,17 +77,17 @@ def add_member(registry: Registry, name: str, data: object) -> tuple[Registry, M
 def update_member(registry: Registry, name: str, ip: str, data: object) -> tuple[Registry, Member]:
     """Move a member (pin it, or unpin it with dpid and port null) or change its dedicated MAC."""
     member = find_member(registry, name, ip)
+    cluster = find_cluster(registry, name)
     _only(data, MEMBER_PATCH_FIELDS)
     nulls = sorted(key for key, value in data.items() if value is None and key not in UNPIN_FIELDS)
     if nulls:
         raise RegistryError(400, f"{nulls[0]}: null is not allowed; only dpid and port may be null (to unpin)")
-    merged: dict = {"ip": member.ip, "mac": member.dedicated_mac}
+    merged: dict = {"ip": member.ip, "mac": cluster.entry_mac(member)}
     if member.pinned:
         merged.update(dpid=member.dpid, port=member.port)
     merged.update(data)
     merged = {key: value for key, value in merged.items() if value is not None}
-    updated = _bad_field(lambda: member_from_data(merged, "", SOURCE))
-    cluster = find_cluster(registry, name)
+    updated = _bad_field(lambda: member_from_data(merged, "", SOURCE, cluster.mode))
     members = tuple(updated if m.ip == ip else m for m in cluster.members)
     return _checked(_with_members(registry, cluster, members)), updated
 

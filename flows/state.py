@@ -79,8 +79,9 @@ def load_state(path: str) -> Registry | None:
         ) from None
 
 
-def member_data(member: Member) -> dict:
-    data: dict = {"ip": member.ip, "mac": member.dedicated_mac}
+def member_data(member: Member, cluster: Cluster) -> dict:
+    mac = cluster.entry_mac(member)
+    data: dict = {"ip": member.ip, **({"mac": mac} if mac else {})}
     if member.pinned:
         data.update(dpid=member.dpid, port=member.port)
     return data
@@ -93,7 +94,7 @@ def cluster_data(cluster: Cluster) -> dict:
         "cluster_mac": cluster.cluster_mac,
         "mode": cluster.mode.value,
         "arp": cluster.arp.value,
-        "members": [member_data(member) for member in cluster.members],
+        "members": [member_data(member, cluster) for member in cluster.members],
     }
 
 

@@ -238,6 +238,7 @@ def format_flows(audit: dict) -> str:
                     _flow_section("unexpected", switch["unexpected"]),
                     *[_refused_line(flow) for flow in switch.get("refused", [])],
                     f"flows of other apps: {switch['other_apps_flows']}",
+                    *(_shared_port(switch["dpid"], shared).strip() for shared in switch.get("shared_ports", [])),
                 ]
             )
         )
@@ -287,10 +288,15 @@ def format_status(status: dict) -> str:
     for switch in switches:
         lines.append(f"  {_dpid(switch['dpid'])}  ports {', '.join(str(port) for port in switch['ports']) or 'none'}")
         lines += _meter_lines(switch.get("meters", []))
+    lines += [_shared_port(s["dpid"], shared) for s in switches for shared in s.get("shared_ports", [])]
     lines.append(f"members located: {located} of {len(members)}")
     if members:
-        rows = [(name, member["ip"], _located(member["located"])) for name, member in members]
-        lines.append(_table(("CLUSTER", "MEMBER", "LOCATED"), rows, indent="  "))
+        rows = [
+            (name, member["ip"], *_location_columns(spot))
+            for name, member in members
+            for spot in member["located"] or [None]
+        ]
+        lines.append(_table(("CLUSTER", "MEMBER", "LOCATED", "HOW", "CONFIRMED", "SPOOF ATTEMPTS"), rows, indent="  "))
     counters = status["counters"]
     lines.append("counters:")
     if counters:
@@ -304,6 +310,28 @@ def _meter_lines(meters: list) -> list[str]:
         return []
     rows = [(f"{m['meter_id']:#x}", m["applies_to"], f"{m['rate_pps']}/s", m["packets"], m["dropped"]) for m in meters]
     return ["    punt meters:", _table(("METER", "APPLIES TO", "RATE", "PACKETS", "DROPPED"), rows, indent="      ")]
+
+
+def _location_columns(spot: dict | None) -> tuple:
+    """Where, how it was found, when last confirmed (or that a check is under way), spoofs seen against it."""
+    if spot is None:
+        return ("unlocated", None, None, None)
+    ago = spot.get("confirmed_ago")
+    confirmed = "never" if ago is None else f"{ago:g} s ago"
+    if spot.get("checking"):
+        confirmed += " (checking)"
+    count = spot.get("spoof_attempts", 0)
+    spoofs = f"{count}, last from port {spot['last_spoof_port']}" if count else "0"
+    return (_where(spot["dpid"], spot["port"]), spot["how"], confirmed, spoofs)
+
+
+def _shared_port(dpid: int, shared: dict) -> str:
+    members = ", ".join(member["ip"] for member in shared["members"])
+    others = f" and other hosts ({', '.join(shared['other_sources'])})" if shared["other_sources"] else ""
+    return (
+        f"  warning: {_where(dpid, shared['port'])} is shared by members {members}{others}: "
+        "they cannot be served correctly; give each member its own edge port (docs/trust.md)"
+    )
 
 
 def format_config(path: str, config: Config) -> str:

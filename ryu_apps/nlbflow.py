@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from flows.arp import ARP_REQUEST, Verdict
+from flows.arp import ARP_REQUEST
 from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
 from flows.flowspec import FlowSpec
 from flows.frames import Refusal
+from flows.locations import Level
 from flows.meters import (
     DropWatch,
     MeterDiff,
@@ -59,7 +60,7 @@ from ryu_apps.httpserver import RestServer
 from ryu_apps.rest import RestApi
 
 T = TypeVar("T")
-PROBE_INTERVAL_SECONDS = 5.0
+TICK_SECONDS = 1.0  # confirmation timeouts and re-probes (flows/locations.py) are checked this often
 REPLY_TIMEOUT_SECONDS = 10.0
 RECONNECT_WAIT_SECONDS = 5.0  # a change waits this long for a switch that dropped mid-change to be back
 METER_WATCH_SECONDS = 2.0
@@ -195,7 +196,7 @@ class NlbFlow(BaseApp):
             self.logger.error("nlbflow: cannot serve the REST API on %s:%s: %s", *listen, error.strerror)
             raise SystemExit(2) from None
         hub.spawn(self.rest_server.serve_forever)
-        hub.spawn(self._probe_unlocated)
+        hub.spawn(self._tick)
         hub.spawn(self._watch_meters)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
 
@@ -240,7 +241,7 @@ class NlbFlow(BaseApp):
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
-        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up)
+        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic())
         before, after = self._port_meter_changes(conn)
         conn.enqueue(before)
         self._send(datapath, work)
@@ -254,13 +255,11 @@ class NlbFlow(BaseApp):
             self.core.refused(frame)
             self.logger.debug("dpid %s port %s: packet-in dropped: %s", datapath.id, msg.match["in_port"], frame.value)
             return
-        decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame)
+        decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame, time.monotonic())
         # Per frame at DEBUG (a storm would flood the log); a frame that changed the switch's flows (a member
-        # located or moved) at INFO, a spoof at WARNING.
-        changed = bool(work.diff.to_add or work.diff.to_delete)
-        level = logging.WARNING if decision.verdict == Verdict.DROPPED_SPOOFED else logging.DEBUG
+        # located or moved) at INFO. A spoof's warning, naming both ports, is among the work's notes.
         self.logger.log(
-            logging.INFO if changed and level == logging.DEBUG else level,
+            logging.INFO if work.diff.to_add or work.diff.to_delete else logging.DEBUG,
             "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
             *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
             *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
@@ -321,7 +320,7 @@ class NlbFlow(BaseApp):
             registry, touched = mutate(self.core.registry)
             save_state(self.state_file, registry)
             connections = list(self.connections.values())
-            for dpid, work in self.core.set_registry(registry).items():
+            for dpid, work in self.core.set_registry(registry, time.monotonic()).items():
                 if dpid in self.connections:  # one that just went away is read back when it reconnects
                     self._send(self.connections[dpid].datapath, work)
             try:
@@ -343,7 +342,8 @@ class NlbFlow(BaseApp):
                 continue
             read_back = [ReadBackFlow(ofmsgs.spec_from_stats(datapath, s), s.packet_count, s.byte_count) for s in stats]
             expected = self.core.expected_flows(dpid)
-            report = audit_switch(self.core.registry, expected, read_back, conn.session.given_up())
+            shared = self.core.shared_ports(dpid)
+            report = audit_switch(self.core.registry, expected, read_back, conn.session.given_up(), shared)
             switches[f"{dpid:016x}"] = {"dpid": dpid, **report}
         return {"switches": switches}
 
@@ -368,7 +368,7 @@ class NlbFlow(BaseApp):
         return report
 
     def status(self) -> dict:
-        status = {"runtime": RUNTIME, **self.core.status()}
+        status = {"runtime": RUNTIME, **self.core.status(time.monotonic())}
         for switch in status["switches"]:
             conn = self.connections.get(switch["dpid"])
             if conn is not None:
@@ -442,7 +442,7 @@ class NlbFlow(BaseApp):
         the check that the connection is current and the enqueue)."""
         installed = self._app_flows(conn)
         self._check_current(conn)
-        work = self.core.flows_read_back(conn.dpid, installed)
+        work = self.core.flows_read_back(conn.dpid, installed, time.monotonic())
         self._send(conn.datapath, work)
         return work
 
@@ -529,6 +529,9 @@ class NlbFlow(BaseApp):
         Work for a connection that is gone is dropped; if the core already counted it installed there
         (an event of a replaced connection), the current connection is read back to repair it.
         """
+        for note in work.notes:
+            log = {Level.WARNING: self.logger.warning, Level.INFO: self.logger.info}.get(note.level, self.logger.debug)
+            log("%s", note.text)
         conn = self.connections.get(datapath.id)
         if conn is None:
             return
@@ -623,9 +626,10 @@ class NlbFlow(BaseApp):
                         "dpid %s: meter %#x (%s) stopped dropping", conn.dpid, meter_id, meter_target(meter_id)
                     )
 
-    def _probe_unlocated(self) -> None:
-        """Keep looking for members no switch has heard from, so a peer's first packet arrives."""
+    def _tick(self) -> None:
+        """The core's periodic work: moves whose old port stayed silent, checks of quiet members, and
+        probes for members no switch has heard from, so a peer's first packet arrives."""
         while True:
-            hub.sleep(PROBE_INTERVAL_SECONDS)
+            hub.sleep(TICK_SECONDS)
             for dpid, datapath in list(self.datapaths.items()):
-                self._send(datapath, Work(frames=self.core.unlocated_probes(dpid)))
+                self._send(datapath, self.core.tick(dpid, time.monotonic()))

@@ -265,9 +265,10 @@ class RestApi:
         return data
 
     def _member(self, cluster_name: str, member: Member, located: bool = True) -> dict:
+        cluster = self.service.registry.cluster_named(cluster_name)  # None once the cluster is removed
         return {
             "ip": member.ip,
-            "mac": member.dedicated_mac,
+            "mac": cluster.entry_mac(member) if cluster else member.own_mac or member.dedicated_mac,
             "dpid": member.dpid,
             "port": member.port,
             "located": self.service.locations(cluster_name, member) if located else [],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ArpFrame, FrameOut, Verdict, decide_arp, probe_frame
-from flows.model import ArpMode, Registry
+from flows.model import ArpMode, Cluster, ClusterMode, Member, Registry
 from tests.unit.example_cluster import (
     BROADCAST,
     CLIENT_IP,
@@ -133,7 +135,7 @@ def test_an_unlocated_target_is_probed_not_answered():
     decision = decide(request(A, B), MEMBER_PORT[A], {})
     assert decision.verdict == Verdict.TARGET_UNLOCATED
     assert by_port(decision.outputs) == {port: probe_frame(B) for port in SWITCH_PORTS}
-    assert decision.learned == (("web", A), MEMBER_PORT[A])
+    assert decision.claimed == (("web", A), MEMBER_PORT[A])
 
 
 def test_the_answer_to_the_apps_probe_locates_the_member_and_goes_nowhere():
@@ -141,18 +143,20 @@ def test_the_answer_to_the_apps_probe_locates_the_member_and_goes_nowhere():
     decision = decide(answer, 7, {})
     assert decision.verdict == Verdict.LOCATED
     assert decision.outputs == ()
-    assert decision.learned == (("web", B), 7)
+    assert decision.claimed == (("web", B), 7)
 
 
-def test_a_pinned_member_is_not_relearned_from_its_arp(all_located):
-    assert decide(request(A, B), MEMBER_PORT[A], all_located, pinned=True).learned is None
+def test_a_pinned_members_arp_from_its_own_port_claims_that_port_and_is_answered(all_located):
+    """The claim only tells the core when the pinned member was last heard; the port stays the pinned one."""
+    decision = decide(request(A, B), MEMBER_PORT[A], all_located, pinned=True)
+    assert (decision.verdict, decision.claimed) == (Verdict.ANSWERED, (("web", A), MEMBER_PORT[A]))
 
 
 def test_a_punted_arp_whose_sender_mac_is_no_cluster_mac_is_dropped(all_located):
     """Only a cluster just removed leaves such a frame in flight; the app answers for no unknown address."""
     frame = request(CLIENT_IP, A, sha=CLIENT_MAC, eth_src=CLIENT_MAC)
     decision = decide(frame, CLIENT_PORT, all_located)
-    assert (decision.verdict, decision.outputs, decision.learned) == (Verdict.NOT_A_CLUSTER, (), None)
+    assert (decision.verdict, decision.outputs, decision.claimed) == (Verdict.NOT_A_CLUSTER, (), None)
 
 
 @pytest.mark.parametrize("arp", list(ArpMode))
@@ -179,13 +183,87 @@ def test_no_member_ever_receives_the_cluster_mac_as_sender_mac(frame, arp, all_l
             assert out.frame == frame
 
 
-def test_arp_claiming_a_pinned_members_dip_from_another_port_is_dropped(all_located):
+def test_arp_claiming_a_pinned_members_dip_from_another_port_is_dropped_and_names_the_member(all_located):
     decision = decide(request(A, B), OTHER_PORT, all_located, pinned=True)
     assert decision.verdict == Verdict.DROPPED_SPOOFED
-    assert (decision.outputs, decision.learned) == ((), None)
+    assert (decision.outputs, decision.claimed) == ((), (("web", A), OTHER_PORT))
 
 
-def test_a_learned_member_may_move_to_another_port(all_located):
+def test_an_unpinned_members_arp_from_another_port_claims_that_port_for_the_core_to_judge(all_located):
+    """decide_arp() only says what the frame claims; flows/locations.py decides whether to believe it."""
     decision = decide(request(A, B), OTHER_PORT, all_located)
-    assert decision.verdict == Verdict.ANSWERED
-    assert decision.learned == (("web", A), OTHER_PORT)
+    assert decision.claimed == (("web", A), OTHER_PORT)
+
+
+OTHER_CM = "02:bf:0a:00:01:64"
+
+
+def two_clusters():
+    other = Cluster(name="app", cluster_ip="10.0.1.100", cluster_mac=OTHER_CM, members=(Member("10.0.1.11", DM_APP),))
+    return Registry(clusters=(web_cluster(), other))
+
+
+DM_APP = "02:de:0a:00:01:0b"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(request(A, B, sha=OTHER_CM, eth_src=OTHER_CM), id="request-for-a-peer"),
+        pytest.param(request(A, A, sha=OTHER_CM, eth_src=OTHER_CM), id="gratuitous"),
+        pytest.param(reply(A, CLIENT_IP, tha=CLIENT_MAC, eth_dst=CLIENT_MAC, sha=OTHER_CM), id="reply-to-outsider"),
+    ],
+)
+def test_a_members_dip_with_another_clusters_mac_is_a_spoof_and_reaches_no_one(frame, all_located):
+    """Forwarded, the frame would make the member's peers cache its DIP at the other cluster's MAC."""
+    decision = decide_arp(two_clusters(), all_located, SWITCH_PORTS, OTHER_PORT, frame)
+    assert (decision.verdict, decision.outputs) == (Verdict.DROPPED_SPOOFED, ())
+    assert decision.claimed == (("web", A), OTHER_PORT)
+
+
+@pytest.mark.parametrize("arp", list(ArpMode))
+@pytest.mark.parametrize("sender_ip", [CLUSTER_IP, "10.0.0.99"], ids=["vip", "unknown-ip"])
+@pytest.mark.parametrize("eth_dst", [BROADCAST, CM, DM[B]], ids=["broadcast", "cluster-mac", "dedicated-mac"])
+def test_a_request_from_no_member_is_never_answered_with_a_dedicated_mac(sender_ip, eth_dst, arp, all_located):
+    """The VIP or an unknown IP as sender, from a port where no member sits: no dedicated MAC leaves there."""
+    frame = request(sender_ip, B, eth_dst=eth_dst)
+    decision = decide(frame, OTHER_PORT, all_located, arp=arp)
+    assert decision.verdict == Verdict.FORWARDED
+    assert decision.claimed is None
+    dedicated = set(DM.values())
+    assert all(out.frame.sha not in dedicated and out.frame.eth_src not in dedicated for out in decision.outputs)
+    assert all(out.port not in MEMBER_PORT.values() for out in decision.outputs), "peers get nothing from it"
+    control = decide(frame, MEMBER_PORT[A], all_located, arp=arp)  # the same frame from a member's port
+    assert control.verdict in (Verdict.ANSWERED, Verdict.RELAYED, Verdict.FORWARDED)
+    if eth_dst != DM[B] or sender_ip == CLUSTER_IP:
+        assert any(out.frame.sha in dedicated for out in control.outputs)
+
+
+def multicast_cluster(own_mac: str | None):
+    cluster = web_cluster()
+    members = tuple(replace(m, own_mac=own_mac if m.ip == B else None) for m in cluster.members)
+    return Registry(clusters=(replace(cluster, mode=ClusterMode.MULTICAST, cluster_mac=MULTICAST_CM, members=members),))
+
+
+MULTICAST_CM = "03:bf:0a:00:00:64"
+NIC_B = "52:54:00:00:00:0b"
+
+
+def test_a_probe_answer_with_another_sender_mac_than_the_cluster_mac_is_a_spoof_in_unicast_mode():
+    answer = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=CLIENT_MAC, eth_src=CLIENT_MAC)
+    decision = decide(answer, OTHER_PORT, {})
+    assert (decision.verdict, decision.outputs, decision.claimed) == (Verdict.DROPPED_SPOOFED, (), (("web", B), 5))
+
+
+def test_a_multicast_members_probe_answer_must_carry_its_registered_nic_mac():
+    registry = multicast_cluster(NIC_B)
+    right = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=NIC_B, eth_src=NIC_B)
+    wrong = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=CLIENT_MAC, eth_src=CLIENT_MAC)
+    assert decide_arp(registry, {}, SWITCH_PORTS, 2, right).verdict == Verdict.LOCATED
+    assert decide_arp(registry, {}, SWITCH_PORTS, 5, wrong).verdict == Verdict.DROPPED_SPOOFED
+
+
+def test_a_multicast_member_without_a_registered_mac_is_located_by_any_unicast_sender_mac():
+    registry = multicast_cluster(None)
+    answer = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=CLIENT_MAC, eth_src=CLIENT_MAC)
+    assert decide_arp(registry, {}, SWITCH_PORTS, 2, answer).claimed == (("web", B), 2)

@@ -425,6 +425,25 @@ def test_flows_reconcile_of_a_switch_without_repaired_says_nothing_was_repaired(
     ]
 
 
+def test_status_shows_how_each_location_was_found_its_last_confirmation_spoofs_and_shared_ports(api, capsys):
+    learned = {"dpid": 1, "port": 2, "how": "arp", "port_up": True, "confirmed_ago": 3.5, "checking": True}
+    learned.update(spoof_attempts=2, last_spoof_port=5)
+    member = {"ip": "10.0.0.12", "located": [learned]}
+    shared = {"port": 2, "members": [{"cluster": "web", "ip": "10.0.0.12"}], "other_sources": ["52:54:00:00:00:09"]}
+    status = {
+        **STATUS,
+        "switches": [{"dpid": 1, "ports": [1, 2], "shared_ports": [shared]}],
+        "clusters": [{"name": "web", "members": [member]}],
+    }
+    api.answer("GET", "/nlb/status", 200, status)
+    assert run(api, "status") == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "10.0.0.12" in line and "port 2" in line and "arp" in line)
+    assert row.split("  ")[-1].strip() == "2, last from port 5"
+    assert "3.5 s ago (checking)" in row
+    assert "warning: 0000000000000001 port 2 is shared by members 10.0.0.12 and other hosts (52:54:00:00:00:09)" in out
+
+
 def test_status_prints_switches_located_members_and_counters(api, capsys):
     api.answer("GET", "/nlb/status", 200, STATUS)
     assert run(api, "status") == 0

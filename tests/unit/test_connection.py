@@ -105,7 +105,7 @@ def flow_mods(datapath: RecordingDatapath) -> list:
 def test_outgoing_tags_every_flow_mod_with_its_flow_and_keeps_the_order_of_work_messages():
     core = NlbCore(web_config(pinned=True))
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    expected = core.flows_read_back(1, []).diff.to_add
+    expected = core.flows_read_back(1, [], 0.0).diff.to_add
     items = outgoing(RecordingDatapath(), Work(diff=FlowDiff(to_add=expected[:2], to_delete=expected[2:3])))
     tags = [(FLOW_ADD, expected[0]), (FLOW_ADD, expected[1]), (FLOW_DELETE, expected[2]), None]
     assert [item.flow for item in items] == tags
@@ -119,12 +119,12 @@ def test_a_change_computed_later_never_reaches_the_switch_first_even_when_sendin
     app.connections[1] = conn
     hub.spawn(app._drain, conn)
     app.core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    sync = app.core.flows_read_back(1, [])
+    sync = app.core.flows_read_back(1, [], 0.0)
     app._send(datapath, sync)
     changes = []
 
     def port_down() -> None:  # while the sender is blocked in send_msg, another greenthread changes a port
-        changes.append(app.core.port_changed(1, 1, present=True, up=False))
+        changes.append(app.core.port_changed(1, 1, present=True, up=False, now=0.0))
         app._send(datapath, changes[0])
 
     hub.spawn(port_down)

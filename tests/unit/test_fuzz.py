@@ -32,6 +32,8 @@ SEED = int(os.environ.get("NLBFLOW_FUZZ_SEED", "20261201"))
 FRAMES = int(os.environ.get("NLBFLOW_FUZZ_FRAMES", "100000"))
 DPID = 1
 FRESH_CORE_EVERY = 50  # frames handled by one core before a new one starts from every member located
+TICK_EVERY = 10  # frames between two calls of the periodic work
+FRAME_SECONDS = 0.05  # virtual time per frame: a core lives 2.5 s, long enough for confirmations to time out
 EXAMPLES_KEPT = 8  # failing frames quoted per property
 
 # A second unicast cluster in relay mode, one member pinned: ports 6 and 7.
@@ -214,17 +216,17 @@ class FrameSource:
         return self._any_port(), bytes(data)
 
 
-def located_core() -> NlbCore:
-    """A switch with every port up and its flows read back; each unpinned member answered its probe
-    from its own port, so every member is located where it lives."""
+def located_core(now: float = 0.0) -> NlbCore:
+    """A switch with every port up and its flows read back (which probes for every unpinned member);
+    each unpinned member answered its probe from its own port, so every member is located where it lives."""
     core = NlbCore(Config(registry=REGISTRY))
     core.switch_connected(DPID, {port: True for port in SWITCH_PORTS})
-    core.flows_read_back(DPID, [])
+    core.flows_read_back(DPID, [], now)
     for cluster in REGISTRY.clusters:
         for member in cluster.members:
             if not member.pinned:
                 frame = ofmsgs.arp_frame(probe_answer(cluster, member))
-                core.packet_in(DPID, HOME_PORT[(cluster.name, member.ip)], frame)
+                core.packet_in(DPID, HOME_PORT[(cluster.name, member.ip)], frame, now)
     assert core.located_ports(DPID) == HOME_PORT
     return core
 
@@ -315,8 +317,11 @@ def fuzz(seed: int, count: int) -> FuzzRun:
     core = located_core()
     with framekit.hang_detector():
         for index in range(count):
+            now = index * FRAME_SECONDS
             if index % FRESH_CORE_EVERY == 0:
-                core = located_core()
+                core = located_core(now)
+            elif index % TICK_EVERY == 0:  # the app's periodic work: confirmation timeouts, re-probes
+                core.tick(DPID, now)
             kind, port, data = source.next()
             where = (index, kind, port, data)
             run.frames += 1
@@ -333,16 +338,16 @@ def fuzz(seed: int, count: int) -> FuzzRun:
                             run.fail("refusal_uncounted", *where, punted.value)
                     else:
                         run.accepted += 1
-                        _decision, work = core.packet_in(DPID, port, punted)
+                        _decision, work = core.packet_in(DPID, port, punted, now)
                         run.emitted += len(work.frames)
                         check_outputs(run, core, punted, work.frames, where)
                     check_locations(run, before, core.located_ports(DPID), punted, where)
             except framekit.FrameHung:
                 run.fail("hang", *where, f"still running after {framekit.HANG_SECONDS} s")
-                core = located_core()
+                core = located_core(now)
             except Exception as error:  # the property: nothing escapes
                 run.fail("exception", *where, f"{type(error).__name__}: {error}")
-                core = located_core()
+                core = located_core(now)
     run.seconds = time.perf_counter() - started
     return run
 

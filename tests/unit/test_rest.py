@@ -28,6 +28,15 @@ clusters:
       - {ip: 10.0.0.12, dpid: "0000000000000001", port: 2}
 """
 
+PINNED_AT_2 = {  # where the pinned member is, as the API shows it: never heard from, no spoof seen
+    "dpid": 1,
+    "port": 2,
+    "how": "pinned",
+    "port_up": True,
+    "spoof_attempts": 0,
+    "last_spoof_port": None,
+}
+
 
 class StandInController:
     """The service the API calls: the real core and state file, no switch."""
@@ -45,7 +54,7 @@ class StandInController:
     def change(self, mutate):
         registry, touched = mutate(self.core.registry)
         save_state(self.state_file, registry)
-        self.core.set_registry(registry)
+        self.core.set_registry(registry, now=0.0)
         return touched, []
 
     def locations(self, cluster_name, member):
@@ -58,7 +67,7 @@ class StandInController:
         return {"switches": {}, "reconciled": True}
 
     def status(self):
-        return {"runtime": "stand-in", **self.core.status()}
+        return {"runtime": "stand-in", **self.core.status(now=0.0)}
 
 
 @pytest.fixture
@@ -113,7 +122,7 @@ def test_list_and_show_clusters(controller):
         "mac": "02:de:0a:00:00:0c",
         "dpid": 1,
         "port": 2,
-        "located": [{"dpid": 1, "port": 2, "how": "pinned", "port_up": True}],
+        "located": [PINNED_AT_2],
     }
 
 
@@ -174,11 +183,9 @@ def test_flows_reconcile_and_status_come_from_the_controller(controller):
     assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}, "reconciled": True})
     status, body = call(controller, "GET", "/nlb/status")
     assert status == 200
-    assert body["switches"] == [{"dpid": 1, "ports": [1, 2, 3], "ports_down": []}]
-    assert body["clusters"][0]["members"][1] == {
-        "ip": "10.0.0.12",
-        "located": [{"dpid": 1, "port": 2, "how": "pinned", "port_up": True}],
-    }
+    assert body["switches"] == [{"dpid": 1, "ports": [1, 2, 3], "ports_down": [], "shared_ports": []}]
+    status_view = {**PINNED_AT_2, "confirmed_ago": None, "checking": False}  # the status adds when it was heard
+    assert body["clusters"][0]["members"][1] == {"ip": "10.0.0.12", "located": [status_view]}
     assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["malformed"] == 0
     controller.core.refused(Refusal.MALFORMED)
     assert call(controller, "GET", "/nlb/status")[1]["counters"]["malformed"] == 1

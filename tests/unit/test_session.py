@@ -16,7 +16,7 @@ POLICY = SessionPolicy(give_up_after=3, first_backoff=1.0, max_backoff=8.0)
 def connected_core() -> NlbCore:
     core = NlbCore(web_config(pinned=True))
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    core.flows_read_back(1, [])
+    core.flows_read_back(1, [], 0.0)
     return core
 
 
@@ -97,13 +97,13 @@ def test_a_withheld_flow_is_never_sent_again_by_a_sync_nor_by_a_read_back():
     flow = a_flow()
     core.withhold(1, frozenset({flow}))
     other_flows = [f for f in core.expected_flows(1) if f != flow]
-    work = core.flows_read_back(1, other_flows)  # the switch holds all but the refused one
+    work = core.flows_read_back(1, other_flows, 0.0)  # the switch holds all but the refused one
     assert flow not in work.diff.to_add and work.diff.to_delete == ()
-    assert flow not in core.port_changed(1, 4, present=True, up=False).diff.to_add
-    held_after_all = core.flows_read_back(1, [*other_flows, flow])  # the switch took it after all: kept
+    assert flow not in core.port_changed(1, 4, present=True, up=False, now=0.0).diff.to_add
+    held_after_all = core.flows_read_back(1, [*other_flows, flow], 0.0)  # the switch took it after all: kept
     assert flow not in held_after_all.diff.to_delete and flow not in held_after_all.diff.to_add
     core.withhold(1, frozenset())  # an operator's reconcile retries it
-    assert flow in core.flows_read_back(1, other_flows).diff.to_add
+    assert flow in core.flows_read_back(1, other_flows, 0.0).diff.to_add
 
 
 def test_the_audit_lists_refused_flows_with_the_error_type_and_code():

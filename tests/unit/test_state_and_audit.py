@@ -18,7 +18,7 @@ from flows.core import NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
 from flows.state import load_state, remove_stale_temp_files, save_state, state_path
-from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, web_config
+from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, request, web_config
 
 
 def test_state_file_round_trips_the_registry(tmp_path):
@@ -98,25 +98,26 @@ def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
 def located_core() -> NlbCore:
     core = NlbCore(web_config())
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
-    core.learned.update({(1, "web", ip): port for ip, port in MEMBER_PORT.items()})
-    core.flows_read_back(1, core.expected_flows(1))
+    core.flows_read_back(1, [], now=0.0)
+    for ip, port in MEMBER_PORT.items():
+        core.packet_in(1, port, request(ip, ip), now=0.0)
     return core
 
 
 def test_a_new_member_is_probed_at_once_and_a_removed_one_loses_its_flows():
     core = located_core()
     registry, _ = add_member(core.registry, "web", {"ip": "10.0.0.14"})
-    work = core.set_registry(registry)[1]
+    work = core.set_registry(registry, now=1.0)[1]
     assert {(out.frame.sha, out.frame.tpa) for out in work.frames} == {(PROBE_MAC, "10.0.0.14")}
     assert work.diff.to_add == () and work.diff.to_delete == ()
 
     registry, _ = remove_member(core.registry, "web", "10.0.0.12")
-    diff = core.set_registry(registry)[1].diff
+    diff = core.set_registry(registry, now=2.0)[1].diff
     assert sorted(map(repr, (dict(flow.match) for flow in diff.to_delete))) == sorted(
         map(repr, [{"eth_dst": DM["10.0.0.12"]}, {"eth_src": CM, "in_port": MEMBER_PORT["10.0.0.12"]}])
     )
     assert [flow.actions for flow in diff.to_add] == [(Output(1), Output(3))]
-    assert (1, "web", "10.0.0.12") not in core.learned
+    assert ("web", "10.0.0.12") not in core.located_ports(1)
 
 
 def test_audit_decodes_cookies_and_lists_missing_unexpected_and_other_apps_flows():
@@ -141,3 +142,16 @@ def test_audit_decodes_cookies_and_lists_missing_unexpected_and_other_apps_flows
     assert (punt["cluster"], punt["member"], punt["packets"], punt["bytes"]) == ("web", None, 7, 700)
     assert punt["claims"].startswith("1-19")
     assert len(report["flows"]) == len(expected)  # every app flow in the switch, the stale one included
+    assert report["shared_ports"] == []
+
+
+def test_the_audit_warns_of_a_port_shared_by_two_members():
+    core = located_core()
+    core.packet_in(1, 1, request("10.0.0.12", "10.0.0.12"), now=1.0)
+    core.tick(1, now=2.0)  # port 2 stays silent: the member has moved to port 1, beside 10.0.0.11
+    expected = core.expected_flows(1)
+    report = audit_switch(
+        core.registry, expected, [ReadBackFlow(f, 0, 0) for f in expected], shared_ports=core.shared_ports(1)
+    )
+    members = [{"cluster": "web", "ip": "10.0.0.11"}, {"cluster": "web", "ip": "10.0.0.12"}]
+    assert report["shared_ports"] == [{"port": 1, "members": members, "other_sources": []}]
