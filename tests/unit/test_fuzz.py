@@ -29,7 +29,7 @@ from tests.unit import framekit
 from tests.unit.example_cluster import CLIENT_IP, CLIENT_MAC, CLIENT_PORT, MEMBER_PORT, OTHER_PORT, web_cluster
 
 SEED = int(os.environ.get("NLBFLOW_FUZZ_SEED", "20261201"))
-FRAMES = int(os.environ.get("NLBFLOW_FUZZ_FRAMES", "100000"))
+FRAMES = int(os.environ.get("NLBFLOW_FUZZ_FRAMES", "150000"))
 DPID = 1
 FRESH_CORE_EVERY = 50  # frames handled by one core before a new one starts from every member located
 TICK_EVERY = 10  # frames between two calls of the periodic work
