@@ -98,6 +98,13 @@ def reconcile_meters(expected: Iterable[MeterSpec], installed: Iterable[MeterSpe
     )
 
 
+def around_flows(diff: MeterDiff) -> tuple[MeterDiff, MeterDiff]:
+    """A meter diff split in what goes before the flow changes (adds and modifies: a flow may use a meter
+    only once the switch has it) and what goes after them (deletes: deleting a meter deletes its flows)."""
+    before = MeterDiff(to_add=diff.to_add, to_modify=diff.to_modify, to_delete=())
+    return before, MeterDiff(to_add=(), to_modify=(), to_delete=diff.to_delete)
+
+
 def meters_status(expected: Iterable[MeterSpec], readings: Iterable[MeterReading]) -> list[dict]:
     """The app's meters on one switch with the counters the switch reports (None: it reported none)."""
     found = {reading.meter_id: reading for reading in readings}

@@ -24,9 +24,9 @@ from flows.frames import Refusal
 from flows.locations import Level
 from flows.meters import (
     DropWatch,
-    MeterDiff,
     MeterReading,
     MeterSpec,
+    around_flows,
     expected_meters,
     meter_target,
     meters_status,
@@ -587,10 +587,8 @@ class NlbFlow(BaseApp):
         if conn.meters is None or state is None:  # not synchronised yet: the sync does it
             return [], []
         expected = expected_meters(self.core.settings, state.ports)
-        diff = reconcile_meters(expected, conn.meters)
+        before, after = around_flows(reconcile_meters(expected, conn.meters))
         conn.meters = frozenset(expected)
-        before = MeterDiff(to_add=diff.to_add, to_modify=diff.to_modify, to_delete=())
-        after = MeterDiff(to_add=(), to_modify=(), to_delete=diff.to_delete)
         return (
             [Outgoing(message) for message in ofmsgs.meter_messages(conn.datapath, before)],
             [Outgoing(message) for message in ofmsgs.meter_messages(conn.datapath, after)],

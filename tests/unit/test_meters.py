@@ -3,7 +3,7 @@ the wire (checked by scapy's OpenFlow 1.3 dissector), and where a member's reply
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 from scapy.contrib.openflow3 import OFPTMeterMod
@@ -27,8 +27,10 @@ from flows.meters import (
     SHARED_PORT_METER_ID,
     TOTAL_METER_ID,
     DropWatch,
+    MeterDiff,
     MeterReading,
     MeterSpec,
+    around_flows,
     expected_meters,
     meters_status,
     port_meter_id,
@@ -52,19 +54,10 @@ from tests.unit.example_cluster import (
     web_cluster,
     web_config,
 )
+from tests.unit.test_ofmsgs import DP
 
 A, B = "10.0.0.11", "10.0.0.12"
 SETTINGS = Settings(punt_rate_per_port=50, punt_rate_total=400)
-
-
-@dataclass
-class StandInDatapath:
-    id: int = 1
-    ofproto = ofproto_v1_3
-    ofproto_parser = ofproto_v1_3_parser
-
-
-DP = StandInDatapath()
 
 
 def test_every_port_gets_its_own_meter_and_all_share_one_total_meter():
@@ -92,6 +85,14 @@ def test_meters_are_reconciled_by_difference_and_others_meters_are_never_touched
     assert diff.to_modify == (MeterSpec(TOTAL_METER_ID + 1, 50, 50),)
     assert diff.to_delete == (MeterSpec(TOTAL_METER_ID + 7, 50, 50),)
     assert not reconcile_meters(expected, expected)
+
+
+def test_around_a_ports_flows_its_new_meter_goes_before_them_and_its_old_one_after():
+    """A port that came gets its meter before its punt flow; one that went loses it after its flow."""
+    diff = reconcile_meters(expected_meters(SETTINGS, [1, 3]), expected_meters(SETTINGS, [1, 2]))
+    before, after = around_flows(diff)
+    assert before == MeterDiff(to_add=(MeterSpec(port_meter_id(3), 50, 50),), to_modify=(), to_delete=())
+    assert after == MeterDiff(to_add=(), to_modify=(), to_delete=(MeterSpec(port_meter_id(2), 50, 50),))
 
 
 def test_a_meter_is_reported_dropping_once_when_its_drops_start_rising_and_once_when_they_stop():
