@@ -16,13 +16,13 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 
 from scapy.layers.l2 import ARP
 
+from bench.stats import ratio, spread
 from tests.lab.appkit import (
     API_URL,
     OUTSIDER_ADDRESS,
@@ -80,23 +80,6 @@ def measure(lab: Lab, peers: tuple[Host, Host], into: Samples, arps: int, rests:
         into.arp_ms += times
         into.arp_lost += lost
     into.rest_ms += rest_times(lab, rests)
-
-
-def spread(values: list[float]) -> str:
-    if not values:
-        return "no samples"
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-    return (
-        f"median {statistics.median(ordered):8.2f}  min {ordered[0]:8.2f}  p90 {p90:8.2f}  "
-        f"max {ordered[-1]:8.2f}  (n={len(ordered)})"
-    )
-
-
-def ratio(storm_values: list[float], idle_values: list[float]) -> str:
-    if not storm_values or not idle_values:
-        return "n/a"
-    return f"{statistics.median(storm_values) / statistics.median(idle_values):.2f}x"
 
 
 def start(lab: Lab, runtime: str, metered: bool) -> list[Host]:
