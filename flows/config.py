@@ -132,8 +132,14 @@ def load_config(path: str) -> Config:
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; source names it in errors."""
+    return config_from_data(parse_yaml(text, source), source)
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """YAML text as data, read strictly: a key given twice, or YAML 1.1's octal and base-60 ints, are refused
+    or kept as strings, so a registry file (`nlbflow apply`) is read exactly as the config is."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKeyError as exc:
         raise ConfigError(source, exc.key, exc.problem) from None
     except yaml.MarkedYAMLError as exc:
@@ -143,7 +149,6 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(source, "", f"invalid YAML: {where}{problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML: {exc}") from None
-    return config_from_data(data, source)
 
 
 def config_from_data(data: object, source: str) -> Config:
@@ -153,14 +158,29 @@ def config_from_data(data: object, source: str) -> Config:
     fields = _fields(data, "", source, required=(), optional=("fabric", "controller", "clusters"))
     settings = _settings_from_data(fields["fabric"], "fabric", source) if "fabric" in fields else Settings()
     controller = _controller_from_data(fields.get("controller", {}), "controller", source)
-    clusters_data = _list(fields.get("clusters", []), "clusters", source)
+    registry = registry_from_data(fields.get("clusters", []), source)
+    return Config(registry=registry, settings=settings, controller=controller)
+
+
+def registry_from_data(clusters_data: object, source: str, validate: bool = True) -> Registry:
+    """A `clusters:` list, as in the config or a PUT /nlb/registry body: every entry checked with
+    cluster_from_data (keys `clusters[3].members[2].ip`), then the whole with validate_registry (unless
+    validate is false: a caller that tells a bad field from a conflict runs it itself)."""
+    clusters_data = _list(clusters_data, "clusters", source)
     registry = Registry(
         clusters=tuple(
             cluster_from_data(item, f"clusters[{index}]", source) for index, item in enumerate(clusters_data)
         )
     )
-    validate_registry(registry, source)
-    return Config(registry=registry, settings=settings, controller=controller)
+    if validate:
+        validate_registry(registry, source)
+    return registry
+
+
+def registry_file_from_data(data: object, source: str) -> Registry:
+    """A registry file (`nlbflow apply`, `nlbflow export`): a mapping with `clusters:` and nothing else."""
+    fields = _fields(data, "", source, required=("clusters",), optional=())
+    return registry_from_data(fields["clusters"], source)
 
 
 _SWITCHES = ("normal_fallback", "source_masking")

@@ -2,15 +2,19 @@
 
 Each returns the new registry and the object it touched, or raises RegistryError with the HTTP status
 the refusal deserves. The same validators as the YAML config check every field, so a cluster accepted
-through REST is one the config file would accept too.
+through REST is one the config file would accept too. A single cluster's or member's change is checked
+against an index of what is registered (flows/registry_index.py), in time proportional to the change;
+a whole registry (PUT /nlb/registry) is checked whole, as the config is.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from flows.config import ConfigError, cluster_from_data, member_from_data, validate_registry
+from flows.config import ConfigError, cluster_from_data, member_from_data, registry_from_data, validate_registry
 from flows.model import Cluster, Member, Registry
+from flows.registry_diff import RegistryDiff, diff_clusters, diff_registries
+from flows.registry_index import Conflict, RegistryIndex, check_cluster, check_member
 
 SOURCE = "request"
 CLUSTER_FIELDS = ("name", "cluster_ip", "cluster_mac", "mode", "arp")
@@ -45,33 +49,94 @@ def find_member(registry: Registry, name: str, ip: str) -> Member:
 def add_cluster(registry: Registry, data: object) -> tuple[Registry, Cluster]:
     _only(data, CLUSTER_FIELDS)
     cluster = _bad_field(lambda: cluster_from_data(data, "", SOURCE))
-    if registry.cluster_named(cluster.name) is not None:
+    index = _index(registry)
+    if cluster.name in index.names:
         raise RegistryError(409, f"name: a cluster named {cluster.name!r} exists already")
-    for other in registry.clusters:  # the registry check would blame the registered member, not this field
-        for member in other.members:
-            if cluster.cluster_ip == member.ip:
-                raise RegistryError(
-                    409, f"cluster_ip: {member.ip} is already member {member.ip} of cluster {other.name!r}"
-                )
-            if cluster.cluster_mac == member.dedicated_mac:
-                raise RegistryError(
-                    409, f"cluster_mac: {member.dedicated_mac} is already the dedicated MAC of member {member.ip}"
-                )
-    return _checked(replace(registry, clusters=(*registry.clusters, cluster))), cluster
+    _conflict(lambda: check_cluster(index, cluster))
+    index.claim_cluster(cluster)
+    return _indexed(replace(registry, clusters=(*registry.clusters, cluster)), index), cluster
 
 
 def remove_cluster(registry: Registry, name: str) -> tuple[Registry, Cluster]:
     cluster = find_cluster(registry, name)
-    return replace(registry, clusters=tuple(c for c in registry.clusters if c.name != name)), cluster
+    index = _index(registry)
+    index.release_cluster(cluster)
+    return _indexed(replace(registry, clusters=tuple(c for c in registry.clusters if c.name != name)), index), cluster
+
+
+def cluster_for_put(name: str, data: object) -> Cluster:
+    """The body of PUT /nlb/clusters/{name}: the whole cluster, its members as POST .../members takes them.
+
+    Its fields alone (400); what it clashes with in the registry is put_cluster's to find (409).
+    """
+    _only(data, (*CLUSTER_FIELDS, "members"))
+    if "name" in data and data["name"] != name:
+        raise RegistryError(400, f"name: {data['name']!r} is not the cluster the path names ({name!r})")
+    members = data.get("members", [])
+    if isinstance(members, list):
+        for position, member in enumerate(members):
+            _only(member, MEMBER_FIELDS, f"members[{position}].")
+    return _bad_field(lambda: cluster_from_data({**data, "name": name}, "", SOURCE))
+
+
+def put_cluster(registry: Registry, cluster: Cluster) -> tuple[Registry, tuple[bool, RegistryDiff]]:
+    """Create cluster, or replace its namesake whole, in place; (created, what changed). An equal cluster
+    leaves the very same registry, so nothing is pushed."""
+    old = registry.cluster_named(cluster.name)
+    change = diff_clusters((old,) if old else (), (cluster,))
+    if old == cluster:
+        return registry, (False, change)
+    index = _index(registry)
+    _conflict(lambda: check_cluster(index, cluster, replacing=cluster.name))
+    if old is None:
+        clusters = (*registry.clusters, cluster)
+    else:
+        index.release_cluster(old)
+        clusters = tuple(cluster if c.name == cluster.name else c for c in registry.clusters)
+    index.claim_cluster(cluster)
+    return _indexed(replace(registry, clusters=clusters), index), (old is None, change)
+
+
+def registry_for_put(data: object) -> Registry:
+    """The body of PUT /nlb/registry, `{"clusters": [...]}` as the config's `clusters:` list, checked whole:
+    a bad field is a 400, anything claimed twice a 409, each naming its entry (`clusters[3].members[2].ip`)."""
+    if not isinstance(data, dict):
+        raise RegistryError(400, "the body must be a JSON object")
+    if "clusters" not in data:
+        raise RegistryError(400, "clusters: required key is missing (an empty list removes every cluster)")
+    _only(data, ("clusters",))
+    try:
+        clusters = tuple(registry_from_data(data["clusters"], SOURCE, validate=False).clusters)
+    except ConfigError as error:
+        raise RegistryError(400, _entry_message(error)) from None
+    registry = Registry(clusters=clusters)
+    try:
+        validate_registry(registry, SOURCE)
+    except ConfigError as error:
+        raise RegistryError(409, _entry_message(error)) from None
+    return registry
+
+
+def put_registry(registry: Registry, wanted: Registry) -> tuple[Registry, RegistryDiff]:
+    """Replace the whole registry with wanted (checked by registry_for_put); what changed. No change
+    leaves the very same registry, so nothing is pushed."""
+    change = diff_registries(registry, wanted)
+    if wanted == registry:
+        return registry, change
+    return _indexed(wanted, RegistryIndex.of(wanted)), change
 
 
 def add_member(registry: Registry, name: str, data: object) -> tuple[Registry, Member]:
     cluster = find_cluster(registry, name)
     _only(data, MEMBER_FIELDS)
     member = _bad_field(lambda: member_from_data(data, "", SOURCE, cluster.mode))
-    if cluster.member_for_ip(member.ip) is not None:
+    index = _index(registry)
+    owner = index.ip_owner(member.ip)
+    if owner is not None and owner.kind == "member_ip" and owner.cluster == name:
         raise RegistryError(409, f"ip: {member.ip} is already a member of cluster {name!r}")
-    return _checked(_with_members(registry, cluster, (*cluster.members, member))), member
+    _conflict(lambda: check_member(index, name, member))
+    index.claim_member(name, member)
+    return _indexed(_with_members(registry, cluster, (*cluster.members, member)), index), member
 
 
 def update_member(registry: Registry, name: str, ip: str, data: object) -> tuple[Registry, Member]:
@@ -88,14 +153,43 @@ def update_member(registry: Registry, name: str, ip: str, data: object) -> tuple
     merged.update(data)
     merged = {key: value for key, value in merged.items() if value is not None}
     updated = _bad_field(lambda: member_from_data(merged, "", SOURCE, cluster.mode))
+    index = _index(registry)
+    _conflict(lambda: check_member(index, name, updated, replacing=name, keep=ip))
+    index.release_member(name, member)
+    index.claim_member(name, updated)
     members = tuple(updated if m.ip == ip else m for m in cluster.members)
-    return _checked(_with_members(registry, cluster, members)), updated
+    return _indexed(_with_members(registry, cluster, members), index), updated
 
 
 def remove_member(registry: Registry, name: str, ip: str) -> tuple[Registry, Member]:
     member = find_member(registry, name, ip)
     cluster = find_cluster(registry, name)
-    return _with_members(registry, cluster, tuple(m for m in cluster.members if m.ip != ip)), member
+    index = _index(registry)
+    index.release_member(name, member)
+    return _indexed(_with_members(registry, cluster, tuple(m for m in cluster.members if m.ip != ip)), index), member
+
+
+class _LastIndex:
+    """The index of the registry the last change produced. The service hands that very registry to the
+    next change, whose check then costs what it changes; any other registry (the first, one a failed
+    write left in place) is indexed afresh, in one linear pass."""
+
+    registry: Registry | None = None
+    index: RegistryIndex | None = None
+
+
+def _index(registry: Registry) -> RegistryIndex:
+    """The index of registry, for one change to update: taken from the cache, so a refused change must
+    raise before it updates it (every check comes first)."""
+    if _LastIndex.registry is registry and _LastIndex.index is not None:
+        return _LastIndex.index
+    _LastIndex.registry, _LastIndex.index = None, None
+    return RegistryIndex.of(registry)
+
+
+def _indexed(registry: Registry, index: RegistryIndex) -> Registry:
+    _LastIndex.registry, _LastIndex.index = registry, index
+    return registry
 
 
 def _with_members(registry: Registry, cluster: Cluster, members: tuple[Member, ...]) -> Registry:
@@ -103,12 +197,12 @@ def _with_members(registry: Registry, cluster: Cluster, members: tuple[Member, .
     return replace(registry, clusters=tuple(updated if c.name == cluster.name else c for c in registry.clusters))
 
 
-def _only(data: object, fields: tuple[str, ...]) -> None:
+def _only(data: object, fields: tuple[str, ...], prefix: str = "") -> None:
     if not isinstance(data, dict):
-        raise RegistryError(400, "the body must be a JSON object")
+        raise RegistryError(400, f"{prefix}: expected a JSON object" if prefix else "the body must be a JSON object")
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise RegistryError(400, f"{unknown[0]}: unknown field (known fields: {', '.join(fields)})")
+        raise RegistryError(400, f"{prefix}{unknown[0]}: unknown field (known fields: {', '.join(fields)})")
 
 
 def _bad_field(build):
@@ -118,16 +212,23 @@ def _bad_field(build):
         raise RegistryError(400, _message(error)) from None
 
 
-def _checked(registry: Registry) -> Registry:
-    """Anything claimed twice across the registry is a conflict with what is registered already."""
+def _conflict(check) -> None:
+    """Anything claimed twice is a conflict with what is registered already."""
     try:
-        validate_registry(registry, SOURCE)
-    except ConfigError as error:
-        raise RegistryError(409, _message(error)) from None
-    return registry
+        check()
+    except Conflict as conflict:
+        raise RegistryError(409, str(conflict)) from None
 
 
 def _message(error: ConfigError) -> str:
-    """The field's own name, not its path in a config file: `ip: ...`, `cluster_mac: ...`."""
+    """The field's own name, not its path in a config file: `ip: ...`, `cluster_mac: ...`; inside a
+    cluster's member list, the member's too: `members[2].ip: ...`."""
     field = error.key.rsplit(".", 1)[-1]
+    if error.key.startswith("members["):
+        field = error.key
     return f"{field}: {error.problem}" if field else error.problem
+
+
+def _entry_message(error: ConfigError) -> str:
+    """A whole registry's refusal names the entry: `clusters[3].members[2].ip: ...`."""
+    return f"{error.key}: {error.problem}" if error.key else error.problem

@@ -24,6 +24,7 @@ from webob.dec import wsgify
 
 from flows import registry_ops
 from flows.model import Cluster, ControllerSettings, Member, Registry
+from flows.registry_diff import diff_registries
 from flows.registry_ops import RegistryError
 from flows.state import cluster_data
 
@@ -37,12 +38,15 @@ _ROUTE_TABLE = (  # method, path template, RestApi method that serves it
     ("GET", "/nlb/clusters", "list_clusters"),
     ("POST", "/nlb/clusters", "add_cluster"),
     ("GET", "/nlb/clusters/{name}", "show_cluster"),
+    ("PUT", "/nlb/clusters/{name}", "put_cluster"),
     ("DELETE", "/nlb/clusters/{name}", "remove_cluster"),
     ("GET", "/nlb/clusters/{name}/members", "list_members"),
     ("POST", "/nlb/clusters/{name}/members", "add_member"),
     ("GET", "/nlb/clusters/{name}/members/{ip}", "show_member"),
     ("PATCH", "/nlb/clusters/{name}/members/{ip}", "update_member"),
     ("DELETE", "/nlb/clusters/{name}/members/{ip}", "remove_member"),
+    ("GET", "/nlb/registry", "show_registry"),
+    ("PUT", "/nlb/registry", "put_registry"),
     ("GET", "/nlb/flows", "audit"),
     ("POST", "/nlb/flows/reconcile", "reconcile"),
     ("GET", "/nlb/status", "status"),
@@ -223,6 +227,30 @@ class RestApi:
         cluster, pending = self.service.change(lambda registry: registry_ops.remove_cluster(registry, name))
         return 200, {**self._cluster(cluster, located=False), "pending_switches": pending}
 
+    def put_cluster(self, request: Request, name: str) -> tuple[int, Any]:
+        """The whole cluster, created or replaced in one change: one write, one flow diff per switch."""
+        cluster = registry_ops.cluster_for_put(name, _body(request))
+        (created, diff), pending = self.service.change(lambda registry: registry_ops.put_cluster(registry, cluster))
+        view = self._cluster(self.service.registry.cluster_named(name) or cluster)
+        return (201 if created else 200), {**view, "diff": diff.data(), "pending_switches": pending}
+
+    # --- the whole registry -----------------------------------------------------------------------
+
+    def show_registry(self, request: Request) -> tuple[int, Any]:
+        """The registry as the config's `clusters:` list: what PUT /nlb/registry takes back."""
+        return 200, {"clusters": [cluster_data(c) for c in self.service.registry.clusters]}
+
+    def put_registry(self, request: Request) -> tuple[int, Any]:
+        """Replace every cluster in one change, or (dry_run=1) only say what that would change. The body is
+        checked whole before anything is changed: a refusal leaves the registry as it was."""
+        dry_run = _flag(request, "dry_run")
+        wanted = registry_ops.registry_for_put(_body(request))
+        if dry_run:
+            diff = diff_registries(self.service.registry, wanted)
+            return 200, {"dry_run": True, **diff.data(), "pending_switches": []}
+        diff, pending = self.service.change(lambda registry: registry_ops.put_registry(registry, wanted))
+        return 200, {"dry_run": False, **diff.data(), "pending_switches": pending}
+
     # --- members ----------------------------------------------------------------------------------
 
     def list_members(self, request: Request, name: str) -> tuple[int, Any]:
@@ -273,6 +301,17 @@ class RestApi:
             "port": member.port,
             "located": self.service.locations(cluster_name, member) if located else [],
         }
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A query flag: 1 or true, 0 or false, absent is false; anything else is refused, not guessed."""
+    values = request.GET.getall(name)
+    if len(values) > 1:
+        raise HttpError(400, f"{name}: given {len(values)} times")
+    value = values[0].strip().lower() if values else "0"
+    if value not in ("1", "true", "0", "false"):
+        raise HttpError(400, f"{name}: {values[0]!r} is not 1, 0, true or false")
+    return value in ("1", "true")
 
 
 def _path(request: Request) -> str:
