@@ -199,7 +199,9 @@ def _with_members(registry: Registry, cluster: Cluster, members: tuple[Member, .
 
 def _only(data: object, fields: tuple[str, ...], prefix: str = "") -> None:
     if not isinstance(data, dict):
-        raise RegistryError(400, f"{prefix}: expected a JSON object" if prefix else "the body must be a JSON object")
+        raise RegistryError(
+            400, f"{prefix[:-1]}: expected a JSON object" if prefix else "the body must be a JSON object"
+        )
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise RegistryError(400, f"{prefix}{unknown[0]}: unknown field (known fields: {', '.join(fields)})")

@@ -195,7 +195,8 @@ class RestApi:
         if length > self.max_body_bytes:
             raise HttpError(
                 413,
-                f"body: {length} bytes is more than controller.rest.max_body_bytes ({self.max_body_bytes})",
+                f"body: {length} bytes is more than controller.rest.max_body_bytes ({self.max_body_bytes});"
+                " raise it in the config for a large registry (docs/rest-api.md, Bulk registration)",
             )
 
     def _route(self, method: str, path: str) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:
