@@ -120,14 +120,25 @@ def _reject_duplicate_keys(node: yaml.Node, key: str, seen: set[int]) -> None:
 
 def load_config(path: str) -> Config:
     """Read and validate the config file at path."""
+    return parse_config(_read_text(path), path)
+
+
+def load_registry_file(path: str) -> list:
+    """The `clusters:` list of a registry file (`nlbflow apply`), checked as the config's is; as written,
+    so the API applies its defaults itself."""
+    data = parse_yaml(_read_text(path), path)
+    registry_file_from_data(data, path)
+    return data["clusters"]
+
+
+def _read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as file:
-            text = file.read()
+            return file.read()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read the file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, "", "cannot read the file: it is not UTF-8 text") from None
-    return parse_config(text, path)
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -2,9 +2,9 @@
 
 No SDN framework import, so it runs wherever Python does, including hosts without Ryu or os-ken. The
 API commands need the standard library only; the controller's own rules in flows.config (which needs
-PyYAML) are imported where they are used: by check-config, and to read a --token-file the way the server
-reads it. Each command builds one request; a pure format_* function turns the answer into text, so the
-output is testable without a server.
+PyYAML) are imported where they are used: by check-config, to read a --token-file the way the server
+reads it, and by apply and export, to read and write a registry file. Each command builds one request;
+a pure format_* function turns the answer into text, so the output is testable without a server.
 """
 
 from __future__ import annotations
@@ -345,6 +345,64 @@ def format_config(path: str, config: Config) -> str:
     return summary + "\n" + _table(("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"), rows)
 
 
+def _entry(member: dict) -> str:
+    """A member entry of the config's `clusters:` list, in one line."""
+    parts = [member["ip"], *([member["mac"]] if member.get("mac") else [])]
+    if member.get("dpid") is not None:
+        parts.append(f"pinned {_where(member['dpid'], member['port'])}")
+    return " ".join(parts)
+
+
+def _summary(cluster: dict) -> str:
+    return (
+        f"{cluster['name']} ({cluster['cluster_ip']} {cluster['cluster_mac']}, {cluster['mode']}, arp"
+        f" {cluster['arp']}, {_count(len(cluster['members']), 'member')})"
+    )
+
+
+def _field_changes(changes: list) -> str:
+    return ", ".join(f"{change['field']} {_cell(change['from'])} -> {_cell(change['to'])}" for change in changes)
+
+
+def format_diff(answer: dict) -> str:
+    """PUT /nlb/registry's answer (or its dry run): + added, - removed, ~ changed, by cluster and member."""
+    added, removed, changed, unchanged = answer["added"], answer["removed"], answer["changed"], answer["unchanged"]
+    if not (added or removed or changed):
+        head = f"no change: {_count(unchanged, 'cluster')} as registered"
+        return "\n".join([f"dry run: {head}" if answer.get("dry_run") else head, *_pending(answer)])
+    counts = f"{len(added)} added, {len(removed)} removed, {len(changed)} changed, {unchanged} unchanged"
+    lines = [f"dry run, nothing changed: clusters {counts}" if answer.get("dry_run") else f"applied: clusters {counts}"]
+    for cluster in added:
+        lines.append(f"+ cluster {_summary(cluster)}")
+        lines += [f"    + member {_entry(member)}" for member in cluster["members"]]
+    for cluster in removed:
+        lines.append(f"- cluster {_summary(cluster)}")
+    for cluster in changed:
+        lines.append(
+            f"~ cluster {cluster['name']}" + (f": {_field_changes(cluster['fields'])}" if cluster["fields"] else "")
+        )
+        members = cluster["members"]
+        lines += [f"    + member {_entry(member)}" for member in members["added"]]
+        lines += [f"    - member {_entry(member)}" for member in members["removed"]]
+        lines += [f"    ~ member {member['ip']}: {_field_changes(member['fields'])}" for member in members["changed"]]
+    return "\n".join([*lines, *_pending(answer)])
+
+
+def format_registry_yaml(registry: dict, source: str) -> str:
+    """GET /nlb/registry as a registry file (`nlbflow apply` takes it back); dpids as OVS prints them."""
+    import yaml
+
+    clusters = [
+        {**cluster, "members": [_ovs_dpid(member) for member in cluster["members"]]} for cluster in registry["clusters"]
+    ]
+    header = f"# nlbflow registry from {source}; `nlbflow apply FILE` applies it (docs/rest-api.md)\n"
+    return header + yaml.safe_dump({"clusters": clusters}, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def _ovs_dpid(member: dict) -> dict:
+    return {**member, "dpid": _dpid(member["dpid"])} if member.get("dpid") is not None else member
+
+
 # Commands: each turns parsed arguments into one API call and the way to show its answer.
 
 
@@ -450,6 +508,23 @@ def flows_audit(args: argparse.Namespace) -> Call:
 
 def status_show(args: argparse.Namespace) -> Call:
     return Call("GET", "/nlb/status", None, format_status)
+
+
+def registry_apply(args: argparse.Namespace) -> Call:
+    """The file is read and checked here by the controller's own rules, so a duplicate key or a bad field
+    names the file and the key before anything is sent; the controller checks it again, against itself."""
+    from flows.config import ConfigError, load_registry_file
+
+    try:
+        clusters = load_registry_file(args.file)
+    except ConfigError as error:
+        raise CliError(f"bad registry file: {error}") from None
+    path = "/nlb/registry?dry_run=1" if args.dry_run else "/nlb/registry"
+    return Call("PUT", path, {"clusters": clusters}, format_diff)
+
+
+def registry_export(args: argparse.Namespace) -> Call:
+    return Call("GET", "/nlb/registry", None, lambda registry: format_registry_yaml(registry, args.url))
 
 
 def check_config(path: str) -> int:
@@ -579,6 +654,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     leaf(commands, "status", "show the switches, where members are located and the ARP counters", status_show)
 
+    sub = leaf(
+        commands,
+        "apply",
+        "make the registry exactly what a file's `clusters:` list says, in one change (PUT /nlb/registry):"
+        " clusters not in it are removed",
+        registry_apply,
+    )
+    sub.add_argument("file", metavar="FILE", help="YAML with a top-level `clusters:` list, as in the config")
+    sub.add_argument("--dry-run", action="store_true", help="only show what would change")
+    leaf(commands, "export", "print the registry as a file `nlbflow apply` takes (GET /nlb/registry)", registry_export)
+
     sub = commands.add_parser(
         "check-config",
         help="validate a config file offline, as the controller would",
@@ -596,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         call = args.call(args)
     except UsageError as error:
         args.parser.error(str(error))
+    except CliError as error:
+        print(f"nlbflow: {error}", file=sys.stderr)
+        return 1
     try:
         client = Client(args.url, read_token(args.token_file) if args.token_file else None)
         code, data = client.request(call.method, call.path, call.body)

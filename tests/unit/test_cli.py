@@ -130,7 +130,7 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PATCH = do_DELETE = handle_any
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -583,7 +583,10 @@ def test_check_config_of_a_missing_file_says_it_cannot_read_it(tmp_path, capsys)
 @pytest.mark.parametrize(
     ("argv", "listed"),
     [
-        pytest.param([], ("cluster", "member", "flows", "status", "check-config", "--url", "--token-file"), id="top"),
+        pytest.param(
+            [], ("cluster", "member", "flows", "status", "apply", "export", "check-config", "--url"), id="top"
+        ),
+        pytest.param(["apply"], ("FILE", "--dry-run", "--token-file"), id="apply"),
         pytest.param(["cluster"], ("add", "list", "show", "remove"), id="cluster"),
         pytest.param(["member"], ("add", "list", "show", "remove", "move"), id="member"),
         pytest.param(
@@ -634,3 +637,195 @@ def test_member_add_names_the_switches_the_change_is_still_pending_on(api, capsy
     assert run(api, "member", "add", "web", UNLOCATED["ip"]) == 0
     out = capsys.readouterr().out
     assert "pending on switches (they get it when they reconnect): 0000000000000001" in out
+
+
+# Bulk: apply and export
+
+REGISTRY_FILE = """\
+clusters:
+  - name: web
+    cluster_ip: 10.0.0.100
+    members:
+      - {ip: 10.0.0.11, dpid: "0000000000000001", port: 1}
+      - {ip: 10.0.0.12}
+"""
+DIFF = {
+    "dry_run": True,
+    "added": [
+        {
+            "name": "new",
+            "cluster_ip": "10.0.2.100",
+            "cluster_mac": "03:bf:0a:00:02:64",
+            "mode": "multicast",
+            "arp": "proxy",
+            "members": [{"ip": "10.0.2.11"}],
+        }
+    ],
+    "removed": [{**CLUSTER, "name": "old", "members": [{"ip": "10.0.3.11", "mac": "02:de:0a:00:03:0b"}]}],
+    "changed": [
+        {
+            "name": "web",
+            "fields": [{"field": "arp", "from": "proxy", "to": "relay"}],
+            "members": {
+                "added": [{"ip": "10.0.0.13", "mac": "02:de:0a:00:00:0d", "dpid": 1, "port": 3}],
+                "removed": [{"ip": "10.0.0.11", "mac": "02:de:0a:00:00:0b"}],
+                "changed": [{"ip": "10.0.0.12", "fields": [{"field": "port", "from": None, "to": 2}]}],
+            },
+        }
+    ],
+    "unchanged": 4,
+    "pending_switches": [],
+}
+
+
+def test_apply_puts_the_files_clusters_as_written_and_prints_the_diff(api, tmp_path, capsys):
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY_FILE)
+    api.answer("PUT", "/nlb/registry?dry_run=1", 200, DIFF)
+    api.answer("PUT", "/nlb/registry", 200, {**DIFF, "dry_run": False})
+    assert run(api, "apply", str(path), "--dry-run") == 0
+    sent = {
+        "clusters": [
+            {
+                "name": "web",
+                "cluster_ip": "10.0.0.100",
+                "members": [{"ip": "10.0.0.11", "dpid": "0000000000000001", "port": 1}, {"ip": "10.0.0.12"}],
+            }
+        ]
+    }
+    assert api.last == Seen("PUT", "/nlb/registry?dry_run=1", sent, None)
+    assert capsys.readouterr().out.splitlines() == [
+        "dry run, nothing changed: clusters 1 added, 1 removed, 1 changed, 4 unchanged",
+        "+ cluster new (10.0.2.100 03:bf:0a:00:02:64, multicast, arp proxy, 1 member)",
+        "    + member 10.0.2.11",
+        "- cluster old (10.0.0.100 02:bf:0a:00:00:64, unicast, arp proxy, 1 member)",
+        "~ cluster web: arp proxy -> relay",
+        "    + member 10.0.0.13 02:de:0a:00:00:0d pinned 0000000000000001 port 3",
+        "    - member 10.0.0.11 02:de:0a:00:00:0b",
+        "    ~ member 10.0.0.12: port - -> 2",
+    ]
+    assert run(api, "apply", str(path)) == 0
+    assert api.last.path == "/nlb/registry"
+    assert capsys.readouterr().out.startswith("applied: clusters 1 added, 1 removed, 1 changed, 4 unchanged\n")
+
+
+def test_apply_of_nothing_new_says_so(api, tmp_path, capsys):
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY_FILE)
+    empty = {"dry_run": True, "added": [], "removed": [], "changed": [], "unchanged": 1, "pending_switches": []}
+    api.answer("PUT", "/nlb/registry?dry_run=1", 200, empty)
+    assert run(api, "apply", "--dry-run", str(path)) == 0
+    assert capsys.readouterr().out == "dry run: no change: 1 cluster as registered\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param(
+            REGISTRY_FILE + "clusters: []\n", "clusters: duplicate key on line 7 (first on line 1)", id="duplicate-key"
+        ),
+        pytest.param(
+            REGISTRY_FILE.replace("{ip: 10.0.0.12}", "{ip: 10.0.0.12, ip: 10.0.0.13}"),
+            "clusters[0].members[1].ip: duplicate key",
+            id="duplicate-member-key",
+        ),
+        pytest.param(
+            REGISTRY_FILE.replace("10.0.0.12", "10.0.0.300"),
+            "clusters[0].members[1].ip: '10.0.0.300' is not an IPv4 address",
+            id="bad-field",
+        ),
+        pytest.param(
+            REGISTRY_FILE.replace("10.0.0.12", "10.0.0.11"),
+            "clusters[0].members[1].ip: 10.0.0.11 is already",
+            id="conflict",
+        ),
+        pytest.param("fabric: {}\n" + REGISTRY_FILE, "fabric: unknown key (known keys: clusters)", id="a-config"),
+        pytest.param("- web\n", "expected a mapping", id="not-a-mapping"),
+        pytest.param("{}\n", "clusters: required key is missing", id="no-clusters"),
+    ],
+)
+def test_apply_refuses_a_bad_file_naming_file_and_key_before_sending(api, tmp_path, capsys, text, problem):
+    path = tmp_path / "registry.yaml"
+    path.write_text(text)
+    assert run(api, "apply", str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nlbflow: bad registry file: {path}: {problem}"), err
+    assert api.requests == []
+
+
+def test_apply_of_a_missing_file_is_one_line_and_exit_1(api, tmp_path, capsys):
+    assert run(api, "apply", str(tmp_path / "nope.yaml")) == 1
+    assert "cannot read the file" in capsys.readouterr().err
+    assert api.requests == []
+
+
+def test_apply_prints_the_api_refusal_and_exits_1(api, tmp_path, capsys):
+    path = tmp_path / "registry.yaml"
+    path.write_text(REGISTRY_FILE)
+    message = "clusters[0].cluster_ip: 10.0.0.100 is already the cluster IP of cluster 'x'"
+    api.answer("PUT", "/nlb/registry", 409, {"error": message})
+    assert run(api, "apply", str(path)) == 1
+    assert capsys.readouterr().err == f"nlbflow: 409: {message}\n"
+
+
+def test_export_prints_the_registry_as_a_file_apply_takes_back(api, tmp_path, capsys):
+    registry = {
+        "clusters": [{**CLUSTER, "members": [{"ip": "10.0.0.11", "mac": "02:de:0a:00:00:0b", "dpid": 1, "port": 1}]}]
+    }
+    api.answer("GET", "/nlb/registry", 200, registry)
+    assert run(api, "export") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# nlbflow registry from {api.url}")
+    assert "dpid: '0000000000000001'" in out, "dpids as OVS prints them"
+    path = tmp_path / "exported.yaml"
+    path.write_text(out)
+    from flows.config import load_registry_file
+
+    assert load_registry_file(str(path)) == [
+        {**CLUSTER, "members": [{"ip": "10.0.0.11", "mac": "02:de:0a:00:00:0b", "dpid": "0000000000000001", "port": 1}]}
+    ]
+
+
+@pytest.fixture
+def live_api(tmp_path) -> Iterator[tuple[str, Any]]:
+    """The real REST app (test_rest.py's stand-in controller behind it) on 127.0.0.1, for round trips."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from ryu_apps.rest import RestApi
+    from tests.unit.test_rest import StandInController
+
+    class Quiet(WSGIRequestHandler):
+        def get_environ(self) -> dict:
+            environ = super().get_environ()
+            if self.headers.get("Content-Type") is None:  # wsgiref says text/plain; the controller's server does not
+                environ.pop("CONTENT_TYPE", None)
+            return environ
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    controller = StandInController(str(tmp_path / "state.yaml"))
+    server = make_server("127.0.0.1", 0, RestApi(controller), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", controller
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_export_then_apply_dry_run_shows_no_change_and_an_edit_shows_just_that(live_api, tmp_path, capsys):
+    url, controller = live_api
+    before = controller.registry
+    assert cli.main(["--url", url, "export"]) == 0
+    path = tmp_path / "exported.yaml"
+    path.write_text(capsys.readouterr().out)
+    assert cli.main(["--url", url, "apply", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out == "dry run: no change: 1 cluster as registered\n"
+    path.write_text(path.read_text().replace("arp: proxy", "arp: relay"))
+    assert cli.main(["--url", url, "apply", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["~ cluster web: arp proxy -> relay"]
+    assert controller.registry is before, "a dry run changes nothing"
+    assert cli.main(["--url", url, "apply", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("applied: clusters 0 added, 0 removed, 1 changed, 0 unchanged")
+    assert controller.registry.cluster_named("web").arp.value == "relay"
