@@ -565,3 +565,62 @@ def test_the_probe_mac_is_reserved():
         "clusters[0].members[0].mac",
         "0e:4e:4c:00:00:01 is already reserved for the app's own ARP probes",
     )
+
+
+# Registry files (`nlbflow apply`): the config's `clusters:` list alone, read by the same strict rules.
+
+
+def test_a_registry_file_is_its_clusters_list_as_written(tmp_path):
+    from flows.config import load_registry_file
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(
+        "clusters:\n  - {name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, dpid: 0x10, port: 1}]}\n"
+    )
+    assert load_registry_file(str(path)) == [
+        {"name": "web", "cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "dpid": 16, "port": 1}]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        pytest.param("clusters: []\nclusters: []\n", "clusters", "duplicate key on line 2", id="duplicate"),
+        pytest.param("fabric: {}\nclusters: []\n", "fabric", "unknown key (known keys: clusters)", id="config-key"),
+        pytest.param("{}\n", "clusters", "required key is missing", id="no-clusters"),
+        pytest.param("", "", "expected a mapping, got null", id="empty"),
+        pytest.param(
+            f"clusters:\n  - {{name: a, {VIP}members: [{{ip: 10.0.0.11}}]}}\n  - {{name: b, cluster_ip: 10.0.0.11}}\n",
+            "clusters[0].members[0].ip",
+            "10.0.0.11 is already the cluster IP of cluster 'b'",
+            id="conflict",
+        ),
+        pytest.param(
+            "clusters: [{name: a, cluster_ip: 10.0.0.1, members: [{ip: 1}]}]",
+            "clusters[0].members[0].ip",
+            "",
+            id="field",
+        ),
+    ],
+)
+def test_a_registry_file_is_refused_naming_file_and_key(tmp_path, text, key, problem):
+    from flows.config import load_registry_file
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_registry_file(str(path))
+    assert (caught.value.source, caught.value.key) == (str(path), key)
+    assert caught.value.problem.startswith(problem), caught.value.problem
+
+
+def test_registry_from_data_without_validation_leaves_the_conflicts_to_the_caller():
+    from flows.config import registry_from_data, validate_registry
+
+    twice = [{"name": "a", "cluster_ip": "10.0.0.1"}, {"name": "a", "cluster_ip": "10.0.0.2"}]
+    registry = registry_from_data(twice, "request", validate=False)
+    assert [c.name for c in registry.clusters] == ["a", "a"]
+    with pytest.raises(ConfigError, match=r"clusters\[1\]\.name: 'a' is already the name of clusters\[0\]"):
+        validate_registry(registry, "request")
+    with pytest.raises(ConfigError, match=r"clusters\[1\]\.name"):
+        registry_from_data(twice, "request")

@@ -20,7 +20,7 @@ from flows.model import Registry
 from flows.registry_index import RegistryIndex
 from flows.registry_ops import RegistryError
 
-NAMES = ["web", "api", "db", "cache"]
+NAMES = ["web", "api", "c51", "c355"]  # c51 and c355: the same cookie cluster id
 IPS = ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.1.0.11", "10.0.0.100", "10.0.0.101"]  # 10.1.0.11: cookie id of .11
 MACS = ["02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:de:0a:00:00:0b", "02:bf:0a:00:00:64", "0e:4e:4c:00:00:01"]
 
