@@ -18,12 +18,16 @@ ERROR_SCHEMA = "#/components/schemas/Error"
 # From docs/rest-api.md: the routes that take a JSON body.
 BODY_ROUTES = {
     ("POST", "/nlb/clusters"),
+    ("PUT", "/nlb/clusters/{name}"),
+    ("PUT", "/nlb/registry"),
     ("POST", "/nlb/clusters/{name}/members"),
     ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
 }
 # The routes that wait for the switches (a change's barriers, flow-stats): 504 when one does not answer in time.
 SWITCH_ROUTES = {
     ("POST", "/nlb/clusters"),
+    ("PUT", "/nlb/clusters/{name}"),
+    ("PUT", "/nlb/registry"),
     ("DELETE", "/nlb/clusters/{name}"),
     ("POST", "/nlb/clusters/{name}/members"),
     ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
@@ -68,7 +72,7 @@ def expected_errors(method: str, path: str) -> set[str]:
         errors.add("404")
     if (method, path) in BODY_ROUTES:
         errors |= {"400", "413", "415"}
-    if method in ("POST", "PATCH") and path.startswith("/nlb/clusters"):
+    if method in ("POST", "PUT", "PATCH") and path.startswith(("/nlb/clusters", "/nlb/registry")):
         errors.add("409")
     return errors
 
@@ -167,6 +171,8 @@ def input_mac_patterns() -> dict[str, str]:
         "ClusterCreate.cluster_mac": schemas["ClusterCreate"]["properties"]["cluster_mac"]["pattern"],
         "MemberCreate.mac": schemas["MemberCreate"]["properties"]["mac"]["pattern"],
         "MemberPatch.mac": schemas["MemberPatch"]["properties"]["mac"]["pattern"],
+        "ClusterPut.cluster_mac": schemas["ClusterPut"]["properties"]["cluster_mac"]["pattern"],
+        "ClusterEntry.cluster_mac": schemas["ClusterEntry"]["properties"]["cluster_mac"]["pattern"],
     }
 
 
@@ -211,3 +217,61 @@ def test_bearer_auth_applies_to_every_operation():
     assert any(set(requirement) & set(bearer) for requirement in SPEC.get("security", [])), "bearer auth not global"
     for (method, path), operation in OPERATIONS.items():
         assert operation.get("security", SPEC["security"]) == SPEC["security"], f"{method} {path} overrides security"
+
+
+def mismatches(value: object, schema: dict, where: str = "") -> list[str]:
+    """Where value leaves what schema allows: types, required and unknown properties, items; enough of
+    JSON Schema to hold the documented shapes to the served ones."""
+    schema = resolve(schema)
+    if value is None:
+        return [] if schema.get("nullable") or not schema.get("type") else [f"{where}: null"]
+    for part in schema.get("allOf", []):
+        return mismatches(value, part, where)
+    kind = schema.get("type")
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{where}: not an object"]
+        properties = schema.get("properties", {})
+        found = [f"{where}.{name}: required, missing" for name in schema.get("required", []) if name not in value]
+        if schema.get("additionalProperties") is False:
+            found += [f"{where}.{name}: not documented" for name in value if name not in properties]
+        for name, item in value.items():
+            if name in properties:
+                found += mismatches(item, properties[name], f"{where}.{name}")
+        return found
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{where}: not an array"]
+        return [
+            problem for i, item in enumerate(value) for problem in mismatches(item, schema["items"], f"{where}[{i}]")
+        ]
+    python_types = {"string": str, "integer": int, "boolean": bool, "number": (int, float)}
+    if kind in python_types and not isinstance(value, python_types[kind]):
+        return [f"{where}: not a {kind}: {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} not in {schema['enum']}"]
+    return []
+
+
+def test_the_bulk_answers_are_what_the_doc_says(tmp_path):
+    """GET and PUT /nlb/registry (dry run and real) and PUT /nlb/clusters/{name}, as served, against the doc."""
+    from tests.unit.test_rest import StandInController, call
+    from tests.unit.test_rest_bulk import WANTED
+
+    controller = StandInController(str(tmp_path / "state.yaml"))
+    served = [
+        ("GET", "/nlb/registry", None, "200"),
+        ("PUT", "/nlb/registry?dry_run=1", WANTED, "200"),
+        ("PUT", "/nlb/registry", WANTED, "200"),
+        ("PUT", "/nlb/clusters/web", {"cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.14"}]}, "200"),
+        ("PUT", "/nlb/clusters/more", {"cluster_ip": "10.0.5.100", "members": [{"ip": "10.0.5.14"}]}, "201"),
+        ("PUT", "/nlb/registry", {"clusters": [{"name": "x"}]}, "400"),
+    ]
+    for method, path, body, status in served:
+        got_status, answer = call(controller, method, path, body)
+        assert str(got_status) == status, (path, answer)
+        template = "/nlb/clusters/{name}" if path.startswith("/nlb/clusters/") else path.split("?")[0]
+        response = resolve(OPERATIONS[method, template]["responses"][status])
+        problems = mismatches(answer, response["content"]["application/json"]["schema"])
+        assert not problems, f"{method} {path}: {problems}"
+    assert mismatches({"added": [], "extra": 1}, {"$ref": "#/components/schemas/Diff"}), "the check can fail"
