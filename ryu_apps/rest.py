@@ -195,8 +195,7 @@ class RestApi:
         if length > self.max_body_bytes:
             raise HttpError(
                 413,
-                f"body: {length} bytes is more than controller.rest.max_body_bytes ({self.max_body_bytes});"
-                " raise it in the config for a large registry (docs/rest-api.md, Bulk registration)",
+                f"body: {length} bytes is more than controller.rest.max_body_bytes ({self.max_body_bytes})",
             )
 
     def _route(self, method: str, path: str) -> tuple[Callable[..., tuple[int, Any]], dict[str, str]]:

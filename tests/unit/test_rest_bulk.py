@@ -256,8 +256,7 @@ def test_a_1000_member_registry_needs_a_raised_body_limit(controller):
     before = unchanged(controller)
     status, answer = call(controller, "PUT", "/nlb/registry", body)
     assert status == 413
-    assert answer["error"].startswith(f"body: {size} bytes is more than controller.rest.max_body_bytes (65536)")
-    assert "raise it" in answer["error"]
+    assert answer["error"] == f"body: {size} bytes is more than controller.rest.max_body_bytes (65536)"
     assert unchanged(controller) == before and controller.changes == []
     raised = ControllerSettings(rest_max_body_bytes=1024 * 1024)
     status, answer = call(controller, "PUT", "/nlb/registry", body, settings=raised)
