@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from urllib.parse import quote
 
 from flows.config import ConfigError, cluster_from_data, load_config, member_from_data, validate_registry
@@ -81,7 +83,7 @@ class Writes:
     @property
     def rows(self) -> int:
         """Rows written, counting a deleted cluster as one (its members go in the same statement)."""
-        return sum(len(getattr(self, name)) for name in self.__dataclass_fields__)
+        return sum(len(getattr(self, field.name)) for field in fields(self))
 
 
 def cluster_row(cluster: Cluster, previous: str | None) -> ClusterRow:
@@ -180,7 +182,18 @@ class RegistryStore:
 
     @classmethod
     def create(cls, path: str, registry: Registry) -> RegistryStore:
-        """A new database holding registry, whole or not at all: built as a temp file, then renamed to path."""
+        """A new database holding registry, whole or not at all: built as a temp file, then renamed to path.
+
+        A -wal or -journal already at path belongs to a database that was moved or removed without it:
+        SQLite would apply it to the new one, so that stops the start instead."""
+        for orphan in (path + "-wal", path + "-journal"):
+            if os.path.exists(orphan):
+                raise ConfigError(
+                    orphan,
+                    "",
+                    f"SQLite's log of a database at {path} that is not there (moved or removed without it):"
+                    f" move the database back beside it, or remove {orphan} (and {path}-shm) too",
+                )
         folder = os.path.dirname(os.path.abspath(path))
         prefix, suffix = temp_affixes(path)
         fd, temp_path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
@@ -223,17 +236,17 @@ def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=FULL")
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: one change, all or nothing."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-
-    def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, error, trace) -> None:
-        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (a failed COMMIT too): all or nothing."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _execute(connection: sqlite3.Connection, writes: Writes) -> None:
@@ -260,7 +273,7 @@ def _execute(connection: sqlite3.Connection, writes: Writes) -> None:
 
 
 def _values(row: ClusterRow | MemberRow) -> tuple:
-    return tuple(getattr(row, name) for name in row.__dataclass_fields__)
+    return tuple(getattr(row, field.name) for field in fields(row))
 
 
 def _writable(path: str, connection: sqlite3.Connection) -> None:

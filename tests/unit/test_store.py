@@ -567,3 +567,40 @@ def tempfile_folder() -> str:
     folder = tempfile.mkdtemp(prefix="nlbflow-store-")
     os.chmod(folder, 0o755)
     return folder
+
+
+def test_a_wal_left_by_a_database_removed_without_it_stops_the_start_instead_of_reaching_a_new_one(tmp_path):
+    path = tmp_path / "nlbflow-state.db"
+    store = RegistryStore.create(str(path), web_config().registry)
+    store.save(remove_member(store.registry, "web", "10.0.0.11")[0])
+    wal = Path(f"{path}-wal").read_bytes()
+    assert wal, "the change is in the WAL until a checkpoint"
+    store.close()
+    path.unlink()  # "remove the state file", but not SQLite's log of it
+    Path(f"{path}-wal").write_bytes(wal)
+    before = fingerprint(tmp_path)
+
+    with pytest.raises(ConfigError, match="moved or removed without it") as caught:
+        open_registry(str(path), web_config().registry)
+
+    assert caught.value.source == f"{path}-wal"
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_save_that_fails_halfway_leaves_the_last_committed_registry_and_the_store_usable(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), web_config().registry)
+    before = store.registry
+    db = {"name": "db", "cluster_ip": "10.200.7.100", "members": [{"ip": "10.7.0.1"}]}
+    bigger = registry_of([*(cluster_data(c) for c in before.clusters), db])
+    store.connection.execute(  # the disk fills up at the first member row, after the cluster's row
+        "CREATE TEMP TRIGGER full BEFORE INSERT ON members BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        store.save(bigger)
+
+    assert store.registry == before
+    assert RegistryStore.open(store.path).registry == before, "nothing of the failed change was committed"
+    store.connection.execute("DROP TRIGGER full")
+    store.save(bigger)
+    assert RegistryStore.open(store.path).registry == bigger
