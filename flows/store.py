@@ -344,7 +344,7 @@ def _chain(rows: list, key: str, path: str, table: str) -> list:
         following[row.previous] = row
     ordered = []
     row = following.get(None)
-    while row is not None and len(ordered) < len(rows):
+    while row is not None and len(ordered) < len(rows):  # a NULL key (a table made by hand) would loop
         ordered.append(row)
         row = following.get(getattr(row, key))
     if len(ordered) != len(rows):
