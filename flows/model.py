@@ -108,7 +108,7 @@ class ControllerSettings:
     rest_host: str = "127.0.0.1"
     rest_port: int = 8080
     token_file: str | None = None
-    state_file: str | None = None  # None: nlbflow-state.yaml beside the config file
+    state_file: str | None = None  # the registry's SQLite database; None: nlbflow-state.db beside the config
     rest_hosts: tuple[str, ...] = ()  # names the Host header may carry besides the listen address
     rest_max_body_bytes: int = 65536  # a larger request body is refused (413) unread
 

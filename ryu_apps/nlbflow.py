@@ -35,14 +35,8 @@ from flows.meters import (
 )
 from flows.model import Config, Member, Registry
 from flows.session import FLOW_ADD, FLOW_DELETE, Session, SessionPolicy
-from flows.state import (
-    beside_config,
-    load_state,
-    remove_stale_temp_files,
-    save_state,
-    startup_registry,
-    state_path,
-)
+from flows.state import beside_config, state_path, yaml_state_path
+from flows.store import open_registry, remove_stale_temp_files
 from ryu_apps import ofmsgs
 from ryu_apps.compat import (
     CONFIG_DISPATCHER,
@@ -166,27 +160,40 @@ class NlbFlow(BaseApp):
         try:  # a bad config or state file stops the start, with file, key and problem named
             config = load_config(path) if path else Config()
             self.state_file = state_path(path, config.controller.state_file)
-            for stale in remove_stale_temp_files(self.state_file):
+            yaml_state_file = yaml_state_path(path, config.controller.state_file)
+            for stale in remove_stale_temp_files(self.state_file) + (
+                remove_stale_temp_files(yaml_state_file) if yaml_state_file else []
+            ):
                 self.logger.warning("nlbflow: removed %s, the temp file of a write a crash interrupted", stale)
-            saved = load_state(self.state_file)
+            opened = open_registry(self.state_file, config.registry, yaml_state_file)
             token_file = config.controller.token_file
             token = read_token_file(beside_config(path, token_file)) if token_file else None
         except ConfigError as error:
             self.logger.error("nlbflow: %s", error)
             raise SystemExit(2) from None
-        registry, config_ignored = startup_registry(config.registry, saved)
-        if saved is None:
-            save_state(self.state_file, registry)
-        self.core = NlbCore(replace(config, registry=registry))
+        self.store = opened.store
+        self.core = NlbCore(replace(config, registry=self.store.registry))
         self.connections: dict[int, Connection] = {}  # dpid -> its current connection
         self.session_policy = SessionPolicy()
         self.change_lock = hub.BoundedSemaphore(1)
-        source = "state file" if saved is not None else "config (first start)"
+        source = "config (first start)" if opened.first_start else "state file"
+        if opened.imported:
+            source = f"the YAML state file {opened.imported} (imported, the YAML file kept as {opened.kept_as})"
         clusters = ", ".join(f"{c.name} ({c.mode.value}, {len(c.members)} members)" for c in self.registry.clusters)
         self.logger.info(
-            "nlbflow on %s, registry from %s %s: %s", RUNTIME, source, self.state_file, clusters or "empty"
+            "nlbflow on %s, registry from %s, kept in %s (SQLite): %s",
+            RUNTIME,
+            source,
+            self.state_file,
+            clusters or "empty",
         )
-        if config_ignored:
+        if opened.not_read:
+            self.logger.warning(
+                "nlbflow: %s is not read: the registry is kept in %s; an older version wrote it",
+                opened.not_read,
+                self.state_file,
+            )
+        if opened.config_ignored:
             self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
         listen = (config.controller.rest_host, config.controller.rest_port)
         try:
@@ -318,7 +325,7 @@ class NlbFlow(BaseApp):
         with self.change_lock:
             self._wait_synced()
             registry, touched = mutate(self.core.registry)
-            save_state(self.state_file, registry)
+            self.store.save(registry)
             connections = list(self.connections.values())
             for dpid, work in self.core.set_registry(registry, time.monotonic()).items():
                 if dpid in self.connections:  # one that just went away is read back when it reconnects

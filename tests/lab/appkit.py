@@ -18,7 +18,9 @@ from typing import Any
 from flows.addresses import dedicated_mac
 from flows.config import load_config
 from flows.flowspec import FlowSpec, action_text, expected_flows
+from flows.model import Registry
 from flows.state import STATE_FILE_NAME
+from flows.store import RegistryStore
 from tests.netlab import CLUSTER_VIP, LABS, MEMBER_DIPS, REPO_ROOT, Host, Lab
 
 RUNTIMES = ("osken", "ryu")
@@ -232,6 +234,13 @@ def nlbflow_cli(lab: Lab, *args: str, url: str | None = API_URL) -> subprocess.C
 def state_file(config_path: Path) -> Path:
     """The controller's state file when the config sets none: beside the config file."""
     return config_path.parent / STATE_FILE_NAME
+
+
+def saved_registry(path: Path) -> Registry:
+    """The registry the store at path holds (read and validated through a connection of its own)."""
+    store = RegistryStore.open(str(path))
+    store.close()
+    return store.registry
 
 
 def nlb_filter_ruleset(vip: str, index: int, count: int) -> str:

@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flows.state import load_state
-from tests.lab.appkit import ApiAnswer, api_call
+from tests.lab.appkit import ApiAnswer, api_call, saved_registry
 from tests.netlab import BRIDGE, CONTROLLER_PORT, Lab
 
 
@@ -131,5 +130,5 @@ class BackgroundCall:
 
 def saved_member_ips(state_file: Path) -> list[str]:
     """The member IPs the controller's state file holds (it is written before a change is pushed)."""
-    registry = load_state(str(state_file)) if state_file.exists() else None
+    registry = saved_registry(state_file) if state_file.exists() else None
     return [member.ip for cluster in registry.clusters for member in cluster.members] if registry else []

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from flows.config import load_config
+from flows.config import load_config, parse_config
 from flows.cookies import member_id
-from flows.state import load_state, save_state
+from flows.store import RegistryStore
 from tests.lab.appkit import (
     APP_COOKIES,
     NLBFLOW_CLI,
@@ -36,6 +36,7 @@ from tests.lab.appkit import (
     expected_table,
     located,
     nlbflow_cli,
+    saved_registry,
     start_cluster,
     state_file,
     wait_for_api,
@@ -288,11 +289,11 @@ def test_the_audit_reads_the_switch_and_reconcile_repairs_exactly_what_is_missin
 
 
 def snapshot(lab: Lab, config_path: Path) -> tuple:
-    """What a refused request must leave alone: the registry, the app's flows and the state file."""
+    """What a refused request must leave alone: the registry, the app's flows and the saved registry."""
     return (
         api_ok(lab, "GET", "/nlb/clusters"),
         sorted(app_table(lab)),
-        state_file(config_path).read_bytes(),
+        saved_registry(state_file(config_path)),
     )
 
 
@@ -378,7 +379,7 @@ def test_a_post_a_web_page_could_forge_is_refused_and_changes_nothing(lab, runti
     assert snapshot(lab, config_path) == before, "a refused request changed the registry, the flows or the state"
     created = api_call(lab, "POST", "/nlb/clusters", cluster)
     assert created.status == 201, "the same POST as JSON from the API's own client is taken"
-    assert [c.name for c in load_state(str(state_file(config_path))).clusters] == ["web"]
+    assert [c.name for c in saved_registry(state_file(config_path)).clusters] == ["web"]
 
 
 # Run in the switch namespace: holds IDLE connections that each sent half a request, asks for the status on
@@ -474,12 +475,13 @@ def test_a_thousand_unfinished_requests_do_not_stop_the_api_and_its_low_level_re
 
 
 def test_the_temp_file_of_a_write_a_crash_interrupted_is_removed_at_start_and_never_read(lab):
-    """A kill -9 between the temp file and its rename leaves `.nlbflow-state.yaml.<random>.tmp`."""
+    """A kill -9 while a new database is built leaves `.nlbflow-state.db.<random>.tmp`."""
     members, _ = lab.add_typical_cluster()
     config_path = write_config(lab, cluster_yaml())
-    save_state(str(state_file(config_path)), load_config(str(config_path)).registry)
+    RegistryStore.create(str(state_file(config_path)), load_config(str(config_path)).registry).close()
     stale = config_path.parent / f".{state_file(config_path).name}.k9x2q1.tmp"
-    stale.write_text("clusters:\n  - name: ghost\n    cluster_ip: 10.0.0.200\n")  # whole, but never published
+    ghost = "clusters:\n  - name: ghost\n    cluster_ip: 10.0.0.200\n"
+    RegistryStore.create(str(stale), parse_config(ghost).registry).close()  # whole, but never published
     other = config_path.parent / ".other.yaml.k9x2q1.tmp"
     other.write_text("not ours\n")
 
@@ -491,7 +493,7 @@ def test_the_temp_file_of_a_write_a_crash_interrupted_is_removed_at_start_and_ne
     assert not stale.exists(), "the start removes the stale temp file"
     assert other.exists(), "a temp file of another file is left alone"
     assert f"removed {stale}" in lab.controller_log()
-    assert [c.name for c in load_state(str(state_file(config_path))).clusters] == ["web"]
+    assert [c.name for c in saved_registry(state_file(config_path)).clusters] == ["web"]
     assert lab.ping(members[0], members[1].ip)
 
 
@@ -528,7 +530,7 @@ def test_with_a_token_file_only_requests_bearing_the_token_are_served_and_the_ot
     assert all("Authorization" in a.body["error"] and a.headers.get("www-authenticate") for a in refused)
     assert api(lab, "GET", "/nlb/clusters", token=TOKEN) == (200, {"clusters": []})
     assert sorted(app_table(lab)) == empty
-    assert load_state(str(state_file(config_path))).clusters == ()
+    assert saved_registry(state_file(config_path)).clusters == ()
 
     register(lab, members, token=TOKEN)
     status, answer = api(lab, "GET", "/nlb/clusters", token=TOKEN)

@@ -804,11 +804,20 @@ def live_api(tmp_path) -> Iterator[tuple[str, Any]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    controller = StandInController(str(tmp_path / "state.yaml"))
-    server = make_server("127.0.0.1", 0, RestApi(controller), handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    started: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def serve() -> None:  # the store's SQLite connection belongs to the thread that serves the requests
+        started["controller"] = StandInController(str(tmp_path / "state.db"))
+        started["server"] = make_server("127.0.0.1", 0, RestApi(started["controller"]), handler_class=Quiet)
+        ready.set()
+        started["server"].serve_forever(poll_interval=0.01)
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", controller
+    assert ready.wait(10), "the test server did not start"
+    server = started["server"]
+    yield f"http://127.0.0.1:{server.server_address[1]}", started["controller"]
     server.shutdown()
     server.server_close()
     thread.join()

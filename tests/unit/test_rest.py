@@ -1,13 +1,12 @@
 """Every REST route and every refusal, against the WSGI app with a stand-in for the running controller.
 
-The stand-in keeps the real core and state file, so a test can check that a refused request changed
+The stand-in keeps the real core and store, so a test can check that a refused request changed
 neither the registry nor what is saved.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from webob import Request
@@ -16,7 +15,7 @@ from flows.config import parse_config
 from flows.core import NlbCore
 from flows.frames import Refusal
 from flows.model import ControllerSettings
-from flows.state import load_state, save_state
+from flows.store import RegistryStore
 from ryu_apps.rest import ROUTES, RestApi
 
 CONFIG = """
@@ -39,13 +38,13 @@ PINNED_AT_2 = {  # where the pinned member is, as the API shows it: never heard 
 
 
 class StandInController:
-    """The service the API calls: the real core and state file, no switch."""
+    """The service the API calls: the real core and store, no switch."""
 
     def __init__(self, state_file: str) -> None:
         self.core = NlbCore(parse_config(CONFIG))
         self.core.switch_connected(1, dict.fromkeys([1, 2, 3], True))
         self.state_file = state_file
-        save_state(state_file, self.core.registry)
+        self.store = RegistryStore.create(state_file, self.core.registry)
 
     @property
     def registry(self):
@@ -53,7 +52,7 @@ class StandInController:
 
     def change(self, mutate):
         registry, touched = mutate(self.core.registry)
-        save_state(self.state_file, registry)
+        self.store.save(registry)
         self.core.set_registry(registry, now=0.0)
         return touched, []
 
@@ -105,9 +104,16 @@ def call(
     return response.status_code, json.loads(response.text)
 
 
+def load_state(path: str):
+    """The registry the store at path holds, read through a connection of its own."""
+    store = RegistryStore.open(path)
+    store.close()
+    return store.registry
+
+
 def unchanged(controller) -> tuple:
-    """What a refused request must leave as it was: the registry and the state file."""
-    return controller.registry, Path(controller.state_file).read_text()
+    """What a refused request must leave as it was: the registry and the store."""
+    return controller.registry, load_state(controller.state_file)
 
 
 def test_list_and_show_clusters(controller):

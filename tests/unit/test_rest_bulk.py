@@ -8,14 +8,13 @@ registry, and that every refusal leaves the registry, the state file and the swi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from flows.config import parse_config
 from flows.model import ControllerSettings
-from flows.state import cluster_data, load_state, save_state
-from tests.unit.test_rest import StandInController, call, unchanged
+from flows.state import cluster_data
+from tests.unit.test_rest import StandInController, call, load_state, unchanged
 
 WEB = {  # the registry test_rest.py's controller starts with, as GET /nlb/registry shows it
     "name": "web",
@@ -40,7 +39,7 @@ class CountingController(StandInController):
 
     def change(self, mutate):
         registry, touched = mutate(self.core.registry)
-        save_state(self.state_file, registry)
+        self.store.save(registry)
         work = self.core.set_registry(registry, now=0.0)
         self.changes.append(
             (sum(len(w.diff.to_add) for w in work.values()), sum(len(w.diff.to_delete) for w in work.values()))
@@ -50,7 +49,7 @@ class CountingController(StandInController):
 
 @pytest.fixture
 def controller(tmp_path) -> CountingController:
-    return CountingController(str(tmp_path / "state.yaml"))
+    return CountingController(str(tmp_path / "state.db"))
 
 
 def three_clusters(controller) -> None:
@@ -363,4 +362,4 @@ def test_a_cluster_put_whole_may_take_back_what_it_held(controller):
     }
     assert call(controller, "PUT", "/nlb/clusters/web", swapped)[0] == 200
     assert cluster_data(controller.registry.cluster_named("web"))["members"] == swapped["members"]
-    assert Path(controller.state_file).read_text().count("02:de:0a:00:00:0c") == 1
+    assert cluster_data(load_state(controller.state_file).cluster_named("web"))["members"] == swapped["members"]

@@ -3,96 +3,37 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-import pytest
 
 from flows.addresses import PROBE_MAC
 from flows.audit import ReadBackFlow, audit_switch
-from flows.config import ConfigError
 from flows.core import NlbCore
 from flows.flowspec import FlowSpec, Output, make_match
 from flows.registry_ops import add_member, remove_member
-from flows.state import load_state, remove_stale_temp_files, save_state, state_path
+from flows.state import state_path, yaml_state_path
+from flows.store import remove_stale_temp_files
 from tests.unit.example_cluster import CM, DM, MEMBER_PORT, SWITCH_PORTS, request, web_config
 
 
-def test_state_file_round_trips_the_registry(tmp_path):
-    registry = web_config(pinned=True).registry
-    path = str(tmp_path / "state.yaml")
-    save_state(path, registry)
-    assert load_state(path) == registry
-    assert os.listdir(tmp_path) == ["state.yaml"], "no temp file is left after an atomic write"
-
-
-KILLED_WHILE_WRITING = textwrap.dedent(
-    """
-    import os, signal, sys
-    from flows.config import parse_config
-    from flows.state import save_state
-    # kill -9 after the temp file is written and synced, just before the rename would publish it
-    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
-    save_state(sys.argv[1], parse_config("clusters: [{name: new, cluster_ip: 10.9.9.9}]").registry)
-    """
-)
-
-
-def kill_while_saving(path: Path) -> subprocess.CompletedProcess:
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=env, capture_output=True)
-
-
-def test_a_temp_file_left_by_kill_9_is_never_the_state_and_the_next_start_removes_it(tmp_path):
-    path = tmp_path / "state.yaml"
-    registry = web_config().registry
-    save_state(str(path), registry)
-    other = tmp_path / "other.yaml"
-    other.write_text("clusters: []\n")
-
-    killed = kill_while_saving(path)
-
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    left = sorted(name for name in os.listdir(tmp_path) if name not in ("state.yaml", "other.yaml"))
-    assert len(left) == 1 and left[0].startswith(".state.yaml.") and left[0].endswith(".tmp"), left
-    assert "name: new" in (tmp_path / left[0]).read_text(), "the killed write had finished its temp file"
-    assert load_state(str(path)) == registry, "the state is the last complete write"
-    assert remove_stale_temp_files(str(path)) == [str(tmp_path / left[0])]
-    assert sorted(os.listdir(tmp_path)) == ["other.yaml", "state.yaml"], "only the state file's own temp files go"
-    assert load_state(str(path)) == registry
-
-
-def test_a_crash_before_the_first_save_leaves_no_state_only_a_temp_file_the_start_removes(tmp_path):
-    path = tmp_path / "state.yaml"
-    assert kill_while_saving(path).returncode == -signal.SIGKILL
-    assert load_state(str(path)) is None, "a first start: the config seeds the registry, not the temp file"
-    assert len(remove_stale_temp_files(str(path))) == 1
-    assert os.listdir(tmp_path) == []
-
-
-def test_no_state_file_means_first_start(tmp_path):
-    assert load_state(str(tmp_path / "absent.yaml")) is None
-
-
-@pytest.mark.parametrize("garbage", ["clusters: [", "clusters: []\nclusters: []\n", "clusters: [{name: web}]"])
-def test_a_corrupt_state_file_is_an_error_naming_it_and_is_left_as_it_is(tmp_path, garbage):
-    path = tmp_path / "state.yaml"
-    path.write_text(garbage)
-    with pytest.raises(ConfigError, match="never replaced silently") as caught:
-        load_state(str(path))
-    assert caught.value.source == str(path)
-    assert path.read_text() == garbage
+def test_the_temp_file_an_older_versions_yaml_writer_left_is_removed_at_the_start(tmp_path):
+    yaml_path = tmp_path / "nlbflow-state.yaml"
+    yaml_path.write_text("clusters: []\n")
+    stale = tmp_path / ".nlbflow-state.yaml.k9x2q1.tmp"  # a kill -9 between its temp file and the rename
+    stale.write_text("clusters: [{name: new, cluster_ip: 10.9.9.9}]\n")
+    assert remove_stale_temp_files(str(yaml_path)) == [str(stale)]
+    assert os.listdir(tmp_path) == ["nlbflow-state.yaml"]
 
 
 def test_state_file_sits_beside_the_config_unless_configured(tmp_path):
     config = str(tmp_path / "etc" / "nlbflow.yaml")
-    assert state_path(config, None) == str(tmp_path / "etc" / "nlbflow-state.yaml")
+    assert state_path(config, None) == str(tmp_path / "etc" / "nlbflow-state.db")
     assert state_path(config, "state/s.yaml") == str(tmp_path / "etc" / "state" / "s.yaml")
     assert state_path(config, "/var/lib/s.yaml") == "/var/lib/s.yaml"
+
+
+def test_the_older_default_yaml_state_file_is_looked_for_only_when_no_state_file_is_configured(tmp_path):
+    config = str(tmp_path / "etc" / "nlbflow.yaml")
+    assert yaml_state_path(config, None) == str(tmp_path / "etc" / "nlbflow-state.yaml")
+    assert yaml_state_path(config, "/var/lib/s.yaml") is None, "the configured file itself is imported"
 
 
 def located_core() -> NlbCore:

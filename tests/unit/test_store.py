@@ -1,0 +1,606 @@
+"""The SQLite store (flows/store.py): exact round trips, writes in proportion to the change, the import of
+an older version's YAML state file, kill -9 while writing, and storage it refuses without touching it."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import ConfigError, config_from_data, parse_config
+from flows.model import Registry
+from flows.registry_ops import add_member, remove_member, update_member
+from flows.state import cluster_data
+from flows.store import (
+    ClusterRow,
+    RegistryStore,
+    member_rows,
+    open_registry,
+    plan_writes,
+    remove_stale_temp_files,
+)
+from tests.unit.example_cluster import web_config
+
+ROOT = Path(__file__).resolve().parents[2]
+NEVER_REPLACED = "the state file is never replaced silently: repair or remove it"
+
+
+# --- random registries ---------------------------------------------------------------------------------
+
+
+def random_member(rng: random.Random, cluster_number: int, used: set[str]) -> dict:
+    while True:
+        ip = f"10.{cluster_number}.{rng.randrange(4)}.{rng.randrange(1, 60)}"
+        if ip not in used:
+            used.add(ip)
+            break
+    member: dict = {"ip": ip}
+    if rng.random() < 0.3:
+        member["mac"] = f"02:aa:{rng.randrange(256):02x}:{rng.randrange(256):02x}:{rng.randrange(256):02x}:01"
+    if rng.random() < 0.3:
+        member.update(dpid=rng.randrange(1, 4), port=rng.randrange(1, 200))
+    return member
+
+
+def random_cluster(rng: random.Random, number: int, used: set[str]) -> dict:
+    return {
+        "name": f"c{number}",
+        "cluster_ip": f"10.200.{number}.100",
+        "mode": rng.choice(["unicast", "unicast", "multicast", "igmp"]),
+        "arp": rng.choice(["proxy", "relay"]),
+        "members": [random_member(rng, number, used) for _ in range(rng.randrange(6))],
+    }
+
+
+def registry_of(data: list[dict]) -> Registry:
+    return config_from_data({"clusters": data}, "generated").registry
+
+
+def mutated(rng: random.Random, data: list[dict]) -> list[dict]:
+    """data with one random change of the kinds the API and `apply` make; the input is left as it is."""
+    data = copy.deepcopy(data)
+    used = {member["ip"] for cluster in data for member in cluster["members"]}
+    kind = rng.choice(
+        ["add cluster", "remove cluster", "swap clusters", "cluster field"] + ["member"] * 4 + ["move member"]
+    )
+    if kind == "add cluster" or not data:
+        free = sorted({n for n in range(20)} - {int(cluster["name"][1:]) for cluster in data})
+        data.insert(rng.randrange(len(data) + 1), random_cluster(rng, rng.choice(free), used))
+    elif kind == "remove cluster":
+        data.pop(rng.randrange(len(data)))
+    elif kind == "swap clusters":
+        i, j = rng.randrange(len(data)), rng.randrange(len(data))
+        data[i], data[j] = data[j], data[i]
+    elif kind == "cluster field":
+        cluster = rng.choice(data)
+        field = rng.choice(["arp", "mode"])
+        cluster[field] = rng.choice(["proxy", "relay"] if field == "arp" else ["unicast", "multicast", "igmp"])
+    elif kind == "move member":
+        source, target = rng.choice(data), rng.choice(data)
+        if source["members"]:
+            member = source["members"].pop(rng.randrange(len(source["members"])))
+            target["members"].insert(rng.randrange(len(target["members"]) + 1), member)
+    else:
+        cluster = rng.choice(data)
+        members = cluster["members"]
+        action = rng.choice(["add", "remove", "change", "swap"])
+        number = int(cluster["name"][1:])
+        if action == "add" or not members:
+            members.insert(rng.randrange(len(members) + 1), random_member(rng, number, used))
+        elif action == "remove":
+            members.pop(rng.randrange(len(members)))
+        elif action == "change":
+            index = rng.randrange(len(members))
+            members[index] = {**random_member(rng, number, set()), "ip": members[index]["ip"]}
+        else:
+            i, j = rng.randrange(len(members)), rng.randrange(len(members))
+            members[i], members[j] = members[j], members[i]
+    return data
+
+
+def random_steps(seed: int, steps: int) -> list[Registry]:
+    """A random start and a sequence of valid registries, each one change (or a few) from the last."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+    data = [random_cluster(rng, number, used) for number in rng.sample(range(20), rng.randrange(1, 6))]
+    registries = [registry_of(data)]
+    while len(registries) < steps:
+        candidate = data
+        for _ in range(rng.choice([1, 1, 1, 2, 3])):
+            candidate = mutated(rng, candidate)
+        try:
+            registries.append(registry_of(candidate))
+        except ConfigError:  # a clash the generator made (a pinned port, a cookie id): not a change to try
+            continue
+        data = candidate
+    return registries
+
+
+def stored_rows(connection: sqlite3.Connection) -> tuple[set, set]:
+    return set(connection.execute("SELECT * FROM clusters")), set(connection.execute("SELECT * FROM members"))
+
+
+def rows_of(registry: Registry) -> tuple[dict, dict]:
+    """The rows a registry is stored as, by key (the functions plan_writes uses, checked independently by
+    stored_rows against a database created from scratch)."""
+    names = [None, *(cluster.name for cluster in registry.clusters)]
+    clusters = {
+        cluster.name: ClusterRow(
+            cluster.name, names[i], cluster.cluster_ip, cluster.cluster_mac, cluster.mode.value, cluster.arp.value
+        )
+        for i, cluster in enumerate(registry.clusters)
+    }
+    members = {(row.cluster, row.ip): row for cluster in registry.clusters for row in member_rows(cluster)}
+    return clusters, members
+
+
+# --- plan_writes and the round trip --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_change_of_a_random_sequence_is_stored_exactly_and_writes_only_the_rows_it_changes(tmp_path, seed):
+    registries = random_steps(seed, 40)
+    store = RegistryStore.create(str(tmp_path / "state.db"), registries[0])
+    for old, new in zip(registries, registries[1:]):
+        writes = store.save(new)
+
+        old_clusters, old_members = rows_of(old)
+        new_clusters, new_members = rows_of(new)
+        assert set(writes.clusters_deleted) == old_clusters.keys() - new_clusters.keys()
+        assert set(writes.clusters_inserted) == {new_clusters[n] for n in new_clusters.keys() - old_clusters.keys()}
+        assert set(writes.clusters_updated) == {
+            row for name, row in new_clusters.items() if name in old_clusters and old_clusters[name] != row
+        }
+        kept = {key for key in old_members if key[0] in new_clusters}
+        assert set(writes.members_deleted) == kept - new_members.keys()
+        assert set(writes.members_inserted) == {row for key, row in new_members.items() if key not in old_members}
+        assert set(writes.members_updated) == {
+            row for key, row in new_members.items() if key in old_members and old_members[key] != row
+        }
+        reopened = RegistryStore.open(store.path)
+        assert reopened.registry == new
+        fresh = RegistryStore.create(str(tmp_path / "fresh.db"), new)
+        assert stored_rows(reopened.connection) == stored_rows(fresh.connection)
+        for other in (reopened, fresh):
+            other.close()
+    store.close()
+
+
+def test_an_unchanged_registry_writes_nothing_and_an_empty_one_round_trips(tmp_path):
+    registry = web_config(pinned=True).registry
+    assert plan_writes(registry, registry).rows == 0
+    assert plan_writes(registry, Registry(clusters=tuple(registry.clusters))).rows == 0
+    store = RegistryStore.create(str(tmp_path / "state.db"), Registry())
+    assert RegistryStore.open(store.path).registry == Registry()
+
+
+def test_a_dpid_beyond_a_signed_64_bit_integer_round_trips(tmp_path):
+    text = (
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, dpid: 0xffffffffffffffff, port: 7}]}]"
+    )
+    registry = parse_config(text).registry
+    RegistryStore.create(str(tmp_path / "state.db"), registry).close()
+    assert RegistryStore.open(str(tmp_path / "state.db")).registry == registry
+
+
+def large_registry() -> Registry:
+    """100 clusters of 10 members."""
+    clusters = [
+        {"name": f"c{n}", "cluster_ip": f"10.200.{n}.100", "members": [{"ip": f"10.{n}.0.{m}"} for m in range(1, 11)]}
+        for n in range(100)
+    ]
+    return registry_of(clusters)
+
+
+def traced_writes(store: RegistryStore, registry: Registry) -> list[str]:
+    """The SQL statements one save runs, as SQLite traces them."""
+    statements: list[str] = []
+    store.connection.set_trace_callback(statements.append)
+    try:
+        store.save(registry)
+    finally:
+        store.connection.set_trace_callback(None)
+    return statements
+
+
+def test_a_one_member_change_of_a_large_registry_writes_one_row_in_one_transaction(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), large_registry())
+    changes = {
+        "add": lambda r: add_member(r, "c50", {"ip": "10.50.0.99"})[0],
+        "update": lambda r: update_member(r, "c50", "10.50.0.3", {"dpid": 1, "port": 9})[0],
+        "remove the last": lambda r: remove_member(r, "c50", "10.50.0.99")[0],
+    }
+    for name, change in changes.items():
+        registry = change(store.registry)
+        statements = traced_writes(store, registry)
+        writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
+        assert len(writes) == 1, (name, statements)
+        assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT", (name, statements)
+        assert RegistryStore.open(store.path).registry == registry
+
+
+def test_removing_a_member_from_the_middle_relinks_one_neighbour_and_renumbers_nothing(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), large_registry())
+    registry = remove_member(store.registry, "c50", "10.50.0.2")[0]
+    writes = store.save(registry)
+    assert writes.members_deleted == (("c50", "10.50.0.2"),)
+    assert [(row.ip, row.previous) for row in writes.members_updated] == [("10.50.0.3", "10.50.0.1")]
+    assert writes.rows == 2
+    assert RegistryStore.open(store.path).registry == registry
+
+
+def test_removing_a_cluster_is_two_statements_and_relinks_the_next_cluster(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), large_registry())
+    registry = Registry(clusters=tuple(c for c in store.registry.clusters if c.name != "c0"))
+    statements = traced_writes(store, registry)
+    assert [s.split()[0] for s in statements] == ["BEGIN", "DELETE", "DELETE", "UPDATE", "COMMIT"], statements
+    assert RegistryStore.open(store.path).registry == registry
+
+
+# --- kill -9 while writing -----------------------------------------------------------------------------
+
+SAVE_IN_A_LOOP = textwrap.dedent(
+    """
+    import sys
+    from flows.config import config_from_data
+    from flows.store import RegistryStore
+    store = RegistryStore.open(sys.argv[1])
+    for n in range(1, 100000):
+        clusters = [{"name": "web", "cluster_ip": "10.200.0.100",
+                     "members": [{"ip": f"10.0.{m // 250}.{m % 250 + 1}"} for m in range(n)]}]
+        store.save(config_from_data({"clusters": clusters}, "loop").registry)
+        print(n, flush=True)  # acknowledged: committed
+    """
+)
+
+
+def test_kill_9_while_saving_leaves_every_committed_change_and_nothing_half_written(tmp_path):
+    path = tmp_path / "state.db"
+    RegistryStore.create(str(path), registry_of([{"name": "web", "cluster_ip": "10.200.0.100"}])).close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVE_IN_A_LOOP, str(path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    acknowledged = 0
+    stop_after = random.Random().randrange(20, 200)  # a moment the test does not choose
+    for line in saver.stdout:
+        acknowledged = int(line)
+        if acknowledged >= stop_after:
+            break
+    saver.kill()
+    saver.wait()
+    for line in saver.stdout:  # what was committed and printed before the kill landed
+        acknowledged = int(line)
+
+    members = RegistryStore.open(str(path)).registry.cluster_named("web").members
+    assert acknowledged <= len(members) <= acknowledged + 1, "every acknowledged change, at most one more"
+    assert [m.ip for m in members] == [f"10.0.{m // 250}.{m % 250 + 1}" for m in range(len(members))]
+
+
+KILLED_WHILE_CREATING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from flows.config import parse_config
+    from flows.store import RegistryStore
+    # kill -9 once the new database is complete in its temp file, just before the rename would publish it
+    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    RegistryStore.create(sys.argv[1], parse_config("clusters: [{name: new, cluster_ip: 10.9.9.9}]").registry)
+    """
+)
+
+
+def test_a_crash_while_creating_leaves_no_state_only_a_temp_file_the_next_start_removes(tmp_path):
+    path = tmp_path / "state.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_CREATING, str(path)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (left,) = os.listdir(tmp_path)
+    assert left.startswith(".state.db.") and left.endswith(".tmp"), left
+    (tmp_path / "other.db.tmp").write_text("not ours")
+
+    assert remove_stale_temp_files(str(path)) == [str(tmp_path / left)]
+    opened = open_registry(str(path), registry_of([{"name": "web", "cluster_ip": "10.200.0.100"}]))
+    assert opened.first_start, "the temp file is never the state: the config seeds the registry"
+    assert sorted(os.listdir(tmp_path)) == ["other.db.tmp", "state.db", "state.db-shm", "state.db-wal"]
+
+
+def test_the_databases_own_wal_and_shm_are_never_taken_for_temp_files(tmp_path):
+    path = tmp_path / "state.db"
+    store = RegistryStore.create(str(path), web_config().registry)
+    store.save(remove_member(store.registry, "web", "10.0.0.11")[0])
+    for stale in (".state.db.x1.tmp", ".state.db.x1.tmp-wal", ".state.db.x1.tmp-shm", ".state.db.x1.tmp-journal"):
+        (tmp_path / stale).write_text("")
+    assert len(remove_stale_temp_files(str(path))) == 4
+    assert sorted(os.listdir(tmp_path)) == ["state.db", "state.db-shm", "state.db-wal"]
+    assert [m.ip for m in RegistryStore.open(str(path)).registry.clusters[0].members] == ["10.0.0.12", "10.0.0.13"]
+
+
+# --- which file, first start, and the import of a YAML state file ---------------------------------------
+
+
+def yaml_state(registry: Registry) -> str:
+    """A state file as the versions before the store wrote it (save_state): the config's `clusters:`."""
+    header = "# nlbflow registry, written by the controller on every change; edit only while it is stopped.\n"
+    return header + yaml.safe_dump({"clusters": [cluster_data(c) for c in registry.clusters]}, sort_keys=False)
+
+
+def test_the_first_start_creates_the_database_from_the_config_and_the_next_one_reads_it(tmp_path):
+    path = str(tmp_path / "state.db")
+    configured = web_config(pinned=True).registry
+    first = open_registry(path, configured)
+    assert (first.first_start, first.config_ignored, first.store.registry) == (True, False, configured)
+    first.store.save(remove_member(configured, "web", "10.0.0.12")[0])
+    first.store.close()
+
+    second = open_registry(path, configured)
+    assert (second.first_start, second.config_ignored) == (False, True), "what the API removed stays removed"
+    assert [m.ip for m in second.store.registry.clusters[0].members] == ["10.0.0.11", "10.0.0.13"]
+
+
+def test_a_yaml_state_file_at_the_configured_path_is_imported_there_and_kept_beside_it(tmp_path):
+    path = tmp_path / "state.yaml"  # a configured state_file: it keeps its name, whatever its extension
+    registry = parse_config(
+        "clusters:\n- {name: web, cluster_ip: 10.0.0.100, arp: relay, members: [{ip: 10.0.0.11, dpid: 1, port: 2}]}\n"
+        "- {name: mc, cluster_ip: 10.0.1.100, mode: multicast, members: [{ip: 10.0.1.11, mac: '52:54:00:00:01:0b'}]}\n"
+    ).registry
+    text = yaml_state(registry)
+    path.write_text(text)
+
+    opened = open_registry(str(path), Registry())
+
+    assert (opened.imported, opened.kept_as, opened.first_start) == (str(path), f"{path}.imported", False)
+    assert opened.store.registry == registry
+    assert Path(opened.kept_as).read_text() == text
+    assert path.read_bytes()[:16] == b"SQLite format 3\x00"
+    opened.store.close()
+    again = open_registry(str(path), Registry())
+    assert (again.imported, again.store.registry) == (None, registry), "imported once"
+
+
+def test_the_old_default_yaml_state_file_is_imported_into_the_new_default_and_renamed(tmp_path):
+    yaml_path, path = tmp_path / "nlbflow-state.yaml", tmp_path / "nlbflow-state.db"
+    registry = web_config(pinned=True).registry
+    yaml_path.write_text(yaml_state(registry))
+    before = hashlib.sha256(yaml_path.read_bytes()).hexdigest()
+
+    opened = open_registry(str(path), web_config().registry, str(yaml_path))
+
+    assert (opened.imported, opened.kept_as) == (str(yaml_path), f"{yaml_path}.imported")
+    assert opened.store.registry == registry and opened.config_ignored
+    assert not yaml_path.exists()
+    assert hashlib.sha256(Path(opened.kept_as).read_bytes()).hexdigest() == before
+    opened.store.close()
+    again = open_registry(str(path), web_config().registry, str(yaml_path))
+    assert (again.imported, again.not_read, again.store.registry) == (None, None, registry)
+
+
+def test_an_import_interrupted_after_the_database_was_in_place_is_finished_by_the_next_start(tmp_path):
+    yaml_path, path = tmp_path / "nlbflow-state.yaml", tmp_path / "nlbflow-state.db"
+    registry = web_config().registry
+    yaml_path.write_text(yaml_state(registry))
+    os.link(yaml_path, f"{yaml_path}.imported")  # what the import does first
+    RegistryStore.create(str(path), registry).close()  # then the database; the kill lands before the unlink
+
+    opened = open_registry(str(path), Registry(), str(yaml_path))
+
+    assert (opened.imported, opened.not_read, opened.store.registry) == (None, None, registry)
+    assert sorted(p.name for p in tmp_path.iterdir() if "state" in p.name and "-" not in p.name[14:]) == [
+        "nlbflow-state.db",
+        "nlbflow-state.yaml.imported",
+    ]
+
+
+def test_a_yaml_file_beside_the_database_that_was_not_imported_is_named_and_left_alone(tmp_path):
+    yaml_path, path = tmp_path / "nlbflow-state.yaml", tmp_path / "nlbflow-state.db"
+    RegistryStore.create(str(path), Registry()).close()
+    yaml_path.write_text(yaml_state(web_config().registry))
+    opened = open_registry(str(path), Registry(), str(yaml_path))
+    assert (opened.not_read, opened.store.registry) == (str(yaml_path), Registry())
+    assert yaml_path.exists()
+
+
+def test_an_earlier_imported_file_is_never_overwritten(tmp_path):
+    path = tmp_path / "state.yaml"
+    Path(f"{path}.imported").write_text("an earlier import\n")
+    path.write_text(yaml_state(web_config().registry))
+    opened = open_registry(str(path), Registry())
+    assert opened.kept_as == f"{path}.imported.2"
+    assert Path(f"{path}.imported").read_text() == "an earlier import\n"
+
+
+# --- storage refused, and left as it was -----------------------------------------------------------------
+
+
+def valid_database(path: Path, clusters: int = 1) -> None:
+    data = [
+        {"name": f"c{n}", "cluster_ip": f"10.200.{n}.100", "members": [{"ip": f"10.{n}.0.{m}"} for m in range(1, 6)]}
+        for n in range(clusters)
+    ]
+    RegistryStore.create(str(path), registry_of(data)).close()
+
+
+def edited(path: Path, *statements: str) -> None:
+    """path edited by hand, as with the sqlite3 shell."""
+    valid_database(path)
+    connection = sqlite3.connect(path)
+    for statement in statements:
+        connection.execute(statement)
+    connection.commit()
+    connection.close()
+
+
+def truncated(path: Path) -> None:
+    valid_database(path, clusters=60)
+    data = path.read_bytes()
+    assert len(data) > 8 * 4096, "enough pages that half of them are missing"
+    path.write_bytes(data[: len(data) // 2])
+
+
+def garbled(path: Path) -> None:
+    valid_database(path, clusters=60)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 5] = bytes(range(256)) * 32
+    path.write_bytes(bytes(data))
+
+
+CORRUPT = {
+    "not-sqlite-binary": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not an SQLite database"),
+    "empty": (lambda p: p.write_bytes(b""), "the file is empty"),
+    "short-header": (lambda p: p.write_bytes(b"SQLite for"), "not an SQLite database"),
+    "truncated": (truncated, "database"),
+    "garbled-pages": (garbled, "database"),
+    "other-apps-database": (
+        lambda p: sqlite3.connect(p).execute("CREATE TABLE t (x)").connection.commit(),
+        "no such table: meta",
+    ),
+    "schema-version": (lambda p: edited(p, "UPDATE meta SET value = '7'"), "schema version '7'"),
+    "bad-member-ip": (
+        lambda p: edited(p, "UPDATE members SET ip = '10.0.0.300' WHERE ip = '10.0.0.5'"),
+        "members[cluster='c0', ip='10.0.0.300'].ip",
+    ),
+    "bad-mode": (lambda p: edited(p, "UPDATE clusters SET mode = 'broadcast'"), "is not a cluster mode"),
+    "member-ip-twice": (
+        lambda p: edited(p, "UPDATE clusters SET cluster_ip = '10.0.0.3'"),
+        "10.0.0.3 is already the cluster IP",
+    ),
+    "broken-order": (
+        lambda p: edited(p, "UPDATE members SET previous = '10.0.0.1' WHERE ip = '10.0.0.4'"),
+        "both after '10.0.0.1' (column previous)",
+    ),
+    "member-of-no-cluster": (
+        lambda p: edited(p, "INSERT INTO members (cluster, ip) VALUES ('gone', '10.9.0.1')"),
+        "a cluster that has no row in clusters",
+    ),
+    "invalid-yaml": (lambda p: p.write_text("clusters: [\n"), "invalid YAML"),
+    "duplicate-key": (
+        lambda p: p.write_text("clusters:\n  - name: web\n    cluster_ip: 10.0.0.100\n    name: db\n"),
+        "duplicate key",
+    ),
+    "yaml-member-without-ip": (
+        lambda p: p.write_text(
+            "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{mac: '02:de:00:00:00:01'}]}]"
+        ),
+        "clusters[0].members[0].ip: required key is missing",
+    ),
+}
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("make, problem", CORRUPT.values(), ids=list(CORRUPT))
+def test_corrupt_storage_is_refused_naming_the_file_and_left_byte_for_byte(tmp_path, make, problem):
+    path = tmp_path / "nlbflow-state.db"
+    make(path)
+    before = fingerprint(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        open_registry(str(path), web_config().registry, str(tmp_path / "nlbflow-state.yaml"))
+
+    assert caught.value.source == str(path)
+    assert problem in str(caught.value) and NEVER_REPLACED in str(caught.value), str(caught.value)
+    assert fingerprint(tmp_path) == before, "the file is untouched and nothing was written beside it"
+
+
+def test_a_corrupt_yaml_state_file_at_the_old_default_is_refused_and_left_as_it_is(tmp_path):
+    yaml_path = tmp_path / "nlbflow-state.yaml"
+    yaml_path.write_text("clusters: [{name: web}]\n")
+    before = fingerprint(tmp_path)
+    with pytest.raises(ConfigError, match="cluster_ip: required key is missing") as caught:
+        open_registry(str(tmp_path / "nlbflow-state.db"), Registry(), str(yaml_path))
+    assert caught.value.source == str(yaml_path) and NEVER_REPLACED in str(caught.value)
+    assert fingerprint(tmp_path) == before
+
+
+OPEN_AS_ANOTHER_USER = textwrap.dedent(
+    """
+    import os, sys
+    from flows.config import ConfigError
+    from flows.model import Registry
+    from flows.store import open_registry
+    if os.geteuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)  # nobody: root reads and writes whatever the permissions say
+    try:
+        open_registry(sys.argv[1], Registry())
+    except ConfigError as error:
+        print(error)
+        sys.exit(2)
+    """
+)
+
+
+@pytest.mark.parametrize("mode, problem", [(0o000, "cannot read the file: Permission denied"), (0o444, "readonly")])
+def test_storage_the_controller_may_not_read_or_write_is_refused_and_left_as_it_is(mode, problem):
+    folder = Path(tempfile_folder())
+    try:
+        path = folder / "nlbflow-state.db"
+        valid_database(path)
+        os.chmod(path, mode)
+        before = fingerprint(folder)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-c", OPEN_AS_ANOTHER_USER, str(path)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert done.stdout.startswith(f"{path}: ") and problem in done.stdout and NEVER_REPLACED in done.stdout
+        assert fingerprint(folder) == before
+    finally:
+        shutil.rmtree(folder)
+
+
+def tempfile_folder() -> str:
+    """A folder another user may enter but not write in (pytest's tmp_path is private to its user)."""
+    folder = tempfile.mkdtemp(prefix="nlbflow-store-")
+    os.chmod(folder, 0o755)
+    return folder
+
+
+def test_a_wal_left_by_a_database_removed_without_it_stops_the_start_instead_of_reaching_a_new_one(tmp_path):
+    path = tmp_path / "nlbflow-state.db"
+    store = RegistryStore.create(str(path), web_config().registry)
+    store.save(remove_member(store.registry, "web", "10.0.0.11")[0])
+    wal = Path(f"{path}-wal").read_bytes()
+    assert wal, "the change is in the WAL until a checkpoint"
+    store.close()
+    path.unlink()  # "remove the state file", but not SQLite's log of it
+    Path(f"{path}-wal").write_bytes(wal)
+    before = fingerprint(tmp_path)
+
+    with pytest.raises(ConfigError, match="moved or removed without it") as caught:
+        open_registry(str(path), web_config().registry)
+
+    assert caught.value.source == f"{path}-wal"
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_save_that_fails_halfway_leaves_the_last_committed_registry_and_the_store_usable(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), web_config().registry)
+    before = store.registry
+    db = {"name": "db", "cluster_ip": "10.200.7.100", "members": [{"ip": "10.7.0.1"}]}
+    bigger = registry_of([*(cluster_data(c) for c in before.clusters), db])
+    store.connection.execute(  # the disk fills up at the first member row, after the cluster's row
+        "CREATE TEMP TRIGGER full BEFORE INSERT ON members BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        store.save(bigger)
+
+    assert store.registry == before
+    assert RegistryStore.open(store.path).registry == before, "nothing of the failed change was committed"
+    store.connection.execute("DROP TRIGGER full")
+    store.save(bigger)
+    assert RegistryStore.open(store.path).registry == bigger
