@@ -328,7 +328,9 @@ def test_every_refused_request_answers_its_status_and_an_error_naming_the_field_
         ),
         ("POST", "/nlb/clusters", {"body": {"name": "web", "cluster_ip": "10.0.0.200"}}, 409, r"^name: .*'web'"),
         ("DELETE", "/nlb/clusters", {}, 405, r"^DELETE is not allowed on /nlb/clusters \(allowed: GET, POST\)"),
-        ("PUT", "/nlb/clusters/web", {"body": {}}, 405, r"^PUT is not allowed"),
+        ("PATCH", "/nlb/clusters/web", {"body": {}}, 405, r"^PATCH is not allowed"),
+        ("PUT", "/nlb/clusters/web", {"body": {}}, 400, r"^cluster_ip: required key is missing"),
+        ("PUT", "/nlb/registry", {"body": {"clusters": [{"name": "web"}]}}, 400, r"^clusters\[0\]\.cluster_ip: "),
     ]
     wrong = []
     for method, path, payload, status, error in cases:
