@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Union
 
 from flows.addresses import PROBE_MAC
@@ -117,11 +118,22 @@ class FlowSpec:
         """What identifies a flow in OpenFlow: adding a flow with the same key replaces it."""
         return (self.table_id, self.priority, self.match)
 
+    def __hash__(self) -> int:
+        """Computed once per flow (a flow is immutable): the core keeps tens of thousands in sets."""
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash((self.priority, self.cookie, self.match, self.actions, self.table_id))
+            object.__setattr__(self, "_hash", value)
+            return value
 
+
+MEMBER_FLOWS_CACHED = 1 << 16  # per-member flows kept built: recomputing a cluster rebuilds only what moved
 MemberPorts = Mapping[tuple[str, str], int]
 """(cluster name, member ip) -> port, on one switch; members not located there are absent."""
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
 def source_masking_flow(cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int) -> FlowSpec:
     """A member's frames leave its port with its dedicated MAC as source, so no switch table ever holds
     the cluster MAC and NORMAL never sees it move (NLB's MaskSourceMAC, done in the fabric)."""
@@ -190,6 +202,7 @@ def punt_out_flow() -> FlowSpec:
     )
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
 def member_delivery_flow(
     cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int
 ) -> FlowSpec:
