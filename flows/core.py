@@ -500,21 +500,18 @@ class NlbCore:
         if state.installed is None:  # no punt flow yet: the answers would be lost
             return ()
         state.next_unlocated_probe = now + UNLOCATED_PROBE_SECONDS
-        frames = self._unlocated_probes(dpid)
-        self._where(dpid).probes_sent(frames, now)
-        return frames
-
-    def _unlocated_probes(self, dpid: int) -> tuple[FrameOut, ...]:
-        """In registry order, one probe out of every port that is up for each unlocated member."""
-        live_ports = self.switches[dpid].live_ports
-        frames: list[FrameOut] = []
         if not self.unlocated:
             return ()
-        for cluster in self._registry.clusters:
+        ports = sorted(state.live_ports)
+        frames: list[FrameOut] = []
+        probed: list[str] = []
+        for cluster in self._registry.clusters:  # in registry order
             ips = self.unlocated.get(cluster.name)
             for member in cluster.members if ips else ():
                 if member.ip in ips:
-                    frames += probe_outputs(member.ip, live_ports)
+                    frames += probe_outputs(member.ip, ports)
+                    probed.append(member.ip)
+        self._where(dpid).probes_swept(probed, frozenset(ports), now)
         return tuple(frames)
 
     def _rebuild(self, dpid: int, installed: frozenset[FlowSpec]) -> FlowDiff:

@@ -106,6 +106,7 @@ class SwitchLocations:
     located: dict[MemberKey, Location] = field(default_factory=dict)
     claims: dict[MemberKey, Claim] = field(default_factory=dict)
     probed: dict[tuple[str, int], float] = field(default_factory=dict)  # (member ip, port) -> when
+    swept: dict[str, tuple[float, frozenset[int]]] = field(default_factory=dict)  # member ip -> (when, the ports)
     moves: dict[MemberKey, list[float]] = field(default_factory=dict)
     attempts: dict[MemberKey, Attempts] = field(default_factory=dict)
     pinned_heard: dict[MemberKey, float] = field(default_factory=dict)
@@ -130,9 +131,19 @@ class SwitchLocations:
             if out.frame.sha == PROBE_MAC and out.frame.op == ARP_REQUEST:
                 self.probed[(out.frame.tpa, out.port)] = now
 
+    def probes_swept(self, member_ips: Iterable[str], ports: frozenset[int], now: float) -> None:
+        """Members just probed out of every one of these ports (the search for unlocated members): one
+        entry per member, not per member and port, so that a fresh switch's thousands of ports cost
+        nothing more to remember."""
+        for member_ip in member_ips:
+            self.swept[member_ip] = (now, ports)
+
     def solicited(self, member_ip: str, port: int, now: float) -> bool:
         sent = self.probed.get((member_ip, port))
-        return sent is not None and now - sent <= self.settings.confirm_seconds
+        if sent is not None and now - sent <= self.settings.confirm_seconds:
+            return True
+        swept = self.swept.get(member_ip)
+        return swept is not None and port in swept[1] and now - swept[0] <= self.settings.confirm_seconds
 
     def adopt(self, key: MemberKey, port: int) -> None:
         """A delivery flow found at connect: believed until checked (it is probed at the next tick)."""
@@ -211,6 +222,7 @@ class SwitchLocations:
             probes += probe_outputs(key[1], (location.port,))
         self.probes_sent(probes, now)
         self.probed = {sent: at for sent, at in self.probed.items() if now - at <= self.settings.confirm_seconds}
+        self.swept = {ip: sent for ip, sent in self.swept.items() if now - sent[0] <= self.settings.confirm_seconds}
         return Judgement(Outcome.BELIEVED, changed, tuple(probes), tuple(notes))
 
     def port_lost(self, port: int, gone: bool, now: float) -> Judgement:

@@ -499,3 +499,23 @@ def test_an_unchanged_pinned_members_confirmation_survives_a_change_to_another_c
     assert core.confirmations("web", pinned, 3.0)[0]["confirmed_ago"] == 2.0
     assert (work.diff.to_add, work.diff.to_delete) == ((), ()), "an unlocated member needs no flow yet"
     assert work.frames == probe_outputs("10.0.2.11", PORTS), "the new member is looked for on every port"
+
+
+def test_the_search_for_unlocated_members_counts_answers_from_the_ports_it_probed_while_they_are_fresh():
+    """A read-back probes each unlocated member out of every port that is up, remembered once per member:
+    an answer counts from those ports within confirm_seconds, and from no other port or later."""
+    member = Member("10.0.1.11", dedicated_mac("10.0.1.11"))
+    web = Cluster("web", "10.0.1.100", unicast_cluster_mac("10.0.1.100"), members=(member,))
+    answer = ArpFrame(web.cluster_mac, PROBE_MAC, ARP_REPLY, web.cluster_mac, member.ip, PROBE_MAC, ZERO_IP)
+    verdicts = {}
+    for port, at in ((3, 0.5), (8, 0.5), (3, 1.5)):
+        core = NlbCore(Config(registry=Registry(clusters=(web,))))
+        core.switch_connected(1, {**dict.fromkeys(range(1, 8), True), 8: False})
+        work = core.flows_read_back(1, [], 0.0)
+        assert work.frames == probe_outputs(member.ip, range(1, 8))
+        verdicts[(port, at)] = core.packet_in(1, port, answer, at)[0].verdict
+    assert verdicts == {
+        (3, 0.5): Verdict.LOCATED,
+        (8, 0.5): Verdict.PROBE_UNSOLICITED,
+        (3, 1.5): Verdict.PROBE_UNSOLICITED,
+    }
