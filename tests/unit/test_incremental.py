@@ -399,6 +399,8 @@ class Run:
         elif choice < 0.9:
             for each, work in core.set_registry(self.changed_registry(), self.now).items():
                 self.apply(each, work)
+        elif connected and core.switches[dpid].installed is not None and choice < 0.93:
+            self.apply(dpid, core.flows_read_back(dpid, list(self.tables[dpid].values()), self.now))  # a resync
         elif connected and core.switches[dpid].installed is not None:
             expected = core.expected_flows(dpid)
             refused = frozenset(rng.sample(expected, min(len(expected), rng.randint(0, 2))))
