@@ -6,6 +6,7 @@ ports and one punted frame. It returns the frames to send and the location it le
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -127,15 +128,15 @@ def decide_arp(
 
     sender = cluster.member_for_ip(frame.spa)
     claimed = ((cluster.name, sender.ip), in_port) if sender is not None else None
-    ports = dict(member_ports)
+    ports: MemberPorts = member_ports
     if sender is None:
-        owner = next((c for c in registry.clusters if c.member_for_ip(frame.spa) is not None), None)
-        if owner is not None:  # another cluster's MAC with this member's DIP: its peers would cache it
-            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owner.name, frame.spa), in_port))
+        owners = registry.clusters_with_member_ip(frame.spa)
+        if owners:  # another cluster's MAC with this member's DIP: its peers would cache it
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
     if sender is not None and sender.pinned and ports.get((cluster.name, sender.ip)) != in_port:
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
-    if sender is not None:
-        ports[(cluster.name, sender.ip)] = in_port
+    if sender is not None:  # the sender is where its frame came from; looked up, never copied: O(1)
+        ports = ChainMap({(cluster.name, sender.ip): in_port}, member_ports)
     if sender is None:  # a DAD probe (0.0.0.0) or the VIP as sender IP: recognise the sender by its port
         sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
 
@@ -161,9 +162,9 @@ def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecis
     member sends: its DIP as arp_spa and, as arp_sha, the cluster MAC in unicast mode or the member's
     registered NIC MAC in the multicast modes (any unicast MAC when none is registered). Whether the app
     sent that probe, there and recently, is for flows/locations.py."""
-    for cluster in registry.clusters:
+    for cluster in registry.clusters_with_member_ip(frame.spa):
         member = cluster.member_for_ip(frame.spa)
-        if member is None or member.pinned:  # a pinned member is never probed
+        if member.pinned:  # a pinned member is never probed
             continue
         expected = cluster.cluster_mac if cluster.unicast else member.own_mac
         claimed = ((cluster.name, member.ip), in_port)
@@ -192,7 +193,7 @@ def _spread(
     other NIC drops a frame addressed to another host's MAC); without it (NORMAL not in use, so its
     table knows nobody), to every non-member port.
     """
-    member_ports = {port for (name, _), port in ports.items() if name == cluster.name}
+    member_ports = {ports[key] for key in ((cluster.name, m.ip) for m in cluster.members) if key in ports}
     addressed_peer = cluster.member_for_dedicated_mac(frame.eth_dst)
     broadcast = is_multicast_mac(frame.eth_dst)
     to_outsider = addressed_peer is None and frame.eth_dst != cluster.cluster_mac and not broadcast

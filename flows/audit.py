@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from flows.cookies import Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
 from flows.flowspec import FlowSpec, action_text
-from flows.model import Registry
+from flows.model import Cluster, Member, Registry
 from flows.session import Refusal, refusal_view
 
 CLAIMS = {
@@ -35,13 +35,34 @@ class ReadBackFlow:
     bytes: int
 
 
-def flow_entry(registry: Registry, spec: FlowSpec) -> dict:
+class Owners:
+    """The cluster and member a cookie names, found by id: an audit of every flow costs one lookup per flow,
+    not a scan of the registry per flow. Lookups fill the tables as they go (the first cluster or member
+    with an id wins, as in the registry's order)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.clusters: dict[int, Cluster] = {}
+        for cluster in registry.clusters:
+            self.clusters.setdefault(cluster_id(cluster.name), cluster)
+        self.members: dict[str, dict[int, Member]] = {}
+
+    def of(self, cookie: int) -> tuple[Cluster | None, Member | None]:
+        fields = decode_cookie(cookie)
+        cluster = self.clusters.get(fields.cluster_id)
+        if cluster is None:
+            return None, None
+        if cluster.name not in self.members:
+            by_id: dict[int, Member] = {}
+            for member in cluster.members:
+                by_id.setdefault(member_id(member.ip), member)
+            self.members[cluster.name] = by_id
+        return cluster, self.members[cluster.name].get(fields.member_id)
+
+
+def flow_entry(owners: Owners, spec: FlowSpec) -> dict:
     """A flow with its cookie decoded into cluster, member, purpose and the claims it serves."""
     fields = decode_cookie(spec.cookie)
-    cluster = next((c for c in registry.clusters if cluster_id(c.name) == fields.cluster_id), None)
-    member = None
-    if cluster is not None:
-        member = next((m for m in cluster.members if member_id(m.ip) == fields.member_id), None)
+    cluster, member = owners.of(spec.cookie)
     return {
         "cookie": f"{spec.cookie:#018x}",
         "cluster": cluster.name if cluster else None,
@@ -66,25 +87,31 @@ def audit_switch(
     `shared_ports` (NlbCore.shared_ports()) warns of ports holding several members or other hosts too:
     the flows cannot serve those correctly (docs/trust.md)."""
     read_back = list(read_back)
+    owners = Owners(registry)
     app_flows = [flow for flow in read_back if is_app_cookie(flow.spec.cookie)]
     expected_set = set(expected)
     installed = {flow.spec for flow in app_flows}
     return {
         "flows": [
-            {**flow_entry(registry, flow.spec), "packets": flow.packets, "bytes": flow.bytes} for flow in app_flows
+            {**flow_entry(owners, flow.spec), "packets": flow.packets, "bytes": flow.bytes} for flow in app_flows
         ],
-        "missing": [flow_entry(registry, spec) for spec in sorted(expected_set - installed, key=_order)],
-        "unexpected": [flow_entry(registry, spec) for spec in sorted(installed - expected_set, key=_order)],
+        "missing": [flow_entry(owners, spec) for spec in sorted(expected_set - installed, key=_order)],
+        "unexpected": [flow_entry(owners, spec) for spec in sorted(installed - expected_set, key=_order)],
         "other_apps_flows": len(read_back) - len(app_flows),
-        "refused": refused_entries(registry, refused),
+        "refused": _refused_entries(owners, refused),
         "shared_ports": list(shared_ports),
     }
 
 
 def refused_entries(registry: Registry, refused: Iterable[Refusal]) -> list[dict]:
     """Refused flows with the OpenFlow error the switch gave (type and code), as status and audit show them."""
+    refused = list(refused)
+    return _refused_entries(Owners(registry), refused) if refused else []
+
+
+def _refused_entries(owners: Owners, refused: Iterable[Refusal]) -> list[dict]:
     ordered = sorted(refused, key=lambda refusal: (_order(refusal.flow), refusal.command))
-    return [{**flow_entry(registry, refusal.flow), **refusal_view(refusal)} for refusal in ordered]
+    return [{**flow_entry(owners, refusal.flow), **refusal_view(refusal)} for refusal in ordered]
 
 
 def _order(spec: FlowSpec) -> tuple:

@@ -8,24 +8,37 @@ an ARP request through the controller to the frame a peer receives.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.cookies import Purpose, cluster_id, decode_cookie
-from flows.flowspec import EMPTY_DIFF, OFPP_MAX, FlowDiff, FlowSpec, Output, expected_flows, reconcile
+from flows.flowspec import (
+    EMPTY_DIFF,
+    OFPP_MAX,
+    FlowDiff,
+    FlowSpec,
+    Output,
+    base_flows,
+    cluster_flows,
+    diff_order,
+    expected_flows,
+    punt_port_flow,
+    reconcile,
+)
 from flows.frames import Refusal
 from flows.locations import (
     UNLOCATED_PROBE_SECONDS,
     How,
     Judgement,
     Level,
+    MemberKey,
     Note,
     Outcome,
+    Placement,
     SwitchLocations,
-    members_by_port,
 )
-from flows.model import Config, Member, Registry
+from flows.model import Cluster, Config, Member, Registry
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
 VERDICT_OF = {
@@ -46,68 +59,171 @@ class Work:
 
 
 @dataclass
+class ExpectedFlows:
+    """A switch's expected flows, kept by what they depend on: a change recomputes only its own part."""
+
+    base: list[FlowSpec]  # the same on every switch
+    ports: dict[int, FlowSpec]  # port -> its punt-meter flow
+    clusters: dict[str, tuple[FlowSpec, ...]]  # cluster name -> its flows on this switch
+
+    def all(self, registry: Registry) -> list[FlowSpec]:
+        flows = self.base + [self.ports[port] for port in sorted(self.ports)]
+        for cluster in registry.clusters:
+            flows += self.clusters.get(cluster.name, ())
+        return flows
+
+
+@dataclass
 class SwitchState:
     ports: dict[int, bool] = field(default_factory=dict)  # port -> up (link up and not administratively down)
-    installed: frozenset[FlowSpec] | None = None  # None until the switch's flows have been read back
+    installed: set[FlowSpec] | None = None  # None until the switch's flows have been read back
     held: dict[str, frozenset[int]] = field(default_factory=dict)  # cluster -> delivery ports found at start
     withheld: frozenset[FlowSpec] = frozenset()  # expected flows the switch keeps refusing: not sent again
     held_rounds: int = 0  # rounds of probing for unlocated members since the held ports were found
     next_unlocated_probe: float = float("-inf")  # when tick() next probes every port for unlocated members
+    live_ports: set[int] = field(default_factory=set)  # the ports that are up (kept with `ports`)
+    down_ports: set[int] = field(default_factory=set)  # the ports that are present and down
+    flows: ExpectedFlows | None = None  # the expected flows, once the switch's flows have been read back
+    unsent: set[FlowSpec] = field(default_factory=set)  # expected but withheld, so not in the switch
+    holding: dict[int, set[str]] = field(default_factory=dict)  # port -> clusters whose held ports include it
 
-    @property
-    def live_ports(self) -> set[int]:
-        return {port for port, up in self.ports.items() if up}
+    def __post_init__(self) -> None:
+        self.live_ports = {port for port, up in self.ports.items() if up}
+        self.down_ports = set(self.ports) - self.live_ports
+
+    def set_port(self, port: int, present: bool, up: bool) -> None:
+        self.live_ports.discard(port)
+        self.down_ports.discard(port)
+        if not present:
+            self.ports.pop(port, None)
+            return
+        self.ports[port] = up
+        (self.live_ports if up else self.down_ports).add(port)
+
+    def hold(self, cluster_name: str, ports: frozenset[int]) -> None:
+        """A cluster's held delivery ports are now these (none: it holds nothing any more)."""
+        for port in self.held.pop(cluster_name, frozenset()):
+            holders = self.holding[port]
+            holders.discard(cluster_name)
+            if not holders:
+                del self.holding[port]
+        if ports:
+            self.held[cluster_name] = ports
+            for port in ports:
+                self.holding.setdefault(port, set()).add(cluster_name)
+
+
+class DeliverablePorts(Mapping):
+    """Members a switch can deliver to now: located, on a port that is up. A view of the core's own index,
+    so that a packet-in looks up the members it needs instead of copying every member's port."""
+
+    def __init__(self, located: Mapping[MemberKey, int], live_ports: Collection[int]) -> None:
+        self._located = located
+        self._live_ports = live_ports
+
+    def __getitem__(self, key: MemberKey) -> int:
+        port = self._located[key]
+        if port not in self._live_ports:
+            raise KeyError(key)
+        return port
+
+    def __iter__(self) -> Iterator[MemberKey]:
+        return (key for key, port in self._located.items() if port in self._live_ports)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class NlbCore:
-    """Registry, member locations per switch (flows/locations.py), and the flows each switch must hold."""
+    """Registry, member locations per switch (flows/locations.py), and the flows each switch must hold.
+
+    Every event costs what it changes, not what is registered: each switch's expected flows are kept per
+    cluster (ExpectedFlows), where members sit is indexed per switch (Placement) and across switches
+    (heard_on, unlocated), and an event recomputes only the clusters whose members, ports or registration
+    it touched. flowspec.expected_flows(), the full computation, is what this must always agree with
+    (tests/unit/test_incremental.py). Assumes a valid registry (flows/config.py validate_registry): no two
+    clusters share a flow.
+    """
 
     def __init__(self, config: Config) -> None:
-        self.registry = config.registry
+        self._registry = config.registry
         self.settings = config.settings
         self.switches: dict[int, SwitchState] = {}
         self.counters: Counter[str] = Counter()
         self.where: dict[int, SwitchLocations] = {}  # kept across reconnects, as the switch keeps its flows
+        self.placements: dict[int, Placement] = {}  # per switch, beside its SwitchLocations
+        self.heard_on: dict[MemberKey, set[int]] = {}  # member -> switches whose learned locations hold it
+        self.unlocated: dict[str, set[str]] = {}  # cluster -> unpinned members no switch has heard from
+        self._base_flows = base_flows(self.settings)
+        for cluster in self._registry.clusters:
+            self._count_unlocated(cluster)
 
-    def member_ports(self, dpid: int) -> dict[tuple[str, str], int]:
+    @property
+    def registry(self) -> Registry:
+        """Changed only through set_registry(), which keeps the indexes in step."""
+        return self._registry
+
+    def member_ports(self, dpid: int) -> Mapping[tuple[str, str], int]:
         """Members this switch can deliver to now: located, on a port that is up."""
         state = self.switches.get(dpid)
-        live = state.live_ports if state else set()
-        return {key: port for key, port in self.located_ports(dpid).items() if port in live}
+        return DeliverablePorts(self._placement(dpid).located, state.live_ports if state else ())
 
     def located_ports(self, dpid: int) -> dict[tuple[str, str], int]:
         """Where each member sits on this switch: its pinned port, else where it was found and believed."""
-        ports: dict[tuple[str, str], int] = {}
-        learned = self._where(dpid).ports()
-        for cluster in self.registry.clusters:
-            for member in cluster.members:
-                key = (cluster.name, member.ip)
-                if member.pinned:
-                    if member.dpid == dpid:
-                        ports[key] = member.port
-                elif key in learned:
-                    ports[key] = learned[key]
-        return ports
+        return dict(self._placement(dpid).located)
 
     def set_registry(self, registry: Registry, now: float) -> dict[int, Work]:
-        """A changed registry, pushed to every switch: the flows it changes, and probes for new members."""
-        self.registry = registry
-        unpinned = {(c.name, m.ip) for c in registry.clusters for m in c.members if not m.pinned}
-        for where in self.where.values():
-            where.forget(unpinned)
-        return {dpid: Work(diff=self._sync(dpid), frames=self._probe_unlocated(dpid, now)) for dpid in self.switches}
+        """A changed registry, pushed to every switch: the flows it changes, and probes for new members.
+
+        Only the clusters that differ (added, removed, or not equal to their old value) are looked at: a
+        registry change costs the size of the clusters it changes.
+        """
+        old_registry, self._registry = self._registry, registry
+        changed = _changed_clusters(old_registry, registry)
+        gone: set[MemberKey] = set()
+        keys: set[MemberKey] = set()
+        for name in changed:
+            old, new = old_registry.cluster_named(name), registry.cluster_named(name)
+            old_members = old.members if old is not None else ()
+            keys |= {(name, member.ip) for member in old_members}
+            keys |= {(name, member.ip) for member in (new.members if new is not None else ())}
+            for member in old_members:  # what was learned about a member goes when it does, or its pin changes
+                now_member = new.member_for_ip(member.ip) if new is not None else None
+                if now_member is None or (now_member.pinned and now_member != member):
+                    gone.add((name, member.ip))
+        touched: dict[int, set[str]] = {}
+        for dpid, where in self.where.items():
+            where.forget(gone)
+            touched[dpid] = self._absorb(dpid) | set(changed)
+            for key in keys:
+                self._place(dpid, key, touched[dpid])
+        for name in changed:
+            self.unlocated.pop(name, None)
+            cluster = registry.cluster_named(name)
+            if cluster is not None:
+                self._count_unlocated(cluster)
+        # every connected switch has its SwitchLocations (switch_connected), so it is in `touched`
+        return {
+            dpid: Work(diff=self._update(dpid, touched[dpid]), frames=self._probe_unlocated(dpid, now))
+            for dpid in self.switches
+        }
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
         """Where every connected switch sees the member: port, how it was found, whether the port is up, and
         the spoofs seen against it. Stable while nothing happens, as the REST member view needs."""
         key = (cluster_name, member.ip)
+        dpids = set(self.heard_on.get(key, ()))
+        cluster = self._registry.cluster_named(cluster_name)
+        registered = cluster.member_for_ip(member.ip) if cluster is not None else None
+        if registered is not None and registered.pinned:
+            dpids.add(registered.dpid)
         views = []
-        for dpid in sorted(self.switches):
-            port = self.located_ports(dpid).get(key)
+        for dpid in sorted(dpid for dpid in dpids if dpid in self.switches):
+            port = self._placement(dpid).located.get(key)
             if port is None:
                 continue
-            location = self._where(dpid).located.get(key)
-            attempts = self._where(dpid).attempts.get(key)
+            location = self.where[dpid].located.get(key)
+            attempts = self.where[dpid].attempts.get(key)
             views.append(
                 {
                     "dpid": dpid,
@@ -147,7 +263,7 @@ class NlbCore:
                 {
                     "dpid": dpid,
                     "ports": sorted(state.ports),
-                    "ports_down": sorted(set(state.ports) - state.live_ports),
+                    "ports_down": sorted(state.down_ports),
                     "shared_ports": self.shared_ports(dpid),
                 }
                 for dpid, state in sorted(self.switches.items())
@@ -157,7 +273,7 @@ class NlbCore:
                     "name": c.name,
                     "members": [{"ip": m.ip, "located": self.confirmations(c.name, m, now)} for m in c.members],
                 }
-                for c in self.registry.clusters
+                for c in self._registry.clusters
             ],
             "counters": counters,
         }
@@ -169,26 +285,26 @@ class NlbCore:
     def shared_ports(self, dpid: int) -> list[dict]:
         """Ports holding several members, or a member and other hosts: the fabric cannot serve those
         (docs/trust.md, one edge port per member). For status and the audit."""
-        where = self._where(dpid)
+        placement, where = self._placement(dpid), self._where(dpid)
+        ports = placement.crowded | {port for port in where.strangers if port in placement.by_port}
         shared = []
-        for port, keys in sorted(members_by_port(self.located_ports(dpid)).items()):
-            others = sorted(where.strangers.get(port, ()))
-            if len(keys) > 1 or others:
-                members = [{"cluster": name, "ip": ip} for name, ip in keys]
-                shared.append({"port": port, "members": members, "other_sources": others})
+        for port in sorted(ports):
+            members = [{"cluster": name, "ip": ip} for name, ip in sorted(placement.by_port[port])]
+            shared.append({"port": port, "members": members, "other_sources": sorted(where.strangers.get(port, ()))})
         return shared
 
     def expected_flows(self, dpid: int) -> list[FlowSpec]:
         state = self.switches.get(dpid)
-        down = set(state.ports) - state.live_ports if state else set()
+        if state is not None and state.flows is not None:
+            return state.flows.all(self._registry)
+        down = state.down_ports if state else set()
         ports = set(state.ports) if state else set()
-        return expected_flows(
-            self.registry, self.settings, self.located_ports(dpid), down, self._held_ports(dpid), switch_ports=ports
-        )
+        return expected_flows(self._registry, self.settings, self._placement(dpid).located, down, switch_ports=ports)
 
     def switch_connected(self, dpid: int, ports: Mapping[int, bool]) -> None:
         """A (re)connected switch and its ports (port -> up): its flows are unknown until read back, so
         nothing is pushed yet."""
+        self._where(dpid)
         self.switches[dpid] = SwitchState(ports={port: up for port, up in ports.items() if port < OFPP_MAX})
 
     def withhold(self, dpid: int, flows: frozenset[FlowSpec]) -> None:
@@ -198,7 +314,9 @@ class NlbCore:
         if state is not None:
             state.withheld = flows
             if state.installed is not None:
-                state.installed = state.installed - flows
+                for flow in flows & state.installed:
+                    state.installed.discard(flow)
+                    state.unsent.add(flow)
 
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
@@ -212,9 +330,8 @@ class NlbCore:
         """
         installed = frozenset(installed)
         self._adopt_locations(dpid, installed)
-        state = self.switches[dpid]
-        state.installed = installed
-        return Work(diff=self._sync(dpid), frames=self._probe_unlocated(dpid, now))
+        self._absorb(dpid)
+        return Work(diff=self._rebuild(dpid, installed), frames=self._probe_unlocated(dpid, now))
 
     def port_changed(self, dpid: int, port: int, present: bool, up: bool, now: float) -> Work:
         """A port went down or up, appeared or vanished. A member's port that is down gets no frames until
@@ -223,12 +340,13 @@ class NlbCore:
         state = self.switches.get(dpid)
         if state is None or port >= OFPP_MAX:
             return Work()
-        if present:
-            state.ports[port] = up
-        else:
-            state.ports.pop(port, None)
+        state.set_port(port, present, up)
         notes = () if present and up else self._where(dpid).port_lost(port, gone=not present, now=now).notes
-        return Work(diff=self._sync(dpid), notes=notes + self._shared_port_notes(dpid))
+        touched = self._absorb(dpid)
+        touched |= {name for name, _ in self._placement(dpid).by_port.get(port, ())}
+        touched |= state.holding.get(port, set())
+        diff = self._update(dpid, touched, punt_ports=(port,))
+        return Work(diff=diff, notes=notes + self._shared_port_notes(dpid))
 
     def packet_in(self, dpid: int, in_port: int, frame: ArpFrame, now: float) -> tuple[ArpDecision, Work]:
         """One punted ARP: decide, judge where it says its sender is (flows/locations.py), and say what to
@@ -238,13 +356,13 @@ class NlbCore:
         where = self._where(dpid)
         self._note_stranger(dpid, in_port, frame)
         normal = self.settings.normal_fallback
-        decision = decide_arp(self.registry, self.member_ports(dpid), switch_ports, in_port, frame, normal)
+        decision = decide_arp(self._registry, self.member_ports(dpid), switch_ports, in_port, frame, normal)
         judgement = Judgement(Outcome.BELIEVED)
         if decision.claimed is not None:
             decision, judgement = self._judge(dpid, decision, frame, now, switch_ports)
         self.counters[decision.verdict.value] += 1
         where.probes_sent(decision.outputs, now)
-        diff = self._sync(dpid) if judgement.changed else EMPTY_DIFF
+        diff = self._update(dpid, self._absorb(dpid))
         return decision, Work(diff=diff, frames=decision.outputs, notes=judgement.notes + self._shared_port_notes(dpid))
 
     def tick(self, dpid: int, now: float) -> Work:
@@ -255,19 +373,20 @@ class NlbCore:
             return Work()
         where = self._where(dpid)
         judgement = where.tick(now, state.live_ports)
-        frames, notes, changed = list(judgement.probes), list(judgement.notes), judgement.changed
+        frames, notes = list(judgement.probes), list(judgement.notes)
+        released: set[str] = set()
         if now >= state.next_unlocated_probe:
             frames += self._probe_unlocated(dpid, now)
             if state.held:
                 state.held_rounds += 1
                 if state.held_rounds > self.settings.locations.unanswered_probes:
-                    released = ", ".join(f"{name}: {sorted(ports)}" for name, ports in sorted(state.held.items()))
-                    text = (
-                        f"dpid {dpid}: delivery ports kept since start no member answered for are let go ({released})"
-                    )
+                    text = ", ".join(f"{name}: {sorted(ports)}" for name, ports in sorted(state.held.items()))
+                    text = f"dpid {dpid}: delivery ports kept since start no member answered for are let go ({text})"
                     notes.append(Note(Level.INFO, text))
-                    state.held, changed = {}, True
-        diff = self._sync(dpid) if changed else EMPTY_DIFF
+                    released = set(state.held)
+                    for name in released:
+                        state.hold(name, frozenset())
+        diff = self._update(dpid, self._absorb(dpid) | released)
         return Work(diff=diff, frames=tuple(frames), notes=(*notes, *self._shared_port_notes(dpid)))
 
     def _judge(
@@ -276,10 +395,10 @@ class NlbCore:
         """Whether to believe where the frame says its sender is; a disbelieved frame is not acted on."""
         key, port = decision.claimed
         where = self._where(dpid)
-        cluster = self.registry.cluster_named(key[0])
+        cluster = self._registry.cluster_named(key[0])
         member = cluster.member_for_ip(key[1])
         if decision.verdict == Verdict.DROPPED_SPOOFED:
-            own_port = self.located_ports(dpid).get(key)
+            own_port = self._placement(dpid).located.get(key)
             return decision, Judgement(Outcome.SPOOFED, notes=(where.spoof_refused(key, port, own_port, now),))
         if member.pinned:
             where.heard_pinned(key, now)
@@ -292,25 +411,87 @@ class NlbCore:
 
     def _note_stranger(self, dpid: int, in_port: int, frame: ArpFrame) -> None:
         """A punted frame from a member's port with a source none of the members there sends."""
-        keys = [key for key, port in self.located_ports(dpid).items() if port == in_port]
+        placement = self._placement(dpid)
+        keys = placement.by_port.get(in_port)
+        if not keys:
+            return
         allowed: set[str] = set()
         where = self._where(dpid)
         for name, ip in keys:
-            cluster = self.registry.cluster_named(name)
+            cluster = self._registry.cluster_named(name)
             member = cluster.member_for_ip(ip)
             location = where.located.get((name, ip))
             allowed |= {cluster.cluster_mac, member.dedicated_mac, *(location.macs if location else ())}
             allowed |= {member.own_mac} if member.own_mac else set()
-        if keys and frame.eth_src not in allowed:
+        if frame.eth_src not in allowed:
             where.stranger(in_port, frame.eth_src)
+            placement.unchecked.add(in_port)
 
     def _shared_port_notes(self, dpid: int) -> tuple[Note, ...]:
-        return self._where(dpid).shared_port_notes(self.located_ports(dpid))
+        placement = self._placement(dpid)
+        ports, placement.unchecked = placement.unchecked, set()
+        return self._where(dpid).shared_port_notes(placement.by_port, ports)
 
     def _where(self, dpid: int) -> SwitchLocations:
         if dpid not in self.where:
             self.where[dpid] = SwitchLocations(dpid, self.settings.locations, self.counters)
+            placement = self.placements[dpid] = Placement()
+            for key, port in self._registry.pinned_on(dpid).items():
+                placement.place(key, port)
         return self.where[dpid]
+
+    def _placement(self, dpid: int) -> Placement:
+        self._where(dpid)
+        return self.placements[dpid]
+
+    def _absorb(self, dpid: int) -> set[str]:
+        """Bring the indexes up to date with the members whose learned location on this switch changed;
+        the clusters whose flows on it that touches."""
+        where = self._where(dpid)
+        touched: set[str] = set()
+        for key in where.take_relocated():
+            if key in where.located:
+                self.heard_on.setdefault(key, set()).add(dpid)
+            elif key in self.heard_on:
+                self.heard_on[key].discard(dpid)
+                if not self.heard_on[key]:
+                    del self.heard_on[key]
+            self._recount(key)
+            self._place(dpid, key, touched)
+        return touched
+
+    def _place(self, dpid: int, key: MemberKey, touched: set[str]) -> None:
+        """Put a member on the port the registry (pinned) or the switch's learned locations say; a change
+        touches its cluster, and the clusters holding the port it now takes (_held())."""
+        cluster = self._registry.cluster_named(key[0])
+        member = cluster.member_for_ip(key[1]) if cluster is not None else None
+        port = None
+        if member is not None and member.pinned:
+            port = member.port if member.dpid == dpid else None
+        elif member is not None:
+            location = self.where[dpid].located.get(key)
+            port = location.port if location is not None else None
+        if self.placements[dpid].place(key, port) != port:
+            touched.add(key[0])
+            state = self.switches.get(dpid)
+            if port is not None and state is not None:
+                touched |= state.holding.get(port, set())
+
+    def _recount(self, key: MemberKey) -> None:
+        """Whether a member is among those no switch has heard from."""
+        cluster = self._registry.cluster_named(key[0])
+        member = cluster.member_for_ip(key[1]) if cluster is not None else None
+        if member is not None and not member.pinned and key not in self.heard_on:
+            self.unlocated.setdefault(key[0], set()).add(key[1])
+        elif key[1] in self.unlocated.get(key[0], ()):
+            self.unlocated[key[0]].discard(key[1])
+            if not self.unlocated[key[0]]:
+                del self.unlocated[key[0]]
+
+    def _count_unlocated(self, cluster: Cluster) -> None:
+        ips = {m.ip for m in cluster.members if not m.pinned and (cluster.name, m.ip) not in self.heard_on}
+        if ips:
+            self.unlocated[cluster.name] = ips
 
     def _probe_unlocated(self, dpid: int, now: float) -> tuple[FrameOut, ...]:
         """ARP probes for members no switch has heard from, so a peer's first packet arrives; remembered, so
@@ -319,61 +500,143 @@ class NlbCore:
         if state.installed is None:  # no punt flow yet: the answers would be lost
             return ()
         state.next_unlocated_probe = now + UNLOCATED_PROBE_SECONDS
-        frames = self._unlocated_probes(dpid)
-        self._where(dpid).probes_sent(frames, now)
-        return frames
-
-    def _unlocated_probes(self, dpid: int) -> tuple[FrameOut, ...]:
-        state = self.switches[dpid]
-        heard_from = {key for where in self.where.values() for key in where.located}  # on any switch
+        if not self.unlocated:
+            return ()
+        ports = sorted(state.live_ports)
         frames: list[FrameOut] = []
-        for cluster in self.registry.clusters:
-            for member in cluster.members:
-                if not member.pinned and (cluster.name, member.ip) not in heard_from:
-                    frames += probe_outputs(member.ip, state.live_ports)
+        probed: list[str] = []
+        for cluster in self._registry.clusters:  # in registry order
+            ips = self.unlocated.get(cluster.name)
+            for member in cluster.members if ips else ():
+                if member.ip in ips:
+                    frames += probe_outputs(member.ip, ports)
+                    probed.append(member.ip)
+        self._where(dpid).probes_swept(probed, frozenset(ports), now)
         return tuple(frames)
 
-    def _sync(self, dpid: int) -> FlowDiff:
-        """Bring a switch whose flows are known to the expected set; wait for the read-back otherwise."""
-        state = self.switches.get(dpid)
-        if state is None or state.installed is None:
-            return EMPTY_DIFF
+    def _rebuild(self, dpid: int, installed: frozenset[FlowSpec]) -> FlowDiff:
+        """Every expected flow of a switch whose flows were just read back, and the difference to them."""
+        state = self.switches[dpid]
+        placement = self._placement(dpid)
+        ports = {port: punt_port_flow(port) for port in state.ports}
+        state.flows = ExpectedFlows(list(self._base_flows), ports, {})
+        for name in set(state.held) - {cluster.name for cluster in self._registry.clusters}:
+            state.hold(name, frozenset())
+        for cluster in self._registry.clusters:
+            held = self._held(state, placement, cluster)
+            flows = cluster_flows(cluster, self.settings, placement.located, state.down_ports, held)
+            state.flows.clusters[cluster.name] = tuple(flows)
+        expected = state.flows.all(self._registry)
         # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
-        expected = [f for f in self.expected_flows(dpid) if f not in state.withheld or f in state.installed]
-        diff = reconcile(expected, state.installed)
-        state.installed = frozenset(expected)
-        state.held = self._held_ports(dpid)  # each port let go stays let go
-        return diff
+        kept = [flow for flow in expected if flow not in state.withheld or flow in installed]
+        state.installed = set(kept)
+        state.unsent = set(expected) - state.installed
+        return reconcile(kept, installed)
 
-    def _held_ports(self, dpid: int) -> dict[str, frozenset[int]]:
+    def _update(self, dpid: int, clusters: Iterable[str], punt_ports: Iterable[int] = ()) -> FlowDiff:
+        """Recompute the flows of these clusters (and these ports' punt flows) on a switch whose flows are
+        known, and bring the switch to them; a switch not read back yet waits for its read-back."""
+        state = self.switches.get(dpid)
+        if state is None or state.flows is None:
+            return EMPTY_DIFF
+        placement = self._placement(dpid)
+        removed: list[FlowSpec] = []
+        added: list[FlowSpec] = []
+        for name in clusters:
+            old = state.flows.clusters.pop(name, ())
+            cluster = self._registry.cluster_named(name)
+            new: tuple[FlowSpec, ...] = ()
+            if cluster is None:
+                state.hold(name, frozenset())
+            else:
+                held = self._held(state, placement, cluster)
+                new = tuple(cluster_flows(cluster, self.settings, placement.located, state.down_ports, held))
+                state.flows.clusters[name] = new
+            if old != new:
+                old_set, new_set = set(old), set(new)
+                removed += old_set - new_set
+                added += new_set - old_set
+        for port in punt_ports:
+            old_flow = state.flows.ports.pop(port, None)
+            new_flow = punt_port_flow(port) if port in state.ports else None
+            if new_flow is not None:
+                state.flows.ports[port] = new_flow
+            if old_flow != new_flow:
+                removed += [old_flow] if old_flow is not None else []
+                added += [new_flow] if new_flow is not None else []
+        return self._apply(state, removed, added)
+
+    def _apply(self, state: SwitchState, removed: list[FlowSpec], added: list[FlowSpec]) -> FlowDiff:
+        """The switch's difference for flows no longer and newly expected, in O(change): the installed set
+        always is the expected set less what is withheld (state.unsent), so nothing else can differ."""
+        to_delete = []
+        for flow in removed:
+            state.unsent.discard(flow)
+            if flow in state.installed:
+                state.installed.discard(flow)
+                to_delete.append(flow)
+        to_add = []
+        for flow in added:
+            if flow in state.withheld:
+                state.unsent.add(flow)
+            else:
+                state.installed.add(flow)
+                to_add.append(flow)
+        for flow in [flow for flow in state.unsent if flow not in state.withheld]:  # withheld no more: retried
+            state.unsent.discard(flow)
+            state.installed.add(flow)
+            to_add.append(flow)
+        if not to_add and not to_delete:
+            return EMPTY_DIFF
+        added_keys = {flow.key for flow in to_add}  # an ADD of the same key replaces the old flow: no delete
+        return FlowDiff(
+            to_add=tuple(sorted(to_add, key=diff_order)),
+            to_delete=tuple(sorted((flow for flow in to_delete if flow.key not in added_keys), key=diff_order)),
+        )
+
+    def _held(self, state: SwitchState, placement: Placement, cluster: Cluster) -> frozenset[int]:
         """Ports a cluster's delivery flow had when this controller came up (multicast-mode members leave no
         other trace in the switch), each let go as soon as it is known not to hold an unlocated member of
         the cluster: the port is gone, a member is located on it (if that member moves, its old port gets
         nothing), every member is found again, or a few rounds of probes got no answer (tick())."""
-        state = self.switches.get(dpid)
-        located = self.located_ports(dpid)
-        taken = set(located.values())
-        held = {}
-        for cluster in self.registry.clusters:
-            ports = state.held.get(cluster.name, frozenset()) if state else frozenset()
-            if ports and any((cluster.name, member.ip) not in located for member in cluster.members):
-                held[cluster.name] = (ports & set(state.ports)) - taken
-        return {name: ports for name, ports in held.items() if ports}
+        ports = state.held.get(cluster.name)
+        if not ports:
+            return frozenset()
+        every_member_found = placement.per_cluster[cluster.name] >= len(cluster.members)
+        kept = (
+            frozenset()
+            if every_member_found
+            else frozenset(port for port in ports if port in state.ports and port not in placement.by_port)
+        )
+        if kept != ports:
+            state.hold(cluster.name, kept)
+        return kept
 
     def _adopt_locations(self, dpid: int, installed: frozenset[FlowSpec]) -> None:
         state = self.switches[dpid]
         ports = state.ports
-        names = {cluster_id(cluster.name): cluster.name for cluster in self.registry.clusters}
+        names = {cluster_id(cluster.name): cluster.name for cluster in self._registry.clusters}
         for flow in installed:
             outputs = [action.port for action in flow.actions if isinstance(action, Output)]
             fields = decode_cookie(flow.cookie)
             if fields.purpose == Purpose.CLUSTER_DELIVERY and fields.cluster_id in names:
-                state.held[names[fields.cluster_id]] = frozenset(outputs)
+                state.hold(names[fields.cluster_id], frozenset(outputs))
                 state.held_rounds = 0
             if fields.purpose != Purpose.MEMBER_DELIVERY or len(outputs) != 1 or outputs[0] not in ports:
                 continue
             dedicated_mac = dict(flow.match).get("eth_dst")
-            for cluster in self.registry.clusters:
+            for cluster in self._registry.clusters_with_dedicated_mac(dedicated_mac):
                 member = cluster.member_for_dedicated_mac(dedicated_mac)
-                if member is not None and not member.pinned:
+                if not member.pinned:
                     self._where(dpid).adopt((cluster.name, member.ip), outputs[0])
+
+
+def _changed_clusters(old: Registry, new: Registry) -> set[str]:
+    """Names of the clusters added, removed or changed: a cluster the change left alone is the same object
+    (flows/registry_ops.py keeps it) or an equal one, and costs one comparison."""
+    changed = {cluster.name for cluster in old.clusters if new.cluster_named(cluster.name) is None}
+    for cluster in new.clusters:
+        before = old.cluster_named(cluster.name)
+        if before is not cluster and before != cluster:
+            changed.add(cluster.name)
+    return changed

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Union
 
 from flows.addresses import PROBE_MAC
 from flows.cookies import Purpose, make_cookie, port_cookie
 from flows.meters import TOTAL_METER_ID, port_meter_id
-from flows.model import Registry, Settings
+from flows.model import Cluster, Registry, Settings
 
 ETH_TYPE_ARP = 0x0806
 OFPP_MAX = 0xFFFFFF00  # OpenFlow's reserved ports (LOCAL, CONTROLLER, ...) start here
@@ -117,11 +118,22 @@ class FlowSpec:
         """What identifies a flow in OpenFlow: adding a flow with the same key replaces it."""
         return (self.table_id, self.priority, self.match)
 
+    def __hash__(self) -> int:
+        """Computed once per flow (a flow is immutable): the core keeps tens of thousands in sets."""
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash((self.priority, self.cookie, self.match, self.actions, self.table_id))
+            object.__setattr__(self, "_hash", value)
+            return value
 
+
+MEMBER_FLOWS_CACHED = 1 << 16  # per-member flows kept built: recomputing a cluster rebuilds only what moved
 MemberPorts = Mapping[tuple[str, str], int]
 """(cluster name, member ip) -> port, on one switch; members not located there are absent."""
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
 def source_masking_flow(cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int) -> FlowSpec:
     """A member's frames leave its port with its dedicated MAC as source, so no switch table ever holds
     the cluster MAC and NORMAL never sees it move (NLB's MaskSourceMAC, done in the fabric)."""
@@ -190,6 +202,7 @@ def punt_out_flow() -> FlowSpec:
     )
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
 def member_delivery_flow(
     cluster_name: str, cluster_mac: str, member_ip: str, dedicated_mac: str, port: int
 ) -> FlowSpec:
@@ -226,6 +239,44 @@ def normal_fallback_flow() -> FlowSpec:
     )
 
 
+def base_flows(settings: Settings) -> list[FlowSpec]:
+    """The flows every switch holds whatever the registry: the pipeline, probe answers, the total meter and
+    the table-miss."""
+    flows = [ingress_flow(), probe_answer_flow(), punt_out_flow()]
+    return [*flows, normal_fallback_flow()] if settings.normal_fallback else flows
+
+
+def cluster_flows(
+    cluster: Cluster,
+    settings: Settings,
+    member_ports: MemberPorts,
+    down_ports: AbstractSet[int] = frozenset(),
+    held_ports: AbstractSet[int] = frozenset(),
+) -> list[FlowSpec]:
+    """One cluster's flows on one switch: they depend on nothing but the cluster, where its members sit
+    there, which of those ports are down and the delivery ports it held at start, so a change elsewhere
+    never needs them recomputed (flows/core.py keeps them per cluster)."""
+    flows: list[FlowSpec] = []
+    located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
+    located = [(member, port) for member, port in located if port is not None]
+    if cluster.unicast:
+        flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
+        for member, port in located:
+            delivery = member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
+            flows.append(replace(delivery, actions=()) if port in down_ports else delivery)
+    if cluster.unicast and settings.source_masking:
+        masked_ports: set[int] = set()
+        for member, port in sorted(located, key=lambda pair: pair[0].ip):
+            if port not in masked_ports:  # two members behind one port cannot be told apart by source
+                masked_ports.add(port)
+                flows.append(
+                    source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
+                )
+    ports = {port for _, port in located} | set(held_ports)
+    flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports - set(down_ports)))
+    return flows
+
+
 def expected_flows(
     registry: Registry,
     settings: Settings,
@@ -234,37 +285,18 @@ def expected_flows(
     held_ports: Mapping[str, AbstractSet[int]] | None = None,
     switch_ports: Collection[int] = (),
 ) -> list[FlowSpec]:
-    """The complete set of the app's flows for one switch.
+    """The complete set of the app's flows for one switch, computed from scratch: the reference that the
+    incremental bookkeeping of flows/core.py must always agree with.
 
     member_ports says where members sit; a port in down_ports gets nothing (a member there is dropped, not
     flooded). held_ports adds ports a cluster's delivery flow already had when the controller came up, so
     a restart changes nothing before the members are found again. switch_ports are the switch's ports:
     each gets its punt meter (a port not listed punts nothing).
     """
-    flows: list[FlowSpec] = [ingress_flow(), probe_answer_flow(), punt_out_flow()]
-    flows += [punt_port_flow(port) for port in sorted(set(switch_ports))]
-    if settings.normal_fallback:
-        flows.append(normal_fallback_flow())
+    flows = base_flows(settings) + [punt_port_flow(port) for port in sorted(set(switch_ports))]
     for cluster in registry.clusters:
-        located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
-        located = [(member, port) for member, port in located if port is not None]
-        if cluster.unicast:
-            flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
-            for member, port in located:
-                delivery = member_delivery_flow(
-                    cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port
-                )
-                flows.append(replace(delivery, actions=()) if port in down_ports else delivery)
-        if cluster.unicast and settings.source_masking:
-            masked_ports: set[int] = set()
-            for member, port in sorted(located, key=lambda pair: pair[0].ip):
-                if port not in masked_ports:  # two members behind one port cannot be told apart by source
-                    masked_ports.add(port)
-                    flows.append(
-                        source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
-                    )
-        ports = {port for _, port in located} | set((held_ports or {}).get(cluster.name, ()))
-        flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports - set(down_ports)))
+        held = (held_ports or {}).get(cluster.name, frozenset())
+        flows += cluster_flows(cluster, settings, member_ports, down_ports, held)
     return flows
 
 
@@ -285,13 +317,15 @@ def reconcile(expected: Iterable[FlowSpec], installed: Iterable[FlowSpec]) -> Fl
     """
     expected_set = set(expected)
     installed_set = set(installed)
-    to_add = tuple(sorted(expected_set - installed_set, key=_order))
+    to_add = tuple(sorted(expected_set - installed_set, key=diff_order))
     added_keys = {flow.key for flow in to_add}
-    to_delete = tuple(sorted((flow for flow in installed_set - expected_set if flow.key not in added_keys), key=_order))
+    stale = (flow for flow in installed_set - expected_set if flow.key not in added_keys)
+    to_delete = tuple(sorted(stale, key=diff_order))
     return FlowDiff(to_add=to_add, to_delete=to_delete)
 
 
-def _order(flow: FlowSpec) -> tuple[int, int, str]:
+def diff_order(flow: FlowSpec) -> tuple[int, int, str]:
+    """The order a diff lists its flows in: by table, highest priority first."""
     return (flow.table_id, -flow.priority, repr(flow.match))
 
 

@@ -106,6 +106,7 @@ class SwitchLocations:
     located: dict[MemberKey, Location] = field(default_factory=dict)
     claims: dict[MemberKey, Claim] = field(default_factory=dict)
     probed: dict[tuple[str, int], float] = field(default_factory=dict)  # (member ip, port) -> when
+    swept: dict[str, tuple[float, frozenset[int]]] = field(default_factory=dict)  # member ip -> (when, the ports)
     moves: dict[MemberKey, list[float]] = field(default_factory=dict)
     attempts: dict[MemberKey, Attempts] = field(default_factory=dict)
     pinned_heard: dict[MemberKey, float] = field(default_factory=dict)
@@ -113,9 +114,16 @@ class SwitchLocations:
     strangers: dict[int, set[str]] = field(default_factory=dict)  # port -> non-member sources heard there
     warned: set[tuple] = field(default_factory=set)  # shared-port warnings already logged
     spoof_warned: dict[tuple[MemberKey, int], float] = field(default_factory=dict)  # (member, port) -> when
+    relocated: set[MemberKey] = field(default_factory=set)  # located, moved or lost since take_relocated()
 
     def ports(self) -> dict[MemberKey, int]:
         return {key: location.port for key, location in self.located.items()}
+
+    def take_relocated(self) -> set[MemberKey]:
+        """The members whose port changed (located, moved or lost) since the last call: all the core needs
+        to bring its indexes and flows up to date, without looking at anyone else."""
+        relocated, self.relocated = self.relocated, set()
+        return relocated
 
     def probes_sent(self, frames: Iterable[FrameOut], now: float) -> None:
         """Remember each probe sent: only its answer, from the port it went out of, may locate a member."""
@@ -123,13 +131,24 @@ class SwitchLocations:
             if out.frame.sha == PROBE_MAC and out.frame.op == ARP_REQUEST:
                 self.probed[(out.frame.tpa, out.port)] = now
 
+    def probes_swept(self, member_ips: Iterable[str], ports: frozenset[int], now: float) -> None:
+        """Members just probed out of every one of these ports (the search for unlocated members): one
+        entry per member, not per member and port, so that a fresh switch's thousands of ports cost
+        nothing more to remember."""
+        for member_ip in member_ips:
+            self.swept[member_ip] = (now, ports)
+
     def solicited(self, member_ip: str, port: int, now: float) -> bool:
         sent = self.probed.get((member_ip, port))
-        return sent is not None and now - sent <= self.settings.confirm_seconds
+        if sent is not None and now - sent <= self.settings.confirm_seconds:
+            return True
+        swept = self.swept.get(member_ip)
+        return swept is not None and port in swept[1] and now - swept[0] <= self.settings.confirm_seconds
 
     def adopt(self, key: MemberKey, port: int) -> None:
         """A delivery flow found at connect: believed until checked (it is probed at the next tick)."""
-        self.located.setdefault(key, Location(port=port, how=How.ADOPTED, since=None, heard=None))
+        if key not in self.located:
+            self._locate(key, Location(port=port, how=How.ADOPTED, since=None, heard=None))
 
     def claim(
         self, key: MemberKey, port: int, how: How, mac: str, now: float, live_ports: Collection[int]
@@ -140,7 +159,7 @@ class SwitchLocations:
         if how == How.PROBE and not self.solicited(key[1], port, now) and not elsewhere:
             return Judgement(Outcome.UNSOLICITED)  # a member located elsewhere is checked as for any claim
         if location is None:
-            self.located[key] = Location(port=port, how=how, since=now, heard=now, macs=frozenset({mac}))
+            self._locate(key, Location(port=port, how=how, since=now, heard=now, macs=frozenset({mac})))
             return Judgement(
                 Outcome.BELIEVED, True, notes=(self._note(Level.INFO, key, f"located on port {port} ({how.value})"),)
             )
@@ -195,7 +214,7 @@ class SwitchLocations:
             else:
                 location.unanswered += 1
             if location.unanswered >= self.settings.unanswered_probes:
-                del self.located[key]
+                self._unlocate(key)
                 text = f"lost: {location.unanswered} probes on port {location.port} unanswered; looking everywhere"
                 changed, notes = True, [*notes, self._note(Level.INFO, key, text)]
                 continue
@@ -203,6 +222,7 @@ class SwitchLocations:
             probes += probe_outputs(key[1], (location.port,))
         self.probes_sent(probes, now)
         self.probed = {sent: at for sent, at in self.probed.items() if now - at <= self.settings.confirm_seconds}
+        self.swept = {ip: sent for ip, sent in self.swept.items() if now - sent[0] <= self.settings.confirm_seconds}
         return Judgement(Outcome.BELIEVED, changed, tuple(probes), tuple(notes))
 
     def port_lost(self, port: int, gone: bool, now: float) -> Judgement:
@@ -216,23 +236,31 @@ class SwitchLocations:
                 judgement = self._move(key, self.claims[key], now, f"port {port} went {'away' if gone else 'down'}")
                 changed, notes = changed or judgement.changed, notes + list(judgement.notes)
             elif gone:
-                del self.located[key]
+                self._unlocate(key)
                 changed, notes = True, [*notes, self._note(Level.INFO, key, f"lost: port {port} is gone")]
         if gone:
             self.strangers.pop(port, None)
         return Judgement(Outcome.BELIEVED, changed, notes=tuple(notes))
 
-    def forget(self, keep: Collection[MemberKey]) -> None:
-        """Members no longer registered (or pinned now): nothing learned about them stays."""
-        for table in (self.located, self.claims, self.moves, self.attempts, self.pinned_heard, self.proven):
-            for key in [key for key in table if key not in keep]:
-                del table[key]
-        self.spoof_warned = {seen: at for seen, at in self.spoof_warned.items() if seen[0] in keep}
+    def forget(self, gone: Collection[MemberKey]) -> None:
+        """Members no longer registered, or whose pinning changed: nothing learned about them stays."""
+        for key in gone:
+            if key in self.located:
+                self._unlocate(key)
+            for table in (self.claims, self.moves, self.attempts, self.pinned_heard, self.proven):
+                table.pop(key, None)
+        if self.spoof_warned and gone:
+            self.spoof_warned = {seen: at for seen, at in self.spoof_warned.items() if seen[0] not in gone}
 
-    def shared_port_notes(self, located: Mapping[MemberKey, int]) -> tuple[Note, ...]:
-        """One warning per port, the first time it is seen holding several members or other hosts."""
+    def shared_port_notes(self, by_port: Mapping[int, Collection[MemberKey]], ports: Iterable[int]) -> tuple[Note, ...]:
+        """One warning per port, the first time it is seen holding several members or other hosts. by_port:
+        the members located on each port of the switch; ports: those whose members or other hosts changed
+        since the last look (no other port can have become shared)."""
         notes = []
-        for port, members in sorted(members_by_port(located).items()):
+        for port in sorted(ports):
+            members = sorted(by_port.get(port, ()))
+            if not members:
+                continue
             others = sorted(self.strangers.get(port, ()))
             for kind, shared in (("members", len(members) > 1), ("hosts", bool(others))):
                 if shared and (port, kind) not in self.warned:
@@ -257,11 +285,19 @@ class SwitchLocations:
             limit = f"{self.settings.moves_per_minute} moves in a minute"
             text = f"not moved from port {old_port} to port {claim.port} ({why}): at most {limit}"
             return Judgement(Outcome.MOVE_LIMITED, notes=(self._note(Level.WARNING, key, text),))
-        self.located[key] = Location(port=claim.port, how=claim.how, since=now, heard=now, macs=frozenset({claim.mac}))
+        self._locate(key, Location(port=claim.port, how=claim.how, since=now, heard=now, macs=frozenset({claim.mac})))
         recent.append(now)
         self.counters["moves"] += 1
         text = f"moved from port {old_port} to port {claim.port} ({why})"
         return Judgement(Outcome.BELIEVED, True, notes=(self._note(Level.INFO, key, text),))
+
+    def _locate(self, key: MemberKey, location: Location) -> None:
+        self.located[key] = location
+        self.relocated.add(key)
+
+    def _unlocate(self, key: MemberKey) -> None:
+        del self.located[key]
+        self.relocated.add(key)
 
     def _disproved(self, key: MemberKey, claimed_port: int, own_port: int, now: float) -> Note:
         """Its own port answered while a claim from another port waited: that claim was forged."""
@@ -289,8 +325,40 @@ class SwitchLocations:
         return Note(level, f"dpid {self.dpid}: member {key[1]} of cluster {key[0]} {text}")
 
 
-def members_by_port(located: Mapping[MemberKey, int]) -> dict[int, list[MemberKey]]:
-    by_port: dict[int, list[MemberKey]] = {}
-    for key, port in sorted(located.items()):
-        by_port.setdefault(port, []).append(key)
-    return by_port
+@dataclass
+class Placement:
+    """Where each registered member sits on one switch (its pinned port, else where it was found and
+    believed), indexed both ways, so that nothing the core does per event scans the registry."""
+
+    located: dict[MemberKey, int] = field(default_factory=dict)
+    by_port: dict[int, set[MemberKey]] = field(default_factory=dict)
+    per_cluster: Counter[str] = field(default_factory=Counter)  # cluster name -> members located here
+    crowded: set[int] = field(default_factory=set)  # ports holding more than one member
+    unchecked: set[int] = field(default_factory=set)  # ports that gained a member or another host since the
+    # last look for shared ports (SwitchLocations.shared_port_notes)
+
+    def place(self, key: MemberKey, port: int | None) -> int | None:
+        """Put the member on port (None: nowhere on this switch); the port it was on before."""
+        old = self.located.get(key)
+        if old == port:
+            return old
+        if old is not None:
+            keys = self.by_port[old]
+            keys.discard(key)
+            if len(keys) < 2:
+                self.crowded.discard(old)
+            if not keys:
+                del self.by_port[old]
+            del self.located[key]
+            self.per_cluster[key[0]] -= 1
+            if not self.per_cluster[key[0]]:
+                del self.per_cluster[key[0]]
+        if port is not None:
+            keys = self.by_port.setdefault(port, set())
+            keys.add(key)
+            if len(keys) > 1:
+                self.crowded.add(port)
+            self.located[key] = port
+            self.per_cluster[key[0]] += 1
+            self.unchecked.add(port)
+        return old

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 
 class ClusterMode(str, Enum):
@@ -57,10 +58,25 @@ class Cluster:
         return self.mode == ClusterMode.UNICAST
 
     def member_for_ip(self, ip: str) -> Member | None:
-        return next((member for member in self.members if member.ip == ip), None)
+        return self._members_by_ip.get(ip)
 
     def member_for_dedicated_mac(self, mac: str) -> Member | None:
-        return next((member for member in self.members if member.dedicated_mac == mac), None)
+        return self._members_by_dedicated_mac.get(mac)
+
+    @cached_property
+    def _members_by_ip(self) -> dict[str, Member]:
+        """Built once per cluster value (the first member wins, as a scan would find it)."""
+        by_ip: dict[str, Member] = {}
+        for member in self.members:
+            by_ip.setdefault(member.ip, member)
+        return by_ip
+
+    @cached_property
+    def _members_by_dedicated_mac(self) -> dict[str, Member]:
+        by_mac: dict[str, Member] = {}
+        for member in self.members:
+            by_mac.setdefault(member.dedicated_mac, member)
+        return by_mac
 
     def entry_mac(self, member: Member) -> str | None:
         """What a member entry's `mac` names: the dedicated MAC in unicast mode, else the NIC MAC, if registered."""
@@ -74,10 +90,63 @@ class Registry:
     clusters: tuple[Cluster, ...] = ()
 
     def cluster_for_mac(self, cluster_mac: str) -> Cluster | None:
-        return next((cluster for cluster in self.clusters if cluster.cluster_mac == cluster_mac), None)
+        return self._clusters_by_mac.get(cluster_mac)
 
     def cluster_named(self, name: str) -> Cluster | None:
-        return next((cluster for cluster in self.clusters if cluster.name == name), None)
+        return self._clusters_by_name.get(name)
+
+    def clusters_with_member_ip(self, ip: str) -> tuple[Cluster, ...]:
+        """Clusters with a member of this IP, in registry order (one, in a valid registry)."""
+        return self._clusters_by_member_ip.get(ip, ())
+
+    def clusters_with_dedicated_mac(self, mac: str) -> tuple[Cluster, ...]:
+        """Clusters with a member of this dedicated MAC, in registry order (one, in a valid registry)."""
+        return self._clusters_by_dedicated_mac.get(mac, ())
+
+    def pinned_on(self, dpid: int) -> dict[tuple[str, str], int]:
+        """(cluster name, member ip) -> port of every member pinned on this switch."""
+        return self._pinned_by_dpid.get(dpid, {})
+
+    # Indexes, built once per registry value on first use: a registry is immutable, so they never go stale.
+
+    @cached_property
+    def _clusters_by_name(self) -> dict[str, Cluster]:
+        by_name: dict[str, Cluster] = {}
+        for cluster in self.clusters:
+            by_name.setdefault(cluster.name, cluster)
+        return by_name
+
+    @cached_property
+    def _clusters_by_mac(self) -> dict[str, Cluster]:
+        by_mac: dict[str, Cluster] = {}
+        for cluster in self.clusters:
+            by_mac.setdefault(cluster.cluster_mac, cluster)
+        return by_mac
+
+    @cached_property
+    def _clusters_by_member_ip(self) -> dict[str, tuple[Cluster, ...]]:
+        by_ip: dict[str, tuple[Cluster, ...]] = {}
+        for cluster in self.clusters:
+            for ip in cluster._members_by_ip:
+                by_ip[ip] = (*by_ip.get(ip, ()), cluster)
+        return by_ip
+
+    @cached_property
+    def _clusters_by_dedicated_mac(self) -> dict[str, tuple[Cluster, ...]]:
+        by_mac: dict[str, tuple[Cluster, ...]] = {}
+        for cluster in self.clusters:
+            for mac in cluster._members_by_dedicated_mac:
+                by_mac[mac] = (*by_mac.get(mac, ()), cluster)
+        return by_mac
+
+    @cached_property
+    def _pinned_by_dpid(self) -> dict[int, dict[tuple[str, str], int]]:
+        pinned: dict[int, dict[tuple[str, str], int]] = {}
+        for cluster in self.clusters:
+            for member in cluster.members:
+                if member.pinned:
+                    pinned.setdefault(member.dpid, {})[(cluster.name, member.ip)] = member.port
+        return pinned
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,7 @@ class NlbFlow(BaseApp):
             shared = self.core.shared_ports(dpid)
             report = audit_switch(self.core.registry, expected, read_back, conn.session.given_up(), shared)
             switches[f"{dpid:016x}"] = {"dpid": dpid, **report}
+            hub.sleep(0)  # an audit of many switches lets packet-ins and echoes in between switches
         return {"switches": switches}
 
     def reconcile(self) -> dict:

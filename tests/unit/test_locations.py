@@ -183,7 +183,7 @@ def test_a_vanished_port_takes_its_members_and_forget_drops_what_was_learned():
     where = located_at(2)
     assert where.port_lost(2, gone=True, now=1.0).changed and where.ports() == {}
     where = located_at(2)
-    where.forget(keep=())
+    where.forget(gone={KEY})
     assert where.ports() == {} and where.attempts == {}
 
 
