@@ -273,9 +273,10 @@ class Bench:
         lab.wait_disconnected()
         started = time.monotonic()
         lab.start_controller(self.runtime, self.full_config)
-        listening = self._wait_listening(started)
-        lab.wait_connected(timeout=60)
-        connected = time.monotonic() - started
+        listening = self._wait_socket("-Htln", f"( sport = :{CONTROLLER_PORT} )", started=started)
+        connected = self._wait_socket(
+            "-Htn", "state", "established", f"( dport = :{CONTROLLER_PORT} )", started=started
+        )
         deadline = time.monotonic() + self.timeout
         while not (synced := SYNCED_RE.search(lab.controller_log())):
             if time.monotonic() > deadline:
@@ -312,11 +313,12 @@ class Bench:
         done = self.lab.run(None, *argv, stdin=json.dumps(plan), timeout=self.timeout * 3 + 600)
         return json.loads(done.stdout)
 
-    def _wait_listening(self, started: float) -> float:
-        """Seconds from the start until the controller listens for switches (its start-up, registry loaded)."""
-        while not self.lab.run(None, "ss", "-Htln", f"( sport = :{CONTROLLER_PORT} )").stdout.strip():
+    def _wait_socket(self, *ss_args: str, started: float) -> float:
+        """Seconds from `started` until `ss` lists a socket: the controller listening (its start-up done,
+        its registry loaded), or the switch's connection to it."""
+        while not self.lab.run(None, "ss", *ss_args).stdout.strip():
             if time.monotonic() > started + self.timeout:
-                raise SystemExit(f"the controller never listened:\n{self.lab.controller_log()}")
+                raise SystemExit(f"no socket `ss {' '.join(ss_args)}`:\n{self.lab.controller_log()}")
             time.sleep(0.01)
         return time.monotonic() - started
 
@@ -399,11 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", default=os.environ.get("NLBFLOW_BENCH_SHORT") == "1")
     parser.add_argument("--runtime", choices=RUNTIMES, action="append")
-    parser.add_argument("--members", type=int, help="members, 10 per cluster (default 1000; short: 100)")
+    parser.add_argument("--members", type=int, help="members, 10 per cluster (default 1000; short: 200)")
     parser.add_argument("--large", action="store_true", help="also 10,000 members (PUT, restart), one round")
     args = parser.parse_args(argv)
     runtimes = args.runtime or (["osken"] if args.short else list(RUNTIMES))
-    members = args.members or (100 if args.short else 1000)
+    members = args.members or (200 if args.short else 1000)
     if members % MEMBERS_PER_CLUSTER or members < MEMBERS_PER_CLUSTER:
         parser.error(f"--members: a multiple of {MEMBERS_PER_CLUSTER}")
     for runtime in runtimes:
