@@ -21,7 +21,8 @@ Every duration is also printed over the baseline's median. Prints; asserts nothi
 within 10x add-flows; one by one at least 200 adds/s, the last 100 no slower than 1.5x the first 100; a
 restart touches no flow and is reconciled within 3 s of reconnecting.
 
-    python -m bench.registration [--short] [--runtime osken|ryu] [--members N] [--large]
+    python -m bench.registration [--short] [--runtime osken|ryu] [--members N] [--rounds N] [--no-one-by-one]
+                                 [--large]
     (as root; NLBFLOW_BENCH_SHORT=1 is --short; --large adds a run at 10,000 members in 1,000 clusters,
     without the one-by-one part)
 """
@@ -42,8 +43,9 @@ import yaml
 
 from bench.stats import ratio, spread
 from flows.config import parse_config
+from flows.cookies import cluster_id
 from flows.flowspec import expected_flows
-from tests.lab.appkit import API_URL, APP_COOKIES, RUNTIMES, app_table, ovs_text, switch_ports, wait_for_api
+from tests.lab.appkit import API_URL, APP_COOKIES, RUNTIMES, app_table, ovs_text, switch_ports
 from tests.netlab import BRIDGE, CONTROLLER_PORT, Lab
 
 MEMBERS_PER_CLUSTER = 10
@@ -92,25 +94,51 @@ print(json.dumps({"latencies": latencies, "statuses": statuses, "refusal": refus
                   "flows_at": flows_at, "count": count}))
 """
 
-# Runs in the switch namespace: one timed `ovs-ofctl add-flows` of a file.
-_ADD_FLOWS = r"""
+# Runs in the switch namespace: one command (its output discarded), timed.
+_TIMED = r"""
 import json, subprocess, sys, time
 start = time.perf_counter()
-subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", sys.argv[1], sys.argv[2]], check=True)
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 print(json.dumps(time.perf_counter() - start))
+"""
+
+
+# Runs in the switch namespace: exits 0 once the REST API answers anything (a 404 for no such cluster).
+_API_PROBE = rf"""
+import sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+try:
+    opener.open("{API_URL}/nlb/clusters/no-such-cluster", timeout=10)
+except urllib.error.HTTPError:
+    sys.exit(0)
+except OSError:
+    sys.exit(1)
 """
 
 
 def registry_entries(clusters: int, per_cluster: int = MEMBERS_PER_CLUSTER) -> list[dict]:
     """`clusters:` entries as in the YAML config: member k (0-based, over all clusters) pinned to port k+1."""
-    entries = []
+    entries, names = [], cluster_names(clusters)
     for c in range(clusters):
         members = []
         for m in range(per_cluster):
             k = c * per_cluster + m
             members.append({"ip": f"10.1.{k // 250}.{k % 250 + 1}", "dpid": 1, "port": k + 1})
-        entries.append({"name": f"c{c}", "cluster_ip": f"10.200.{c // 250}.{c % 250 + 1}", "members": members})
+        entries.append({"name": names[c], "cluster_ip": f"10.200.{c // 250}.{c % 250 + 1}", "members": members})
     return entries
+
+
+def cluster_names(count: int) -> list[str]:
+    """c0, c1, ...: a name whose 16-bit cookie id another already has (the registry refuses that) gets a
+    letter more."""
+    names, ids = [], set()
+    for c in range(count):
+        name = f"c{c}"
+        while cluster_id(name) in ids:
+            name += "x"
+        names.append(name)
+        ids.add(cluster_id(name))
+    return names
 
 
 def config_text(lab: Lab, entries: list[dict]) -> str:
@@ -149,9 +177,10 @@ def meter_ids(rows: set) -> set[int]:
 
 @dataclass
 class Samples:
-    """Seconds, per round, of each way of getting the flows into the switch."""
+    """Per round: seconds of each way of getting the flows into the switch, rates and latencies."""
 
     add_flows: list[float] = field(default_factory=list)
+    dump_flows: list[float] = field(default_factory=list)
     put: list[float] = field(default_factory=list)
     put_missing: str | None = None
     one_by_one: list[float] = field(default_factory=list)
@@ -200,9 +229,7 @@ class Bench:
         for meter in sorted(meter_ids(self.rows)):
             spec = f"meter={meter},pktps,burst,band=type=drop,rate=1000,burst_size=1000"
             lab.run(None, "ovs-ofctl", "-O", "OpenFlow13", "add-meter", target, spec)
-        seconds = json.loads(
-            lab.run(None, sys.executable, "-c", _ADD_FLOWS, target, str(self.flows), timeout=600).stdout
-        )
+        seconds = self._timed("ovs-ofctl", "-O", "OpenFlow13", "add-flows", target, str(self.flows))
         count = self._count(target)
         if count != len(self.rows):
             raise SystemExit(f"add-flows left {count} flows in {BASELINE_BRIDGE}, not {len(self.rows)}")
@@ -225,7 +252,7 @@ class Bench:
         started = time.monotonic()
         lab.start_controller(self.runtime, config)
         lab.wait_connected(timeout=60)
-        wait_for_api(lab, timeout=self.timeout)
+        self._wait_api(started)
         self._wait_count(len(self.rows) if config == self.full_config else self.base_flows, started)
         return time.monotonic() - started
 
@@ -268,6 +295,7 @@ class Bench:
         lab = self.lab
         first = self.fresh_controller(self.full_config)
         self._check_table()
+        dump = self.dump_flows()
         before = {(f.table, f.priority, f.match): f for f in lab.dump_flows(APP_COOKIES)}
         lab.stop_controller()
         lab.wait_disconnected()
@@ -291,6 +319,7 @@ class Bench:
         self._check_table()
         return {
             "first_start": first,
+            "dump_flows": dump,
             "listening": listening,
             "connected": connected,
             "synced": synced_after,
@@ -313,6 +342,13 @@ class Bench:
         done = self.lab.run(None, *argv, stdin=json.dumps(plan), timeout=self.timeout * 3 + 600)
         return json.loads(done.stdout)
 
+    def _wait_api(self, started: float) -> None:
+        """Until the REST API answers (GET /nlb/status is no probe: it is quadratic at 10,000 members)."""
+        while self.lab.run(None, sys.executable, "-c", _API_PROBE, check=False).returncode != 0:
+            if time.monotonic() > started + self.timeout:
+                raise SystemExit(f"the REST API never answered:\n{self.lab.controller_log()}")
+            time.sleep(0.05)
+
     def _wait_socket(self, *ss_args: str, started: float) -> float:
         """Seconds from `started` until `ss` lists a socket: the controller listening (its start-up done,
         its registry loaded), or the switch's connection to it."""
@@ -321,6 +357,14 @@ class Bench:
                 raise SystemExit(f"no socket `ss {' '.join(ss_args)}`:\n{self.lab.controller_log()}")
             time.sleep(0.01)
         return time.monotonic() - started
+
+    def dump_flows(self) -> float:
+        """The second baseline: one `ovs-ofctl dump-flows` of the switch holding every flow (a read-back,
+        the least a reconciliation must do)."""
+        return self._timed("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.switch)
+
+    def _timed(self, *argv: str) -> float:
+        return json.loads(self.lab.run(None, sys.executable, "-c", _TIMED, *argv, timeout=600).stdout)
 
     def _count(self, target: str) -> int:
         out = self.lab.run(None, "ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate", target, f"cookie={APP_COOKIES}")
@@ -358,6 +402,7 @@ def run(runtime: str, clusters: int, rounds: int, one_by_one: bool) -> None:
                 samples.last_100_ms.append(result["last_100"])
             result = bench.restart()
             samples.first_start.append(result["first_start"])
+            samples.dump_flows.append(result["dump_flows"])
             samples.restart_listening.append(result["listening"])
             samples.restart_connected.append(result["connected"])
             samples.restart_synced.append(result["synced"])
@@ -392,7 +437,8 @@ def report(runtime: str, bench: Bench, rounds: int, s: Samples) -> None:
     print(f"restart: start until synchronised, s   {spread(s.restart_synced)}")
     reconnect = [synced - connected for synced, connected in zip(s.restart_synced, s.restart_connected)]
     print(f"restart: connected until synchronised, s {spread(reconnect)}  (target < 3)")
-    print(f"                   (connected until synchronised)/add-flows median: {ratio(reconnect, base)}")
+    print(f"baseline: one ovs-ofctl dump-flows, s  {spread(s.dump_flows)}")
+    print(f"                   (connected until synchronised)/dump-flows median: {ratio(reconnect, s.dump_flows)}")
     print(f"restart: the app's flow changes        {'; '.join(s.restart_app_touched)}  (target: 0 added, 0 deleted)")
     print(f"restart: the switch's flows            {'; '.join(s.restart_switch_touched)}  (by OVS duration=)")
 
@@ -402,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", default=os.environ.get("NLBFLOW_BENCH_SHORT") == "1")
     parser.add_argument("--runtime", choices=RUNTIMES, action="append")
     parser.add_argument("--members", type=int, help="members, 10 per cluster (default 1000; short: 200)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; short: 2)")
+    parser.add_argument("--no-one-by-one", action="store_true", help="leave out the one-by-one registration")
     parser.add_argument("--large", action="store_true", help="also 10,000 members (PUT, restart), one round")
     args = parser.parse_args(argv)
     runtimes = args.runtime or (["osken"] if args.short else list(RUNTIMES))
@@ -409,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     if members % MEMBERS_PER_CLUSTER or members < MEMBERS_PER_CLUSTER:
         parser.error(f"--members: a multiple of {MEMBERS_PER_CLUSTER}")
     for runtime in runtimes:
-        run(runtime, members // MEMBERS_PER_CLUSTER, rounds=2 if args.short else 3, one_by_one=True)
+        rounds = args.rounds or (2 if args.short else 3)
+        run(runtime, members // MEMBERS_PER_CLUSTER, rounds, one_by_one=not args.no_one_by_one)
         if args.large:
             run(runtime, 1000, rounds=1, one_by_one=False)
     return 0
