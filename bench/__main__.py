@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 
-# In the order they run. Every one takes --short and --runtime.
+# In the order they run. Every one takes --short; all but the OFFLINE ones take --runtime.
 BENCHMARKS = ("storm", "throughput", "registration")
+OFFLINE = frozenset({"core"})  # the core alone, no controller: no --runtime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", action="append", default=[])
     parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
     args, rest = parser.parse_known_args(argv)
-    passed = (["--short"] if args.short else []) + [f"--runtime={runtime}" for runtime in args.runtime] + rest
     failed = []
     for name in args.only or BENCHMARKS:
+        runtimes = [] if name in OFFLINE else [f"--runtime={runtime}" for runtime in args.runtime]
+        passed = (["--short"] if args.short else []) + runtimes + rest
         print(f"\n#### bench.{name} {' '.join(passed)}", flush=True)
         started = time.monotonic()
         code = subprocess.call([sys.executable, "-m", f"bench.{name}", *passed])
