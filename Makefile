@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 PYTHON311 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
 PYTHON39 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.9*/bin/python3.9) $(shell command -v python3.9))
-APT_PACKAGES := openvswitch-switch iproute2 tcpdump arping ethtool iputils-ping procps nftables
+APT_PACKAGES := openvswitch-switch iproute2 tcpdump arping ethtool iputils-ping procps nftables iperf3
 VENV := .venv
 VENV_RYU := .venv-ryu
 
@@ -61,10 +61,11 @@ fuzz: install
 lab: install
 	$(VENV)/bin/python -m pytest -q tests/lab
 
-# Measurements, not tests (docs/storms.md): needs root and OVS like the lab. NLBFLOW_BENCH_SHORT=1 (or
-# BENCH_ARGS=--short) runs one runtime, two rounds, in well under a minute.
+# Measurements, not tests (bench/README.md, docs/performance.md): needs root and OVS like the lab. Every
+# benchmark in turn (bench/__main__.py); NLBFLOW_BENCH_SHORT=1 (or BENCH_ARGS=--short) runs each with one
+# runtime and small sizes, in well under a minute each; BENCH_ARGS="--only registration --large" picks one.
 bench: install
-	$(VENV)/bin/python -m bench.storm $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 check: lint unit
 

@@ -405,7 +405,7 @@ class NlbFlow(BaseApp):
             self._check_current(conn)
             self.core.switch_connected(conn.dpid, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
             self._sync_meters(conn)
-            self._read_back(conn)
+            work = self._read_back(conn)
             conn.synced.set()
             self._request(conn, ofmsgs.barrier_request(datapath))
         except ConnectionError as error:
@@ -415,6 +415,10 @@ class NlbFlow(BaseApp):
             self.logger.error("dpid %s: cannot synchronise (%s); closing the connection", conn.dpid, error)
             datapath.close()
             return
+        # What a restart costs the switch: nothing added or deleted when nothing changed (bench/registration).
+        self.logger.info(
+            "dpid %s: synchronised: %s added, %s deleted", conn.dpid, len(work.diff.to_add), len(work.diff.to_delete)
+        )
         self._resync_loop(conn)
 
     def _resync_loop(self, conn: Connection) -> None:
