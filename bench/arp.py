@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scapy.layers.l2 import ARP
+from scapy.layers.inet import TCP
+from scapy.layers.l2 import ARP, Ether
 
 from bench.stats import ratio, spread
 from bench.storm import resolve_times
@@ -46,6 +48,7 @@ from tests.lab.appkit import (
 from tests.lab.stormkit import arp_request, storm
 from tests.netlab import CLUSTER_MAC, Host, Lab
 
+CAPTURE_SETTLE_SECONDS = 2.0  # the capture runs this long after the sending stops: later answers are lost
 RAISED_PUNT_RATE = 100_000  # packets/s, per port and in total: above every rate offered here
 RATES = {"proxy": (2_500, 5_000, 10_000, 15_000), "relay": (2_500, 5_000, 7_500)}
 SHORT_RATES = {"proxy": (5_000,), "relay": (2_500,)}
@@ -62,6 +65,7 @@ class Flood:
     answers: int
     latest_after_ms: float
     cpu_seconds: float
+    switch_drops: dict[str, int]  # OVS's drop and overflow counters that grew during the run
 
     @property
     def answers_per_second(self) -> float:
@@ -77,9 +81,13 @@ class Results:
     member_ms: list[float] = field(default_factory=list)
     member_lost: int = 0
     ordinary_ms: list[float] = field(default_factory=list)
+    member_wire_ms: list[float] = field(default_factory=list)
+    ordinary_wire_ms: list[float] = field(default_factory=list)
     ordinary_lost: int = 0
     member_floods: dict[int, list[Flood]] = field(default_factory=dict)
     ordinary_floods: dict[int, list[Flood]] = field(default_factory=dict)
+    legs: list[Leg] = field(default_factory=list)
+    floor_legs: list[Leg] = field(default_factory=list)  # the same with bench/floor.py as the controller
 
 
 def controller_cpu(lab: Lab) -> float:
@@ -91,15 +99,30 @@ def controller_cpu(lab: Lab) -> float:
 
 def flood(lab: Lab, sender: Host, target_ip: str, frame: bytes, rate: int, seconds: float) -> Flood:
     """Send `frame` from `sender` at `rate`/s for `seconds`; count the replies from target_ip it receives."""
-    cpu_before = controller_cpu(lab)
-    with lab.capture(sender, "arp", direction="in", settle=2.0) as seen:
+    cpu_before, counters_before = controller_cpu(lab), ovs_drop_counters(lab)
+    with lab.capture(sender, "arp", direction="in", settle=CAPTURE_SETTLE_SECONDS) as seen:
         with storm(lab, sender, frame, rate=rate, seconds=int(seconds) + 30) as running:
             time.sleep(seconds)
         sent = running.stop()
     cpu = controller_cpu(lab) - cpu_before
+    counters = ovs_drop_counters(lab)
+    grown = {name: total - counters_before.get(name, 0) for name, total in counters.items()}
     answers = [float(f.time) for f in seen.frames if ARP in f and f[ARP].op == 2 and f[ARP].psrc == target_ip]
     latest_after = max(0.0, max(answers, default=running.stopped) - running.stopped) * 1000
-    return Flood(rate, sent, running.stopped - running.started, len(answers), latest_after, cpu)
+    drops = {name: count for name, count in grown.items() if count}
+    return Flood(rate, sent, running.stopped - running.started, len(answers), latest_after, cpu, drops)
+
+
+def ovs_drop_counters(lab: Lab) -> dict[str, int]:
+    """ovs-vswitchd's coverage counters that count frames or messages it dropped (totals since it started):
+    packet-ins the datapath could not queue, OpenFlow messages a full controller connection discarded,
+    frames dropped in the datapath."""
+    counters = {}
+    for line in lab.appctl("coverage/show").splitlines():
+        name, total = line.partition(" ")[0], line.rsplit("total:", 1)[-1].strip()
+        if ("overflow" in name or "drop" in name or "discard" in name) and total.isdigit():
+            counters[name] = int(total)
+    return counters
 
 
 def start(lab: Lab, runtime: str, mode: str, extra_apps: tuple[str, ...] = ()) -> tuple[list[Host], Host, Host]:
@@ -116,14 +139,32 @@ def start(lab: Lab, runtime: str, mode: str, extra_apps: tuple[str, ...] = ()) -
     return members, client, outsider
 
 
-def measure_latency(lab: Lab, pair: tuple[Host, Host], arps: int) -> tuple[list[float], int]:
-    times, lost = [], 0
+def measure_latency(lab: Lab, pair: tuple[Host, Host], arps: int) -> tuple[list[float], list[float], int]:
+    """Both hosts of the pair resolve each other `arps` times: the times arping reports (ms), the times on
+    the wire (ms: the request entering the switch at the requester's port to the answer leaving it there),
+    and how many got no answer."""
+    times, wire, lost = [], [], 0
     for src, dst in (pair, pair[::-1]):
         lab.flush_neigh(src)
-        got, missing = resolve_times(lab, src, dst, arps)
+        with lab.capture(src.switch_iface, "arp") as port:
+            got, missing = resolve_times(lab, src, dst, arps)
         times += got
         lost += missing
-    return times, lost
+        wire += _paired(port.frames, dst)
+    return times, wire, lost
+
+
+def _paired(frames: list, dst: Host) -> list[float]:
+    """For each request for dst's address, the first answer from dst after it and before the next request."""
+    requests = [float(f.time) for f in frames if ARP in f and f[ARP].op == 1 and f[ARP].pdst == dst.ip]
+    answers = [float(f.time) for f in frames if ARP in f and f[ARP].op == 2 and f[ARP].psrc == dst.ip]
+    times = []
+    for number, sent in enumerate(requests):
+        until = requests[number + 1] if number + 1 < len(requests) else float("inf")
+        first = next((t for t in answers if sent <= t < until), None)
+        if first is not None:
+            times.append((first - sent) * 1000)
+    return times
 
 
 def run(runtime: str, mode: str, rounds: int, arps: int, rates: tuple[int, ...], seconds: float) -> Results:
@@ -131,12 +172,16 @@ def run(runtime: str, mode: str, rounds: int, arps: int, rates: tuple[int, ...],
     with Lab() as lab:
         (m1, m2, m3), c1, o1 = start(lab, runtime, mode)
         for _ in range(rounds):
-            times, lost = measure_latency(lab, (m2, m3), arps)
+            times, wire, lost = measure_latency(lab, (m2, m3), arps)
             results.member_ms += times
+            results.member_wire_ms += wire
             results.member_lost += lost
-            times, lost = measure_latency(lab, (c1, o1), arps)
+            times, wire, lost = measure_latency(lab, (c1, o1), arps)
             results.ordinary_ms += times
+            results.ordinary_wire_ms += wire
             results.ordinary_lost += lost
+        if mode == "proxy":
+            results.legs, results.floor_legs = legs_and_floor(lab, runtime, (m1, m2, m3), arps // 2)
         member_frame = arp_request(CLUSTER_MAC, CLUSTER_MAC, m1.ip, m2.ip)
         ordinary_frame = arp_request(c1.mac, c1.mac, c1.ip, o1.ip)
         for rate in rates:
@@ -150,6 +195,92 @@ def run(runtime: str, mode: str, rounds: int, arps: int, rates: tuple[int, ...],
     return results
 
 
+OFPT_PACKET_IN, OFPT_PACKET_OUT = 10, 13
+OF_HEADER = struct.Struct("!BBHI")
+
+
+@dataclass
+class Leg:
+    """One proxy resolution taken apart on the wire, in ms: the request entering the switch to its
+    packet-in on the controller connection, packet-in to packet-out (the controller), packet-out to the
+    answer leaving the switch."""
+
+    switch_in: float
+    controller: float
+    switch_out: float
+
+
+def openflow_frames(segments: list) -> list[tuple[float, int, bytes]]:
+    """(time, message type, the frame inside) of each packet-in and packet-out in captured TCP segments
+    (each segment starts at a message: the connection sends whole messages, TCP_NODELAY)."""
+    found = []
+    for segment in segments:
+        payload = bytes(segment[TCP].payload) if TCP in segment else b""
+        offset = 0
+        while offset + OF_HEADER.size <= len(payload):
+            version, msg_type, length, _ = OF_HEADER.unpack_from(payload, offset)
+            if version != 4 or length < OF_HEADER.size:
+                break
+            message = payload[offset : offset + length]
+            if msg_type == OFPT_PACKET_IN and len(message) >= 28:
+                match_length = struct.unpack_from("!H", message, 26)[0]
+                found.append((float(segment.time), msg_type, message[24 + (match_length + 7) // 8 * 8 + 2 :]))
+            elif msg_type == OFPT_PACKET_OUT and len(message) >= 24:
+                found.append((float(segment.time), msg_type, message[24 + struct.unpack_from("!H", message, 16)[0] :]))
+            offset += length
+    return found
+
+
+def proxy_legs(lab: Lab, src: Host, dst: Host, count: int) -> list[Leg]:
+    """Resolutions of dst's DIP by src, one at a time, captured on src's switch port and on the controller
+    connection (loopback in the switch namespace): where each one's time goes."""
+    legs = []
+    for _ in range(count):
+        lab.flush_neigh(src)
+        with lab.capture(src.switch_iface, "arp") as port, lab.capture("lo", "tcp port 6653") as connection:
+            resolve_times(lab, src, dst, 1)
+        requests = [float(f.time) for f in port.frames if ARP in f and f[ARP].op == 1 and f[ARP].pdst == dst.ip]
+        answers = [float(f.time) for f in port.frames if ARP in f and f[ARP].op == 2 and f[ARP].psrc == dst.ip]
+        ins = [t for t, kind, data in openflow_frames(connection.frames) if kind == OFPT_PACKET_IN and _asks(data, dst)]
+        outs = [
+            t for t, kind, data in openflow_frames(connection.frames) if kind == OFPT_PACKET_OUT and _tells(data, dst)
+        ]
+        if requests and answers and ins and outs:
+            legs.append(Leg((ins[0] - requests[0]) * 1000, (outs[0] - ins[0]) * 1000, (answers[0] - outs[0]) * 1000))
+    return legs
+
+
+def legs_and_floor(lab: Lab, runtime: str, members: tuple[Host, ...], count: int) -> tuple[list[Leg], list[Leg]]:
+    """Proxy resolutions taken apart with the app, then with the framework's floor (bench/floor.py) as the
+    controller on the same switch and flows, in alternating halves; the app is running again at the end."""
+    config = lab.workdir / "nlbflow.yaml"
+    legs: list[Leg] = []
+    floor: list[Leg] = []
+    for _ in range(2):
+        legs += proxy_legs(lab, members[1], members[2], count // 2)
+        lab.stop_controller()
+        lab.start_controller(runtime, app="bench/floor.py")
+        lab.wait_connected()
+        floor += proxy_legs(lab, members[1], members[2], count // 2)
+        lab.stop_controller()
+        lab.start_controller(runtime, config)
+        lab.wait_connected()
+        expected = expected_table(config, list(members))
+        if sorted(wait_for_table(lab, expected)) != sorted(expected):
+            raise SystemExit(f"the app's flows never became the expected set:\n{lab.controller_log()}")
+    return legs, floor
+
+
+def _asks(data: bytes, dst: Host) -> bool:
+    frame = Ether(data)
+    return ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == dst.ip
+
+
+def _tells(data: bytes, dst: Host) -> bool:
+    frame = Ether(data)
+    return ARP in frame and frame[ARP].op == 2 and frame[ARP].psrc == dst.ip
+
+
 def _flood_line(floods: list[Flood], with_cpu: bool) -> str:
     best = max(floods, key=lambda f: f.answers_per_second)
     worst_loss = max(f.loss for f in floods)
@@ -160,17 +291,30 @@ def _flood_line(floods: list[Flood], with_cpu: bool) -> str:
     if with_cpu:
         per_thousand = [f.cpu_seconds / f.answers * 1000 for f in floods if f.answers]
         line += f"  controller CPU s/1,000 answers {min(per_thousand, default=float('nan')):.3f}"
-    return line + f"  (best sent {best.sent / best.seconds:,.0f}/s)"
+    line += f"  (best sent {best.sent / best.seconds:,.0f}/s)"
+    drops: dict[str, int] = {}
+    for run in floods:
+        for name, count in run.switch_drops.items():
+            drops[name] = drops.get(name, 0) + count
+    return line + ("\n      OVS dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "")
 
 
 def report(runtime: str, mode: str, rounds: int, results: Results) -> None:
     print(f"\n== {runtime}, {mode}: {rounds} interleaved latency rounds; punt meters raised to {RAISED_PUNT_RATE}/s")
-    print(f"ARP resolution ms  members (m2<->m3, through the app): {spread(results.member_ms)}")
-    print(f"                   lost {results.member_lost}")
-    print(f"                   ordinary (c1<->o1, NORMAL):         {spread(results.ordinary_ms)}")
-    print(f"                   lost {results.ordinary_lost}")
+    print("ARP resolution on the wire, ms (request in to answer out at the requester's switch port):")
+    print(f"  members (m2<->m3, through the app): {spread(results.member_wire_ms)}  lost {results.member_lost}")
+    print(f"  ordinary (c1<->o1, NORMAL):         {spread(results.ordinary_wire_ms)}  lost {results.ordinary_lost}")
     target = "  (target < 2x)" if mode == "proxy" else ""
-    print(f"                   member/ordinary median: {ratio(results.member_ms, results.ordinary_ms)}{target}")
+    print(f"  member/ordinary median: {ratio(results.member_wire_ms, results.ordinary_wire_ms)}{target}")
+    print(f"as arping reports it, ms: members {spread(results.member_ms)}")
+    print(f"                          ordinary {spread(results.ordinary_ms)}")
+    if results.legs:
+        print("one proxy resolution on the wire, ms (m2's switch port and the controller connection):")
+        print(f"  request in -> packet-in sent (the switch):       {spread([leg.switch_in for leg in results.legs])}")
+        print(f"  packet-in -> packet-out (the controller):        {spread([leg.controller for leg in results.legs])}")
+        print(f"  packet-out -> answer out (the switch):           {spread([leg.switch_out for leg in results.legs])}")
+        floor = [leg.controller for leg in results.floor_legs]
+        print(f"  the framework's floor (bench/floor.py), packet-in -> packet-out: {spread(floor)}")
     sustained = None
     for rate, floods in sorted(results.member_floods.items()):
         print(f"offered {rate:>6,}/s  members:  {_flood_line(floods, with_cpu=True)}")

@@ -1,13 +1,14 @@
-"""Where one proxy answer's time goes in the app's own code, without a switch (docs/performance.md).
+"""Where one ARP answer's time goes in the app's own code, without a switch (docs/performance.md).
 
 A faithful harness of the packet path: the app object with the real core and three located members (the
 lab's cluster, proxy or relay mode), packet-ins built as the switch sends them and parsed by the framework's
 own OpenFlow parser (ofproto_parser.msg, as its receive loop does), handed to the app's packet-in handler,
-and the app's sender greenthread handing each outgoing message to a datapath whose send() keeps the bytes
-(as the framework's Datapath.send queues them for its socket writer). Prints the time per answer, the
-framework's share (parsing the OpenFlow message) apart, and the cProfile of the app's part by function.
+and the app's sender greenthread handing what it sends to a datapath whose send() keeps the bytes (as the
+framework's Datapath.send queues them for its socket writer). Prints the CPU time (process time, so other
+processes' load matters less) per frame in rounds, the framework's parse of the OpenFlow message apart,
+and with --profile the cProfile of the app's part by what it does.
 
-    python -m bench.packet_path [--runtime osken|ryu] [--mode proxy|relay] [--frames N] [--profile]
+    python -m bench.packet_path [--mode proxy|relay] [--frames N] [--rounds N] [--profile]
     (run it with the venv of the runtime: .venv for os-ken, .venv-ryu for Ryu)
 """
 
@@ -17,12 +18,15 @@ import argparse
 import cProfile
 import logging
 import pstats
+import statistics
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
 
 from scapy.layers.l2 import ARP, Ether
 
+from bench.stats import spread
 from flows.addresses import dedicated_mac, unicast_cluster_mac
 from flows.core import NlbCore
 from flows.flowspec import expected_flows
@@ -42,7 +46,8 @@ PARTS = (  # (what, file, function): its cumulative time in the profile
     ("  _send: notes, outgoing()", "ryu_apps/nlbflow.py", "_send"),
     ("    building the answer frame (ofmsgs.arp_bytes)", "ryu_apps/ofmsgs.py", "arp_bytes"),
     ("    the packet-out objects (ofmsgs.packet_outs, with arp_bytes)", "ryu_apps/ofmsgs.py", "packet_outs"),
-    ("serialising packet-outs (MsgBase.serialize, in the sender)", "ofproto_parser.py", "serialize"),
+    ("serialising framework messages (MsgBase.serialize, in the sender)", "ofproto_parser.py", "serialize"),
+    ("serialising template packet-outs (PacketOut.serialize, in the sender)", "ryu_apps/ofmsgs.py", "serialize"),
 )
 
 
@@ -103,8 +108,6 @@ def packet_in_bytes(frame: bytes, in_port: int) -> bytes:
 
 def _serialise_packet_in(msg) -> bytes:
     """OFPPacketIn has no serialiser in the frameworks (a controller never sends one): packed by hand."""
-    import struct
-
     body = bytearray()
     msg.match.serialize(body, 0)
     header = struct.pack("!IHBBQ", msg.buffer_id, msg.total_len, msg.reason, msg.table_id, msg.cookie)
@@ -117,21 +120,19 @@ def parse(datapath: KeepingDatapath, wire: bytes):
     return ofproto_v1_3_parser.ofproto_parser.msg(datapath, version, msg_type, msg_len, xid, bytearray(wire))
 
 
-def run(mode: ArpMode, frames: int, profile: bool) -> None:
+def handle(mode: ArpMode, frames: int, profiler: cProfile.Profile | None = None) -> tuple[float, float, int]:
+    """CPU seconds per frame of the framework's parse and of the app's part, and the socket writes made."""
     app, datapath = app_for(mode)
     conn = app.connections[1]
-    request = bytes(
-        Ether(src=CLUSTER_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=CLUSTER_MAC, psrc=DIPS[1], pdst=DIPS[2])
-    )
-    wire = packet_in_bytes(request.ljust(60, b"\x00"), in_port=2)
+    request = Ether(src=CLUSTER_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=CLUSTER_MAC, psrc=DIPS[1], pdst=DIPS[2])
+    wire = packet_in_bytes(bytes(request).ljust(60, b"\x00"), in_port=2)
     sender = hub.spawn(app._drain, conn)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(frames):
         parse(datapath, wire)
-    framework_parse = (time.perf_counter() - start) / frames
+    framework_parse = (time.process_time() - start) / frames
     events = [ofp_event.ofp_msg_to_ev(parse(datapath, wire)) for _ in range(frames)]
-    profiler = cProfile.Profile() if profile else None
-    start = time.perf_counter()
+    start = time.process_time()
     if profiler:
         profiler.enable()
     for number, event in enumerate(events, start=1):
@@ -142,15 +143,26 @@ def run(mode: ArpMode, frames: int, profile: bool) -> None:
         hub.sleep(0)
     if profiler:
         profiler.disable()
-    app_seconds = (time.perf_counter() - start) / frames
+    app_seconds = (time.process_time() - start) / frames
     conn.closed()
     hub.kill(sender)
-    answers = sum(len(buf) for buf in datapath.written)
-    print(f"\n== {RUNTIME}, {mode.value}: {frames} packet-ins, {len(datapath.written)} socket writes, {answers} bytes")
-    print(f"framework parse of the packet-in (ofproto_parser.msg): {framework_parse * 1e6:7.1f} us")
-    print(f"the app's handler, building, serialising, sending:     {app_seconds * 1e6:7.1f} us per frame")
-    print(f"  so at most {1 / (framework_parse + app_seconds):,.0f} frames/s on one core for these two parts")
-    if profiler:
+    return framework_parse, app_seconds, len(datapath.written)
+
+
+def run(mode: ArpMode, frames: int, rounds: int, profile: bool) -> None:
+    parses, apps = [], []
+    for _ in range(rounds):
+        framework_parse, app_seconds, writes = handle(mode, frames)
+        parses.append(framework_parse * 1e6)
+        apps.append(app_seconds * 1e6)
+    print(f"\n== {RUNTIME}, {mode.value}: {rounds} rounds of {frames} packet-ins, {writes} socket writes a round")
+    print(f"CPU us per frame, framework parse of the packet-in (ofproto_parser.msg): {spread(parses)}")
+    print(f"CPU us per frame, the app (handler, building, serialising, sending):  {spread(apps)}")
+    ceiling = 1e6 / (statistics.median(parses) + statistics.median(apps))
+    print(f"  at most {ceiling:,.0f} frames/s on one core for these two parts (medians)")
+    if profile:
+        profiler = cProfile.Profile()
+        handle(mode, frames, profiler)
         stats = pstats.Stats(profiler)
         total = sum(entry[2] for entry in stats.stats.values())  # every function's own time: the whole run
         print(
@@ -158,18 +170,19 @@ def run(mode: ArpMode, frames: int, profile: bool) -> None:
         )
         for label, where, name in PARTS:
             seconds = sum(v[3] for k, v in stats.stats.items() if k[0].endswith(where) and k[2] == name)
-            print(f"  {label:<58} {seconds / frames * 1e6:7.1f} us  {seconds / total:4.0%}")
+            print(f"  {label:<66} {seconds / frames * 1e6:7.1f} us  {seconds / total:4.0%}")
         stats.sort_stats("tottime").print_stats(15)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=[m.value for m in ArpMode], action="append")
-    parser.add_argument("--frames", type=int, default=20_000)
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="print the cProfile of the app's part")
     args = parser.parse_args(argv)
     for mode in args.mode or ["proxy", "relay"]:
-        run(ArpMode(mode), args.frames, args.profile)
+        run(ArpMode(mode), args.frames, args.rounds, args.profile)
     return 0
 
 
