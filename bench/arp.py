@@ -65,7 +65,7 @@ class Flood:
     answers: int
     latest_after_ms: float
     cpu_seconds: float
-    switch_drops: dict[str, int]  # OVS's drop and overflow counters that grew during the run
+    switch_drops: dict[str, int]  # how much each of OVS_DROP_COUNTERS grew during the run
 
     @property
     def answers_per_second(self) -> float:
@@ -105,22 +105,24 @@ def flood(lab: Lab, sender: Host, target_ip: str, frame: bytes, rate: int, secon
             time.sleep(seconds)
         sent = running.stop()
     cpu = controller_cpu(lab) - cpu_before
-    counters = ovs_drop_counters(lab)
-    grown = {name: total - counters_before.get(name, 0) for name, total in counters.items()}
+    grown = {name: total - counters_before[name] for name, total in ovs_drop_counters(lab).items()}
     answers = [float(f.time) for f in seen.frames if ARP in f and f[ARP].op == 2 and f[ARP].psrc == target_ip]
     latest_after = max(0.0, max(answers, default=running.stopped) - running.stopped) * 1000
-    drops = {name: count for name, count in grown.items() if count}
-    return Flood(rate, sent, running.stopped - running.started, len(answers), latest_after, cpu, drops)
+    return Flood(rate, sent, running.stopped - running.started, len(answers), latest_after, cpu, grown)
+
+
+OVS_DROP_COUNTERS = ("packet_in_overflow", "rconn_overflow", "rconn_discarded")
+"""ovs-vswitchd's coverage counters of punted frames it dropped: packet-ins the datapath could not queue
+for the main thread, and OpenFlow messages a controller connection's full queue discarded. (Not
+datapath_drop_userspace_action_error: it grows by one for every frame punted, answered or not.)"""
 
 
 def ovs_drop_counters(lab: Lab) -> dict[str, int]:
-    """ovs-vswitchd's coverage counters that count frames or messages it dropped (totals since it started):
-    packet-ins the datapath could not queue, OpenFlow messages a full controller connection discarded,
-    frames dropped in the datapath."""
-    counters = {}
+    """OVS_DROP_COUNTERS' totals since ovs-vswitchd started (one never counted yet is absent: 0)."""
+    counters = dict.fromkeys(OVS_DROP_COUNTERS, 0)
     for line in lab.appctl("coverage/show").splitlines():
         name, total = line.partition(" ")[0], line.rsplit("total:", 1)[-1].strip()
-        if ("overflow" in name or "drop" in name or "discard" in name) and total.isdigit():
+        if name in counters and total.isdigit():
             counters[name] = int(total)
     return counters
 
@@ -296,7 +298,8 @@ def _flood_line(floods: list[Flood], with_cpu: bool) -> str:
     for run in floods:
         for name, count in run.switch_drops.items():
             drops[name] = drops.get(name, 0) + count
-    return line + ("\n      OVS dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "")
+    counted = ", ".join(f"{name} {drops.get(name, 0)}" for name in OVS_DROP_COUNTERS)
+    return line + f"\n      OVS's drop counters during these runs: {counted}"
 
 
 def report(runtime: str, mode: str, rounds: int, results: Results) -> None:
