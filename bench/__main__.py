@@ -15,7 +15,7 @@ import sys
 import time
 
 # In the order they run. Every one takes --short; all but the OFFLINE ones take --runtime.
-BENCHMARKS = ("storm", "core", "throughput", "registration")
+BENCHMARKS = ("storm", "arp", "core", "throughput", "registration")
 OFFLINE = frozenset({"core"})  # the core alone, no controller: no --runtime
 
 

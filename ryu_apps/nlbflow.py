@@ -58,6 +58,7 @@ TICK_SECONDS = 1.0  # confirmation timeouts and re-probes (flows/locations.py) a
 REPLY_TIMEOUT_SECONDS = 10.0
 RECONNECT_WAIT_SECONDS = 5.0  # a change waits this long for a switch that dropped mid-change to be back
 METER_WATCH_SECONDS = 2.0
+SEND_BATCH = 64  # messages the sender joins into one socket write at most (packet-outs are ~100 bytes)
 
 cfg.CONF.register_opts(
     [cfg.StrOpt("config", default=None, help="nlbflow YAML config; overrides the NLBFLOW_CONFIG variable")],
@@ -262,15 +263,19 @@ class NlbFlow(BaseApp):
             self.core.refused(frame)
             self.logger.debug("dpid %s port %s: packet-in dropped: %s", datapath.id, msg.match["in_port"], frame.value)
             return
-        decision, work = self.core.packet_in(datapath.id, msg.match["in_port"], frame, time.monotonic())
-        # Per frame at DEBUG (a storm would flood the log); a frame that changed the switch's flows (a member
-        # located or moved) at INFO. A spoof's warning, naming both ports, is among the work's notes.
-        self.logger.log(
-            logging.INFO if work.diff.to_add or work.diff.to_delete else logging.DEBUG,
-            "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
-            *(datapath.id, msg.match["in_port"], "request" if frame.op == ARP_REQUEST else "reply"),
-            *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
-        )
+        in_port = msg.match["in_port"]
+        decision, work = self.core.packet_in(datapath.id, in_port, frame, time.monotonic())
+        # Per frame at DEBUG (a storm would flood the log), and nothing built for the line unless DEBUG is on;
+        # a frame that changed the switch's flows (a member located or moved) at INFO. A spoof's warning,
+        # naming both ports, is among the work's notes.
+        level = logging.INFO if work.diff.to_add or work.diff.to_delete else logging.DEBUG
+        if self.logger.isEnabledFor(level):
+            self.logger.log(
+                level,
+                "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
+                *(datapath.id, in_port, "request" if frame.op == ARP_REQUEST else "reply"),
+                *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
+            )
         self._send(datapath, work)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
@@ -556,26 +561,34 @@ class NlbFlow(BaseApp):
 
     def _drain(self, conn: Connection) -> None:
         """The connection's one sender: xids are given at sending, and each flow-mod's xid remembered,
-        so an error names the flow it refused."""
+        so an error names the flow it refused.
+
+        What waits in the outbox goes out together: up to SEND_BATCH messages serialised here and handed
+        to the framework as one buffer (Datapath.send), which its socket writer sends in one write. One
+        queue entry and one write for a burst of answers, not one each; the order stays the outbox's.
+        """
         datapath = conn.datapath
         while conn.alive:
             if not conn.outbox:
                 conn.wakeup.clear()
                 conn.wakeup.wait()
                 continue
-            item = conn.outbox.popleft()
-            xid = datapath.set_xid(item.message)
-            if item.reply is not None and not item.reply.abandoned:
-                conn.replies[xid] = item.reply
-                item.reply.xid = xid
-            if item.flow is not None:
-                conn.flow_mods[xid] = item.flow
-            try:
-                sent = datapath.send_msg(item.message)
-            except Exception:  # a message that does not serialise is a bug; the rest of the queue still goes
-                self.logger.exception("dpid %s: cannot send %s", conn.dpid, type(item.message).__name__)
-                continue
-            if not sent:  # the framework is closing the connection
+            buffers = []
+            for _ in range(min(SEND_BATCH, len(conn.outbox))):
+                item = conn.outbox.popleft()
+                xid = datapath.set_xid(item.message)
+                if item.reply is not None and not item.reply.abandoned:
+                    conn.replies[xid] = item.reply
+                    item.reply.xid = xid
+                if item.flow is not None:
+                    conn.flow_mods[xid] = item.flow
+                try:
+                    item.message.serialize()
+                except Exception:  # a message that does not serialise is a bug; the rest of the queue still goes
+                    self.logger.exception("dpid %s: cannot send %s", conn.dpid, type(item.message).__name__)
+                    continue
+                buffers.append(item.message.buf)
+            if buffers and not datapath.send(b"".join(buffers)):  # the framework is closing the connection
                 conn.closed()
 
     # --- admission control: the punt meters (flows/meters.py) -----------------------------------------

@@ -6,13 +6,14 @@ stand-in datapath and serialise them without a switch.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from flows.arp import ArpFrame, FrameOut
 from flows.cookies import APP_COOKIE_MASK, APP_ID
 from flows.core import Work
 from flows.flowspec import (
-    ETH_TYPE_ARP,
     Action,
     FlowSpec,
     GotoTable,
@@ -24,9 +25,8 @@ from flows.flowspec import (
     Unrecognized,
     make_match,
 )
-from flows.frames import Refusal, is_nic_mac, punted_arp
+from flows.frames import Refusal, arp_frame_bytes, is_nic_mac, punted_arp
 from flows.meters import MeterDiff, MeterReading, MeterSpec
-from ryu_apps.compat import arp, ethernet, packet
 
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -216,26 +216,15 @@ def meter_reading(stats) -> MeterReading:
 
 
 def arp_bytes(frame: ArpFrame) -> bytes:
-    """Serialise with the framework's packet library, never by hand.
+    """The frame's bytes from a template (flows/frames.py): the framework's packet library would take most
+    of an answer's time (docs/performance.md, The packet path).
 
     A frame whose Ethernet source or sender MAC is no NIC's (multicast, zero) is never sent: the parser
     refuses such input, so one here is a bug, and it fails loudly rather than reach a host's cache.
     """
     if not (is_nic_mac(frame.eth_src) and is_nic_mac(frame.sha)):
         raise ValueError(f"the app never sends from a multicast or zero MAC: {frame!r}")
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=frame.eth_dst, src=frame.eth_src, ethertype=ETH_TYPE_ARP))
-    pkt.add_protocol(
-        arp.arp(
-            opcode=frame.op,
-            src_mac=frame.sha,
-            src_ip=frame.spa,
-            dst_mac=frame.tha,
-            dst_ip=frame.tpa,
-        )
-    )
-    pkt.serialize()
-    return bytes(pkt.data)
+    return arp_frame_bytes(frame)
 
 
 def arp_frame(data: bytes) -> ArpFrame | Refusal:
@@ -246,23 +235,48 @@ def arp_frame(data: bytes) -> ArpFrame | Refusal:
     return punted_arp(data)
 
 
-def packet_outs(datapath, frames: Iterable[FrameOut]) -> list:
-    """One packet-out per distinct frame, with an output per port; in_port CONTROLLER lets a
-    frame leave through the port its request came in on."""
-    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+PACKET_OUT_BODY = struct.Struct("!IIH6x")  # buffer_id, in_port, actions_len, padding: after the OpenFlow header
+ACTION_OUTPUT = struct.Struct("!HHIH6x")  # type, length, port, max_len, padding
+OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
+
+
+@dataclass
+class PacketOut:
+    """A packet-out packed from a template: the bytes the framework's OFPPacketOut serialises to for the
+    same frame and ports (tests/unit/test_ofmsgs.py compares them), at a small part of its cost, since the
+    app sends one per answer. It has what the connection's sender uses of a framework message: set_xid(),
+    serialize() and buf."""
+
+    version: int
+    msg_type: int
+    body: bytes  # everything after the OpenFlow header: packet-out fields, actions, frame
+    ports: tuple[int, ...]
+    xid: int | None = None
+    buf: bytes = b""
+
+    def set_xid(self, xid: int) -> None:
+        self.xid = xid
+
+    def serialize(self) -> None:
+        self.buf = OFP_HEADER.pack(self.version, self.msg_type, OFP_HEADER.size + len(self.body), self.xid) + self.body
+
+
+def packet_out(datapath, ports: Iterable[int], data: bytes) -> PacketOut:
+    """A frame leaving through `ports`; in_port CONTROLLER lets it leave through the port its request came
+    in on. The output actions carry the framework's default max_len, as OFPActionOutput(port) does."""
+    ofp = datapath.ofproto
+    ports = tuple(ports)
+    actions = b"".join(ACTION_OUTPUT.pack(ofp.OFPAT_OUTPUT, ACTION_OUTPUT.size, port, ofp.OFPCML_MAX) for port in ports)
+    body = PACKET_OUT_BODY.pack(ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, len(actions)) + actions + data
+    return PacketOut(ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT, body, ports)
+
+
+def packet_outs(datapath, frames: Iterable[FrameOut]) -> list[PacketOut]:
+    """One packet-out per distinct frame, with an output per port."""
     ports_by_frame: dict[ArpFrame, list[int]] = {}
     for frame_out in frames:
         ports_by_frame.setdefault(frame_out.frame, []).append(frame_out.port)
-    return [
-        parser.OFPPacketOut(
-            datapath,
-            buffer_id=ofp.OFP_NO_BUFFER,
-            in_port=ofp.OFPP_CONTROLLER,
-            actions=[parser.OFPActionOutput(port) for port in ports],
-            data=arp_bytes(frame),
-        )
-        for frame, ports in ports_by_frame.items()
-    ]
+    return [packet_out(datapath, ports, arp_bytes(frame)) for frame, ports in ports_by_frame.items()]
 
 
 def work_messages(datapath, work: Work) -> list:

@@ -7,41 +7,59 @@ dead connection never reach its successor, and what a refused flow-mod does."""
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 
 import pytest
 
 from flows.core import NlbCore, Work
 from flows.flowspec import FlowDiff
+from flows.frames import punted_arp
 from flows.session import FLOW_ADD, FLOW_DELETE, SessionPolicy
-from ryu_apps import nlbflow
+from ryu_apps import nlbflow, ofmsgs
 from ryu_apps.compat import hub, ofproto_v1_3, ofproto_v1_3_parser
 from ryu_apps.nlbflow import Connection, NlbFlow, Outgoing, Reply, outgoing
-from tests.unit.example_cluster import SWITCH_PORTS, web_config
+from tests.unit.example_cluster import MEMBER_IPS, MEMBER_PORT, SWITCH_PORTS, request, web_config
 
 PARSER = ofproto_v1_3_parser
+OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
 
 
 @dataclass
 class RecordingDatapath:
-    """What the app reads of a datapath, and every message sent, in order; sending can be made to block."""
+    """What the app reads of a datapath, and every message sent, in order; sending can be made to block.
+
+    The app hands the framework whole buffers (Datapath.send); each is split at the OpenFlow headers into
+    the messages it carries, found again by their xids, so a test sees both the messages and the writes.
+    """
 
     id: int = 1
     ofproto = ofproto_v1_3
     ofproto_parser = ofproto_v1_3_parser
     xid: int = 0
     sent: list = field(default_factory=list)
+    writes: list = field(default_factory=list)  # per buffer handed to the framework, the messages in it
+    given_xids: dict = field(default_factory=dict)
     block_first_send: bool = False
 
     def set_xid(self, message) -> int:
         self.xid += 1
         message.set_xid(self.xid)
+        self.given_xids[self.xid] = message
         return self.xid
 
-    def send_msg(self, message) -> bool:
+    def send(self, buf: bytes, close_socket: bool = False) -> bool:
         if self.block_first_send and not self.sent:
             hub.sleep(0.05)  # the framework's send queue is full: this greenthread yields here
-        self.sent.append(message)
+        messages, offset = [], 0
+        while offset < len(buf):
+            _, _, length, xid = OFP_HEADER.unpack_from(buf, offset)
+            message = self.given_xids[xid]
+            assert bytes(buf[offset : offset + length]) == bytes(message.buf), "whole messages, as serialised"
+            messages.append(message)
+            offset += length
+        self.writes.append(messages)
+        self.sent += messages
         return True
 
 
@@ -123,7 +141,7 @@ def test_a_change_computed_later_never_reaches_the_switch_first_even_when_sendin
     app._send(datapath, sync)
     changes = []
 
-    def port_down() -> None:  # while the sender is blocked in send_msg, another greenthread changes a port
+    def port_down() -> None:  # while the sender is blocked in send, another greenthread changes a port
         changes.append(app.core.port_changed(1, 1, present=True, up=False, now=0.0))
         app._send(datapath, changes[0])
 
@@ -272,3 +290,57 @@ def test_a_switch_gone_mid_request_fails_its_waiter_at_once_and_only_its_own_con
     hub.sleep(0.02)
     assert outcome == ["dpid 1 went away before answering OFPBarrierRequest"]
     assert 1 not in app.connections and 1 not in app.core.switches
+
+
+def test_a_burst_of_answers_leaves_in_few_writes_in_order_each_message_whole():
+    """The sender joins what waits in the outbox into one buffer for the framework (up to SEND_BATCH
+    messages): 200 proxy answers computed while it waits leave in a few writes, in the order computed."""
+    app = app_with_core()
+    datapath = RecordingDatapath()
+    conn = Connection(datapath, app.session_policy)
+    app.connections[1] = conn
+    app.core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
+    app.core.flows_read_back(1, [], 0.0)
+    requesters = [ip for ip in MEMBER_IPS for _ in range(100)][:200]
+    for number, requester in enumerate(requesters):
+        target = next(ip for ip in MEMBER_IPS if ip != requester)
+        event = Event(msg=packet_in(datapath, MEMBER_PORT[requester], request(requester, target)))
+        app.packet_in(event)
+        assert len(conn.outbox) == number + 1, "nothing is sent from the handler itself"
+    hub.spawn(app._drain, conn)
+    hub.sleep(0.05)
+    assert len(datapath.sent) == 200
+    assert [len(write) for write in datapath.writes] == [nlbflow.SEND_BATCH] * 3 + [200 - 3 * nlbflow.SEND_BATCH]
+    assert [message.xid for message in datapath.sent] == list(range(1, 201))
+    answered = [ofmsgs_frame(message) for message in datapath.sent]
+    assert [frame.tpa for frame in answered] == requesters
+    conn.closed()
+
+
+def test_a_message_that_does_not_serialise_is_logged_and_the_rest_still_leave(caplog):
+    app = app_with_core()
+    datapath = RecordingDatapath()
+    conn = Connection(datapath, app.session_policy)
+    broken = PARSER.OFPPacketOut(datapath, buffer_id=ofproto_v1_3.OFP_NO_BUFFER, in_port=1, actions=["?"], data=b"")
+    conn.enqueue(
+        [Outgoing(PARSER.OFPBarrierRequest(datapath)), Outgoing(broken), Outgoing(PARSER.OFPEchoRequest(datapath))]
+    )
+    with caplog.at_level(logging.ERROR, logger="nlbflow-test"):
+        hub.spawn(app._drain, conn)
+        hub.sleep(0.02)
+    assert [type(m).__name__ for m in datapath.sent] == ["OFPBarrierRequest", "OFPEchoRequest"]
+    assert len(datapath.writes) == 1
+    assert any("cannot send OFPPacketOut" in record.getMessage() for record in caplog.records)
+    conn.closed()
+
+
+def packet_in(datapath: RecordingDatapath, in_port: int, frame):
+    """A packet-in as the framework hands it to the handler, with the frame's bytes as the switch punts them."""
+    message = PARSER.OFPPacketIn(datapath, buffer_id=ofproto_v1_3.OFP_NO_BUFFER, data=ofmsgs.arp_bytes(frame))
+    message.match = PARSER.OFPMatch(in_port=in_port)
+    return message
+
+
+def ofmsgs_frame(message):
+    """The ARP frame a packet-out carries, read back by the app's parser."""
+    return punted_arp(message.body[-60:])

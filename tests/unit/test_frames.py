@@ -148,3 +148,30 @@ def test_a_clients_arp_is_accepted_the_core_decides_about_it():
     """The parser checks form, not who sent it: a client's well-formed ARP is the core's to judge."""
     frame = Ether(src=CLIENT_MAC, dst=BROADCAST) / ARP(op=1, hwsrc=CLIENT_MAC, psrc="10.0.0.50", pdst=A)
     assert isinstance(punted_arp(bytes(frame)), ArpFrame)
+
+
+def general_reading(data: bytes) -> ArpFrame | Refusal:
+    """punted_arp() by the general path only: parse_arp(), whatever the frame's tags or length."""
+    parsed = parse_arp(data)
+    if isinstance(parsed, Refusal):
+        return parsed
+    return Refusal.TAGGED if parsed.vlan_tags else parsed.frame
+
+
+def test_the_fast_path_for_untagged_arp_answers_exactly_what_the_general_parser_does():
+    """punted_arp() reads an untagged ARP of 42 bytes or more with one unpack: on mutated, cut, padded and
+    tagged frames it gives the general parser's answer, refusal reason included."""
+    rng = random.Random(11)
+    templates = [bytes(member_arp(op=op) / Padding(bytes(18))) for op in (1, 2)]
+    templates += [bytes(tagged(member_arp(), 10)), bytes(member_arp())]
+    answers = set()
+    for _ in range(5000):
+        data = bytearray(rng.choice(templates))
+        for _ in range(rng.randint(0, 3)):
+            data[rng.randrange(len(data))] = rng.choice((0, 1, 2, 4, 6, 0x08, 0x06, 0x81, 0xFF, rng.randrange(256)))
+        cut = rng.choice((len(data), len(data), 42, 41, rng.randrange(len(data) + 1)))
+        data = bytes(data[:cut]) + bytes(rng.choice((0, 0, 18, 100)))
+        reading = punted_arp(data)
+        assert reading == general_reading(data), data.hex()
+        answers.add(reading if isinstance(reading, Refusal) else "accepted")
+    assert answers == {"accepted", *Refusal}  # the mutations reached every outcome

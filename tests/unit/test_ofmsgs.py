@@ -8,15 +8,16 @@ from dataclasses import dataclass, replace
 
 import pytest
 from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Padding
 
 from flows.addresses import PROBE_MAC
-from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply, revised_reply
-from flows.core import Work
+from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply
+from flows.core import NlbCore, Work
 from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows, punt_out_flow
 from flows.frames import Refusal
-from flows.model import Registry, Settings
+from flows.model import ArpMode, Config, Registry, Settings
 from ryu_apps import ofmsgs
-from ryu_apps.compat import ofproto_v1_3, ofproto_v1_3_parser
+from ryu_apps.compat import arp, ethernet, ofproto_v1_3, ofproto_v1_3_parser, packet
 from tests.unit import framekit
 from tests.unit.example_cluster import BROADCAST, CM, DM, ZERO_MAC, located_ports, reply, request, web_cluster
 
@@ -68,21 +69,50 @@ def test_the_punt_flow_sends_whole_frames_to_the_controller():
 
 
 def scapy_fields(frame: ArpFrame) -> tuple:
-    parsed = Ether(ofmsgs.arp_bytes(frame))
+    """The frame's bytes read by scapy, an independent parser: every header field is checked, the frame is
+    60 bytes (the 42 of Ethernet/ARP and 18 of zero padding); the addresses and opcode are returned."""
+    data = ofmsgs.arp_bytes(frame)
+    parsed = Ether(data)
     arp = parsed[ARP]
+    assert len(data) == 60
     assert (parsed.type, arp.hwtype, arp.ptype, arp.hwlen, arp.plen) == (0x0806, 1, 0x0800, 6, 4)
+    assert bytes(arp.payload) == bytes(18) and isinstance(arp.payload, Padding)
     return (parsed.src, parsed.dst, arp.op, arp.hwsrc, arp.psrc, arp.hwdst, arp.pdst)
 
 
+def sent_frames(arp: ArpMode, in_port: int, frame: ArpFrame) -> dict[int, ArpFrame]:
+    """What the core sends, by port, for one punted frame, with every member located on its port."""
+    core = NlbCore(Config(registry=Registry(clusters=(web_cluster(arp, pinned=True),))))
+    core.switch_connected(1, dict.fromkeys((1, 2, 3, 4, 5), True))
+    core.flows_read_back(1, [], 0.0)
+    _, work = core.packet_in(1, in_port, frame, 0.0)
+    return {out.port: out.frame for out in work.frames}
+
+
 def test_proxy_reply_on_the_wire_matches_method_md_field_by_field():
-    frame = proxy_reply(web_cluster(), web_cluster().member_for_ip(B), request(A, B))
-    assert scapy_fields(frame) == (DM[B], CM, ARP_REPLY, DM[B], B, CM, A)
+    (answer,) = sent_frames(ArpMode.PROXY, 1, request(A, B)).values()
+    assert scapy_fields(answer) == (DM[B], CM, ARP_REPLY, DM[B], B, CM, A)
+
+
+def test_relayed_request_on_the_wire_carries_the_senders_dedicated_mac_field_by_field():
+    relayed = sent_frames(ArpMode.RELAY, 1, request(A, B))
+    assert list(relayed) == [2]
+    assert scapy_fields(relayed[2]) == (DM[A], BROADCAST, ARP_REQUEST, DM[A], A, ZERO_MAC, B)
 
 
 def test_revised_relay_reply_on_the_wire_matches_method_md_field_by_field():
-    target_reply = reply(B, A, tha=DM[A], eth_dst=DM[A])
-    frame = revised_reply(target_reply, web_cluster().member_for_ip(B), web_cluster())
-    assert scapy_fields(frame) == (DM[B], CM, ARP_REPLY, DM[B], B, CM, A)
+    revised = sent_frames(ArpMode.RELAY, 2, reply(B, A, tha=DM[A], eth_dst=DM[A]))
+    assert list(revised) == [1]
+    assert scapy_fields(revised[1]) == (DM[B], CM, ARP_REPLY, DM[B], B, CM, A)
+
+
+def test_a_forwarded_broadcast_reaches_peers_with_the_revised_sha_and_others_unchanged_field_by_field():
+    forwarded = sent_frames(ArpMode.PROXY, 1, request(A, A))  # a gratuitous ARP
+    assert sorted(forwarded) == [2, 3, 4, 5]
+    for peer in (2, 3):
+        assert scapy_fields(forwarded[peer]) == (DM[A], BROADCAST, ARP_REQUEST, DM[A], A, ZERO_MAC, A)
+    for outsider in (4, 5):
+        assert scapy_fields(forwarded[outsider]) == (CM, BROADCAST, ARP_REQUEST, CM, A, ZERO_MAC, A)
 
 
 def test_probe_on_the_wire_is_an_rfc5227_probe_from_the_apps_own_mac():
@@ -96,6 +126,40 @@ def test_probe_on_the_wire_is_an_rfc5227_probe_from_the_apps_own_mac():
         "00:00:00:00:00:00",
         B,
     )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        proxy_reply(web_cluster(), web_cluster().member_for_ip(B), request(A, B)),
+        request(A, B, sha=DM[A], eth_src=DM[A]),
+        reply(B, A, tha=CM, eth_dst=CM, sha=DM[B], eth_src=DM[B]),
+        probe_frame(B),
+        request("0.0.0.0", A, eth_dst="02:00:00:00:00:99"),
+    ],
+    ids=["proxy-reply", "relayed-request", "revised-reply", "probe", "unicast-probe-of-a-dad"],
+)
+def test_the_template_builds_the_frameworks_own_frame_byte_for_byte(frame):
+    assert ofmsgs.arp_bytes(frame) == framework_frame(frame)
+
+
+def framework_frame(frame: ArpFrame) -> bytes:
+    """The frame as the framework's generic packet library serialises it (it pads to 60 bytes too)."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=frame.eth_dst, src=frame.eth_src, ethertype=0x0806))
+    pkt.add_protocol(arp.arp(opcode=frame.op, src_mac=frame.sha, src_ip=frame.spa, dst_mac=frame.tha, dst_ip=frame.tpa))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("eth_dst", "02:DE:0A:00:00:0B"), ("tha", "2:de:a:0:0:b"), ("spa", "10.0.0"), ("tpa", "10.0.0.256")],
+)
+def test_an_address_not_in_canonical_form_is_a_bug_that_fails_loudly(field, value):
+    frame = replace(proxy_reply(web_cluster(), web_cluster().member_for_ip(B), request(A, B)), **{field: value})
+    with pytest.raises(ValueError, match=r"not a MAC in canonical form|not an IPv4 address in dotted form"):
+        ofmsgs.arp_bytes(frame)
 
 
 def test_a_frame_scapy_builds_is_parsed_back_to_the_same_fields():
@@ -128,16 +192,34 @@ def test_packet_outs_leave_from_the_controller_port_one_message_per_distinct_fra
     answer = proxy_reply(web_cluster(), web_cluster().member_for_ip(B), request(A, B))
     frames = (FrameOut(1, answer), FrameOut(4, request(A, A)), FrameOut(5, request(A, A)))
     messages = ofmsgs.packet_outs(DP, frames)
-    assert [(m.in_port, [a.port for a in m.actions]) for m in messages] == [
-        (ofproto_v1_3.OFPP_CONTROLLER, [1]),
-        (ofproto_v1_3.OFPP_CONTROLLER, [4, 5]),
+    assert [m.ports for m in messages] == [(1,), (4, 5)]
+    assert [wire(m) for m in messages] == [
+        wire(framework_packet_out([1], ofmsgs.arp_bytes(answer))),
+        wire(framework_packet_out([4, 5], ofmsgs.arp_bytes(request(A, A)))),
     ]
-    assert all(wire(m) for m in messages)
+
+
+def framework_packet_out(ports: list[int], data: bytes):
+    parser = ofproto_v1_3_parser
+    actions = [parser.OFPActionOutput(port) for port in ports]
+    return parser.OFPPacketOut(
+        DP, buffer_id=ofproto_v1_3.OFP_NO_BUFFER, in_port=ofproto_v1_3.OFPP_CONTROLLER, actions=actions, data=data
+    )
+
+
+@pytest.mark.parametrize("ports", [[1], [2, 3], [1, 2, 3, 4, 5, 6, 7], [ofproto_v1_3.OFPP_NORMAL], [0xFFFFFF00]])
+def test_a_packet_out_from_the_template_is_the_frameworks_packet_out_byte_for_byte(ports):
+    """The same header, length, xid, buffer id, in_port CONTROLLER, output actions (max_len included) and
+    frame as the framework's own OFPPacketOut."""
+    data = ofmsgs.arp_bytes(probe_frame(B))
+    ours = ofmsgs.packet_out(DP, ports, data)
+    assert wire(ours) == wire(framework_packet_out(ports, data))
+    assert (ours.xid, len(ours.buf)) == (7, 24 + 16 * len(ports) + 60)
 
 
 def test_flow_changes_are_fenced_by_a_barrier_before_any_frame_goes_out():
     flow = located_flows()[2]
     work = Work(diff=FlowDiff(to_add=(flow,), to_delete=()), frames=(FrameOut(1, request(A, A)),))
     kinds = [type(m).__name__ for m in ofmsgs.work_messages(DP, work)]
-    assert kinds == ["OFPFlowMod", "OFPBarrierRequest", "OFPPacketOut"]
+    assert kinds == ["OFPFlowMod", "OFPBarrierRequest", "PacketOut"]
     assert ofmsgs.work_messages(DP, Work(diff=EMPTY_DIFF)) == []
