@@ -6,6 +6,7 @@ dead connection never reach its successor, and what a refused flow-mod does."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -272,3 +273,30 @@ def test_a_switch_gone_mid_request_fails_its_waiter_at_once_and_only_its_own_con
     hub.sleep(0.02)
     assert outcome == ["dpid 1 went away before answering OFPBarrierRequest"]
     assert 1 not in app.connections and 1 not in app.core.switches
+
+
+def test_the_collector_is_held_off_until_the_last_overlapping_read_back_ends_then_what_lives_is_frozen():
+    pause = nlbflow.CollectorPause()
+    gc.unfreeze()
+    try:
+        with pause:
+            with pause:  # a second switch reads back meanwhile
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+            assert gc.get_freeze_count() == 0
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_collector_someone_else_turned_off_stays_off_after_a_read_back():
+    pause = nlbflow.CollectorPause()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
