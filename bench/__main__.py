@@ -15,8 +15,8 @@ import sys
 import time
 
 # In the order they run. Every one takes --short; all but the OFFLINE ones take --runtime.
-BENCHMARKS = ("storm", "arp", "core", "throughput", "registration")
-OFFLINE = frozenset({"core"})  # the core alone, no controller: no --runtime
+BENCHMARKS = ("storm", "arp", "core", "readback", "throughput", "registration")
+OFFLINE = frozenset({"core", "readback"})  # no controller (readback: the installed framework's parser): no --runtime
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -526,12 +526,12 @@ class NlbCore:
             held = self._held(state, placement, cluster)
             flows = cluster_flows(cluster, self.settings, placement.located, state.down_ports, held)
             state.flows.clusters[cluster.name] = tuple(flows)
-        expected = state.flows.all(self._registry)
+        expected = set(state.flows.all(self._registry))
         # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
-        kept = [flow for flow in expected if flow not in state.withheld or flow in installed]
-        state.installed = set(kept)
-        state.unsent = set(expected) - state.installed
-        return reconcile(kept, installed)
+        withheld = state.withheld - installed
+        state.installed = expected - withheld if withheld else expected
+        state.unsent = expected & withheld
+        return reconcile(state.installed, installed)
 
     def _update(self, dpid: int, clusters: Iterable[str], punt_ports: Iterable[int] = ()) -> FlowDiff:
         """Recompute the flows of these clusters (and these ports' punt flows) on a switch whose flows are
@@ -617,8 +617,10 @@ class NlbCore:
         ports = state.ports
         names = {cluster_id(cluster.name): cluster.name for cluster in self._registry.clusters}
         for flow in installed:
-            outputs = [action.port for action in flow.actions if isinstance(action, Output)]
             fields = decode_cookie(flow.cookie)
+            if fields.purpose not in (Purpose.CLUSTER_DELIVERY, Purpose.MEMBER_DELIVERY):
+                continue  # most flows read back: only delivery flows say where members are
+            outputs = [action.port for action in flow.actions if isinstance(action, Output)]
             if fields.purpose == Purpose.CLUSTER_DELIVERY and fields.cluster_id in names:
                 state.hold(names[fields.cluster_id], frozenset(outputs))
                 state.held_rounds = 0

@@ -4,7 +4,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from flows import config as config_module
 from flows import cookies
 from flows.config import ConfigError, load_config, parse_config
 from flows.model import ArpMode, Cluster, Config, Member, Registry, Settings
@@ -336,6 +338,19 @@ def test_rejects_invalid_yaml_with_its_line():
     error = rejection("clusters:\n  - name: web\n   cluster_ip: 10.0.0.100\n")
     assert error.key == ""
     assert error.problem.startswith("invalid YAML: line 3, column ")
+
+
+def test_invalid_yaml_is_described_by_the_pure_python_parser_whichever_parser_read_it_first():
+    error = rejection("clusters: *web\n")
+    assert error.problem == "invalid YAML: line 1, column 11: found undefined alias 'web'"
+
+
+def test_a_large_config_reads_the_same_whichever_parser_reads_it():
+    text = "clusters:\n" + "".join(
+        f"  - {{name: c{c}, cluster_ip: 10.200.0.{c + 1}, members: [{{ip: 10.1.0.{c + 1}, dpid: 0x10, port: 010}}]}}\n"
+        for c in range(20)
+    )
+    assert config_module.parse_yaml(text, "x") == yaml.load(text, Loader=config_module._StrictLoader)
 
 
 def test_rejects_an_unreadable_file_naming_it(tmp_path):

@@ -6,6 +6,7 @@ dead connection never reach its successor, and what a refused flow-mod does."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import struct
 from dataclasses import dataclass, field
@@ -344,3 +345,30 @@ def packet_in(datapath: RecordingDatapath, in_port: int, frame):
 def ofmsgs_frame(message):
     """The ARP frame a packet-out carries, read back by the app's parser."""
     return punted_arp(message.body[-60:])
+
+
+def test_the_collector_is_held_off_until_the_last_overlapping_read_back_ends_then_what_lives_is_frozen():
+    pause = nlbflow.CollectorPause()
+    gc.unfreeze()
+    try:
+        with pause:
+            with pause:  # a second switch reads back meanwhile
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+            assert gc.get_freeze_count() == 0
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_collector_someone_else_turned_off_stays_off_after_a_read_back():
+    pause = nlbflow.CollectorPause()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
