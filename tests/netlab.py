@@ -257,6 +257,7 @@ class Capture:
 
     path: Path
     frames: list[Packet] = field(default_factory=list)
+    dropped: int = 0  # frames the filter passed that tcpdump never got (its "dropped by kernel/interface")
 
 
 class TcpSession:
@@ -684,13 +685,22 @@ class Lab:
 
     @contextmanager
     def capture(
-        self, where: Host | str, bpf_filter: str = "", *, direction: str | None = None, settle: float = 0.3
+        self,
+        where: Host | str,
+        bpf_filter: str = "",
+        *,
+        direction: str | None = None,
+        settle: float = 0.3,
+        buffer_kib: int | None = None,
     ) -> Iterator[Capture]:
         """Capture frames while the with-block runs; `.frames` holds them (scapy packets) afterwards.
 
         `where` is a host (its eth0) or the name of a switch-side interface such as `host.switch_iface`.
         `direction` is tcpdump's -Q ("in" or "out", seen from that interface). The capture is running
         when the block starts, and keeps running `settle` seconds after it ends for frames in flight.
+        -Q is applied by libpcap after the kernel's filter: for a busy interface, say `inbound` in the
+        filter instead, so the other direction never fills the kernel's buffer (`buffer_kib`, tcpdump's -B).
+        `.dropped` counts the frames the filter passed that the capture lost (a busy machine, a small buffer).
         """
         netns, iface = (where.netns, "eth0") if isinstance(where, Host) else (self.switch_netns, where)
         cap = Capture(self.workdir / f"capture-{secrets.token_hex(4)}.pcap")
@@ -699,6 +709,7 @@ class Lab:
         # tcpdump is stopped. -Z root: tcpdump would drop privileges and then could not write the file.
         argv = ["tcpdump", "-n", "--immediate-mode", "-U", "-Z", "root", "-i", iface, "-w", str(cap.path)]
         argv += ["-Q", direction] if direction else []
+        argv += ["-B", str(buffer_kib)] if buffer_kib else []
         argv += [bpf_filter] if bpf_filter else []
         with errlog.open("w") as err:
             proc = self._spawn(netns, argv, f"tcpdump on {iface}", stdout=subprocess.DEVNULL, stderr=err)
@@ -715,6 +726,7 @@ class Lab:
             _stop_process(proc)
             if cap.path.exists() and cap.path.stat().st_size > 0:
                 cap.frames = list(rdpcap(str(cap.path)))
+            cap.dropped = sum(int(n) for n in re.findall(r"^(\d+) packets dropped by", errlog.read_text(), re.M))
 
     # --- controller -------------------------------------------------------------------------------
 
