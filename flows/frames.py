@@ -83,17 +83,9 @@ def parse_arp(data: bytes) -> ParsedArp | Refusal:
     if len(data) < offset + ARP_ADDRESSES.size:
         return Refusal.TRUNCATED
     sha, spa, tha, tpa = ARP_ADDRESSES.unpack_from(data, offset)
-    frame = ArpFrame(
-        eth_src=_mac(eth_src),
-        eth_dst=_mac(eth_dst),
-        op=op,
-        sha=_mac(sha),
-        spa=_ipv4(spa),
-        tha=_mac(tha),
-        tpa=_ipv4(tpa),
-    )
-    if not (is_nic_mac(frame.eth_src) and is_nic_mac(frame.sha)):
-        return Refusal.MALFORMED
+    frame = _arp_frame(eth_dst, eth_src, op, sha, spa, tha, tpa)
+    if isinstance(frame, Refusal):
+        return frame
     return ParsedArp(frame=frame, vlan_tags=tuple(tags))
 
 
@@ -118,6 +110,13 @@ def _untagged_arp(data: bytes) -> ArpFrame | Refusal:
     eth_dst, eth_src, _, htype, ptype, hlen, plen, op, sha, spa, tha, tpa = ARP_FRAME.unpack_from(data)
     if (htype, ptype, hlen, plen) != (ARP_HTYPE_ETHERNET, ARP_PTYPE_IPV4, 6, 4) or op not in (ARP_REQUEST, ARP_REPLY):
         return Refusal.MALFORMED
+    return _arp_frame(eth_dst, eth_src, op, sha, spa, tha, tpa)
+
+
+def _arp_frame(
+    eth_dst: bytes, eth_src: bytes, op: int, sha: bytes, spa: bytes, tha: bytes, tpa: bytes
+) -> ArpFrame | Refusal:
+    """The frame's fields as text; a sender that is no NIC's MAC (multicast or zero) is malformed."""
     frame = ArpFrame(
         eth_src=_mac(eth_src),
         eth_dst=_mac(eth_dst),
