@@ -183,7 +183,39 @@ class ControllerSettings:
 
 
 @dataclass(frozen=True)
+class SwitchConfig:
+    """One switch of the fabric: a label for status, audit and logs, and its uplinks (docs/fabric.md).
+
+    An uplink is a port toward other switches or the rest of the layer-2 network, given as an OpenFlow port
+    number or as the port's name in OVS (resolved from the switch's port description, and followed when the
+    port is renumbered). Members are never located on an uplink.
+    """
+
+    dpid: int
+    name: str | None = None
+    uplinks: tuple[int | str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """The switches the user described; a switch not listed has no name and no uplinks."""
+
+    switches: tuple[SwitchConfig, ...] = ()
+
+    def switch(self, dpid: int) -> SwitchConfig | None:
+        return self._by_dpid.get(dpid)
+
+    @cached_property
+    def _by_dpid(self) -> dict[int, SwitchConfig]:
+        by_dpid: dict[int, SwitchConfig] = {}
+        for switch in self.switches:
+            by_dpid.setdefault(switch.dpid, switch)
+        return by_dpid
+
+
+@dataclass(frozen=True)
 class Config:
     registry: Registry = field(default_factory=Registry)
+    fabric: Fabric = field(default_factory=Fabric)
     settings: Settings = field(default_factory=Settings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
