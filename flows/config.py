@@ -35,10 +35,12 @@ from flows.model import (
     ClusterMode,
     Config,
     ControllerSettings,
+    Fabric,
     LocationSettings,
     Member,
     Registry,
     Settings,
+    SwitchConfig,
 )
 
 DEFAULT_CLUSTER_MAC = {
@@ -58,6 +60,7 @@ _DPID_RE = re.compile(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 _DECIMAL_OR_HEX_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+)")
+_PORT_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")  # an OVS port name: no white space, no control characters
 
 
 class ConfigError(ValueError):
@@ -182,10 +185,17 @@ def config_from_data(data: object, source: str) -> Config:
     if data is None:
         return Config()
     fields = _fields(data, "", source, required=(), optional=("fabric", "controller", "clusters"))
-    settings = _settings_from_data(fields["fabric"], "fabric", source) if "fabric" in fields else Settings()
+    fabric_data = fields.get("fabric", {})
+    if isinstance(fabric_data, dict) and "switches" in fabric_data:
+        fabric = fabric_from_data(fabric_data["switches"], "fabric.switches", source)
+        fabric_data = {name: value for name, value in fabric_data.items() if name != "switches"}
+    else:
+        fabric = Fabric()
+    settings = _settings_from_data(fabric_data, "fabric", source) if "fabric" in fields else Settings()
     controller = _controller_from_data(fields.get("controller", {}), "controller", source)
     registry = registry_from_data(fields.get("clusters", []), source)
-    return Config(registry=registry, settings=settings, controller=controller)
+    validate_fabric(fabric, registry, source)
+    return Config(registry=registry, fabric=fabric, settings=settings, controller=controller)
 
 
 def registry_from_data(clusters_data: object, source: str, validate: bool = True) -> Registry:
@@ -215,7 +225,7 @@ MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
-    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations"))
+    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations", "switches"))
     locations = _locations_from_data(fields.pop("locations", {}), _join(key, "locations"), source)
     for name, value in fields.items():
         if name in _SWITCHES and not isinstance(value, bool):
@@ -451,6 +461,88 @@ def validate_registry(registry: Registry, source: str) -> None:
                     source,
                     f"{key}.port",
                 )
+
+
+def fabric_from_data(data: object, key: str, source: str) -> Fabric:
+    """A `fabric.switches:` list: every entry checked with switch_from_data (keys `fabric.switches[1].name`);
+    what spans entries, and the registry's pinned members, is validate_fabric's to check."""
+    switches = _list(data, key, source)
+    return Fabric(
+        switches=tuple(switch_from_data(item, f"{key}[{index}]", source) for index, item in enumerate(switches))
+    )
+
+
+def switch_from_data(data: object, key: str, source: str, dpid: int | None = None) -> SwitchConfig:
+    """One switch's own fields. With dpid given (the body of PUT /nlb/switches/{dpid}, whose dpid is in the
+    URL) the entry holds only `name` and `uplinks`."""
+    required = () if dpid is not None else ("dpid",)
+    fields = _fields(data, key, source, required=required, optional=("name", "uplinks"))
+    if dpid is None:
+        dpid = _dpid(fields["dpid"], _join(key, "dpid"), source)
+    name = fields.get("name")
+    if name is not None:
+        name = _name(name, _join(key, "name"), source)
+    uplinks_key = _join(key, "uplinks")
+    uplinks = tuple(
+        _uplink(value, f"{uplinks_key}[{index}]", source)
+        for index, value in enumerate(_list(fields.get("uplinks", []), uplinks_key, source))
+    )
+    return SwitchConfig(dpid=dpid, name=name, uplinks=uplinks)
+
+
+def _uplink(value: object, key: str, source: str) -> int | str:
+    """An OpenFlow port number, or a port's name as OVS names it. A string is always a name ("5" quoted
+    names a port called 5): the strict loader keeps ints as ints, so nothing is guessed."""
+    if isinstance(value, str):
+        if _PORT_NAME_RE.fullmatch(value):
+            return value
+        raise ConfigError(
+            source,
+            key,
+            f"{value!r} is not a port name (1 to 255 characters, no white space or control characters)"
+            " nor a port number",
+        )
+    return _port(value, key, source)
+
+
+def validate_fabric(fabric: Fabric, registry: Registry, source: str, key: str = "fabric.switches") -> None:
+    """What spans switches, and the registry: each dpid and name once, each uplink once on its switch, and no
+    member pinned to a port that is a numbered uplink of its switch (members are never on an uplink).
+    key names the list in errors (the store's table is `switches`)."""
+    dpids: dict[int, str] = {}
+    names: dict[str, str] = {}
+    list_key = key
+    for index, switch in enumerate(fabric.switches):
+        key = f"{list_key}[{index}]"
+        _claim(dpids, switch.dpid, f"the dpid of {key}", f"dpid {switch.dpid:016x}", source, _join(key, "dpid"))
+        if switch.name is not None:
+            _claim(names, switch.name, f"the name of {key}", f"the name {switch.name!r}", source, _join(key, "name"))
+        check_uplinks(switch, registry, source, key)
+
+
+def check_uplinks(switch: SwitchConfig, registry: Registry, source: str, key: str = "") -> None:
+    """One switch's uplinks: none listed twice, none a port a member is pinned to (in time proportional to
+    the switch's uplinks and the members pinned on it)."""
+    uplinks: dict[int | str, str] = {}
+    for index, uplink in enumerate(switch.uplinks):
+        _claim(
+            uplinks,
+            (type(uplink).__name__, uplink),
+            f"uplinks[{index}] of this switch",
+            f"the uplink {uplink!r}",
+            source,
+            f"{_join(key, 'uplinks')}[{index}]",
+        )
+    pinned = registry.pinned_on(switch.dpid)
+    numbered = {uplink: index for index, uplink in enumerate(switch.uplinks) if isinstance(uplink, int)}
+    for (cluster, ip), port in sorted(pinned.items()):
+        if port in numbered:
+            raise ConfigError(
+                source,
+                f"{_join(key, 'uplinks')}[{numbered[port]}]",
+                f"port {port} of dpid {switch.dpid:016x} is where member {ip} of cluster {cluster!r} is pinned:"
+                " members are never on an uplink",
+            )
 
 
 def _claim(owners: dict, value: object, owner: str, what: str, source: str, key: str, hint: str = "") -> None:
