@@ -777,3 +777,16 @@ def test_switch_from_data_takes_the_dpid_of_a_rest_put_from_its_caller():
     with pytest.raises(ConfigError) as caught:
         config_module.switch_from_data({"dpid": 7}, "", "request", dpid=7)
     assert caught.value.key == "dpid" and "unknown key" in caught.value.problem
+
+
+def test_the_example_configs_commented_switches_are_valid_once_uncommented():
+    text = EXAMPLE.read_text()
+    start = text.index("  # switches:")
+    lines = text[start:].split("\n\n")[0].splitlines()
+    uncommented = "\n".join("  " + line[4:] if line.startswith("  # ") else line for line in lines)
+    config = parse(text[:start] + uncommented + "\n" + text[start:].split("\n\n", 1)[1])
+    assert [(s.dpid, s.name, s.uplinks) for s in config.fabric.switches] == [
+        (1, "hv1", (5, "patch-core")),
+        (2, "hv2", ("patch-core",)),
+    ]
+    assert len(config.registry.clusters) == 3
