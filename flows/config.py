@@ -60,7 +60,7 @@ _DPID_RE = re.compile(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 _DECIMAL_OR_HEX_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+)")
-_PORT_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")  # an OVS port name: no white space, no control characters
+_PORT_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]{1,255}")  # an OVS port name: no white space or control characters
 
 
 class ConfigError(ValueError):
@@ -492,8 +492,17 @@ def switch_from_data(data: object, key: str, source: str, dpid: int | None = Non
 
 def _uplink(value: object, key: str, source: str) -> int | str:
     """An OpenFlow port number, or a port's name as OVS names it. A string is always a name ("5" quoted
-    names a port called 5): the strict loader keeps ints as ints, so nothing is guessed."""
+    names a port called 5): the strict loader keeps ints as ints, so nothing is guessed. Digits with a
+    leading zero are refused: unquoted, YAML 1.1 would read 010 as octal, and the strict loader keeps it
+    as the text "010", which must not pass as a name when port 10 (or 8) was meant."""
     if isinstance(value, str):
+        if value.isascii() and value.isdigit() and value.startswith("0"):
+            raise ConfigError(
+                source,
+                key,
+                f"{value!r} is ambiguous: write {int(value)} for the port number (a leading zero reads as octal"
+                " in YAML 1.1); a port name of digits may not start with 0",
+            )
         if _PORT_NAME_RE.fullmatch(value):
             return value
         raise ConfigError(

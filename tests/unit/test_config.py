@@ -728,6 +728,15 @@ def test_no_switches_is_an_empty_fabric(text):
             "[{dpid: 1, uplinks: [{port: 5}]}]", "fabric.switches[0].uplinks[0]", "not a switch port", id="uplink-map"
         ),
         pytest.param(
+            "[{dpid: 1, uplinks: [010]}]",
+            "fabric.switches[0].uplinks[0]",
+            "'010' is ambiguous: write 10 for the port number",
+            id="uplink-leading-zero",
+        ),
+        pytest.param(
+            '[{dpid: 1, uplinks: ["a\u0085b"]}]', "fabric.switches[0].uplinks[0]", "is not a port name", id="uplink-c1"
+        ),
+        pytest.param(
             "[{dpid: 1, uplinks: [5, 6, 5]}]",
             "fabric.switches[0].uplinks[2]",
             "the uplink 5 is already uplinks[0] of this switch",

@@ -811,6 +811,29 @@ SWITCH_REFUSALS = [
         "port 5 of dpid 0000000000000001 is where member 10.0.0.20",
         id="new-member-pinned-to-an-uplink",
     ),
+    pytest.param(
+        "PUT",
+        "/nlb/clusters/web",
+        {"cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "dpid": 1, "port": 5}]},
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.11",
+        id="put-cluster-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/registry",
+        {
+            "clusters": [
+                {"name": "web", "cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "dpid": 1, "port": 5}]}
+            ]
+        },
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.11",
+        id="put-registry-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "PUT", "/nlb/switches/1", {"uplinks": ["05"]}, 400, "uplinks[0]: '05' is ambiguous", id="uplink-leading-zero"
+    ),
     pytest.param("POST", "/nlb/switches", {}, 405, "POST is not allowed on /nlb/switches", id="post-switches"),
 ]
 

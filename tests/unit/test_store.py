@@ -799,3 +799,34 @@ def test_kill_9_while_saving_the_fabric_leaves_the_last_committed_one_whole(tmp_
     assert [switch.dpid for switch in store.fabric.switches] == [1, 2, 3]
     assert store.registry == web_config().registry
     store.close()
+
+
+KILLED_WHILE_MIGRATING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from flows import store
+    from flows.model import Fabric, SwitchConfig
+    write = store._execute_fabric
+    def write_then_die(connection, writes):  # kill -9 inside the migration's transaction, before COMMIT
+        write(connection, writes)
+        os.kill(os.getpid(), signal.SIGKILL)
+    store._execute_fabric = write_then_die
+    store.RegistryStore.open(sys.argv[1], Fabric(switches=(SwitchConfig(1, "hv1", (7,)),)))
+    """
+)
+
+
+def test_kill_9_while_migrating_leaves_the_version_1_database_which_the_next_start_migrates(tmp_path):
+    path = tmp_path / "state.db"
+    registry = web_config(pinned=True).registry
+    version_1_database(str(path), registry)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_MIGRATING, str(path)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT value FROM meta").fetchall() == [("1",)], "the migration is all or nothing"
+    connection.close()
+    configured = Fabric(switches=(SwitchConfig(1, "hv1", (7,)),))
+    store = RegistryStore.open(str(path), configured)
+    assert (store.migrated, store.registry, store.fabric) == (True, registry, configured)
+    store.close()
