@@ -2,7 +2,8 @@
 
 Every error is one ConfigError naming the file, the key path and the problem, so a typo never turns
 into a silently ignored setting. cluster_from_data(), member_from_data() and validate_registry() check
-one piece each, so a REST layer can validate what it receives with the same rules.
+one piece each, so a REST layer can validate what it receives with the same rules; switch_from_data()
+and validate_fabric() do the same for the fabric's switches (`fabric.switches`).
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
+    # `switches` is read by config_from_data (fabric_from_data); named here for the known-keys message
     fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations", "switches"))
     locations = _locations_from_data(fields.pop("locations", {}), _join(key, "locations"), source)
     for name, value in fields.items():
@@ -520,19 +522,19 @@ def validate_fabric(fabric: Fabric, registry: Registry, source: str, key: str = 
     key names the list in errors (the store's table is `switches`)."""
     dpids: dict[int, str] = {}
     names: dict[str, str] = {}
-    list_key = key
     for index, switch in enumerate(fabric.switches):
-        key = f"{list_key}[{index}]"
-        _claim(dpids, switch.dpid, f"the dpid of {key}", f"dpid {switch.dpid:016x}", source, _join(key, "dpid"))
+        entry = f"{key}[{index}]"
+        _claim(dpids, switch.dpid, f"the dpid of {entry}", f"dpid {switch.dpid:016x}", source, _join(entry, "dpid"))
         if switch.name is not None:
-            _claim(names, switch.name, f"the name of {key}", f"the name {switch.name!r}", source, _join(key, "name"))
-        check_uplinks(switch, registry, source, key)
+            what = f"the name {switch.name!r}"
+            _claim(names, switch.name, f"the name of {entry}", what, source, _join(entry, "name"))
+        check_uplinks(switch, registry, source, entry)
 
 
 def check_uplinks(switch: SwitchConfig, registry: Registry, source: str, key: str = "") -> None:
     """One switch's uplinks: none listed twice, none a port a member is pinned to (in time proportional to
     the switch's uplinks and the members pinned on it)."""
-    uplinks: dict[int | str, str] = {}
+    uplinks: dict[tuple[str, int | str], str] = {}  # by kind too: port 5 and the port named "5" differ
     for index, uplink in enumerate(switch.uplinks):
         _claim(
             uplinks,

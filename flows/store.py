@@ -221,12 +221,14 @@ class RegistryStore:
     """The registry and the fabric in one SQLite database: `registry` and `fabric` are what is committed;
     save() and save_fabric() commit new ones."""
 
-    def __init__(self, path: str, connection: sqlite3.Connection, registry: Registry, fabric: Fabric) -> None:
+    def __init__(
+        self, path: str, connection: sqlite3.Connection, registry: Registry, fabric: Fabric, migrated: bool = False
+    ) -> None:
         self.path = path
         self.connection = connection
         self.registry = registry
         self.fabric = fabric
-        self.migrated = False  # a version-1 database was migrated when it was opened
+        self.migrated = migrated  # a version-1 database was migrated when it was opened
 
     @classmethod
     def open(cls, path: str, seed_fabric: Fabric | None = None) -> RegistryStore:
@@ -249,9 +251,7 @@ class RegistryStore:
         except BaseException:
             connection.close()
             raise
-        store = cls(path, connection, registry, fabric)
-        store.migrated = migrated
-        return store
+        return cls(path, connection, registry, fabric, migrated)
 
     @classmethod
     def create(cls, path: str, registry: Registry, fabric: Fabric | None = None) -> RegistryStore:
