@@ -275,6 +275,11 @@ class FakeNetwork:
             self._apply(dpid, self.core.flows_read_back(dpid, switch.table.flows.values(), self.now), 0)
         return self._drain()
 
+    def disconnect(self, dpid: int) -> None:
+        """The switch loses its controller; it keeps its flows (fail_mode=secure), and what it punts is lost."""
+        self.core.switch_disconnected(dpid)
+        self.connected.discard(dpid)
+
     def send(self, host: str, frame: Frame) -> Received:
         """A host sends a frame: what every host received, one list entry per copy."""
         self._begin()
@@ -356,6 +361,8 @@ class FakeNetwork:
             return
         switch = self.switches[node]
         for delivery in switch.table.forward(in_port, frame):
+            if delivery.port == CONTROLLER and node not in self.connected:
+                continue
             if delivery.port == CONTROLLER:
                 _, work = self.core.packet_in(node, in_port, delivery.frame.to_arp(), self.now)
                 self._apply(node, work, hops)

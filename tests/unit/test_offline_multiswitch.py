@@ -336,6 +336,32 @@ def test_an_uplink_down_cuts_off_the_members_behind_it_until_it_is_up_and_change
     )
 
 
+def test_a_switch_that_disconnects_keeps_forwarding_and_its_reconnect_changes_no_flow_anywhere():
+    topo = start(build("learning"))
+    net = topo.net
+    flows = {dpid: dict(switch.table.flows) for dpid, switch in net.switches.items()}
+    net.disconnect(2)
+    assert_delivered_to(topo, "a", "b", "a->b")
+    assert_delivered_to(topo, "a", "c", "a->c")  # hv2 keeps its flows while it has no controller
+    net.connect(2)
+    assert {dpid: dict(switch.table.flows) for dpid, switch in net.switches.items()} == flows
+    assert_delivered_to(topo, "c", "a", "c->a")
+
+
+def test_a_members_arp_sent_again_a_second_later_crosses_a_middle_switch_again_and_is_no_loop():
+    """ARP retransmits an unanswered request every second, the same frame each time: hv2, with two uplinks,
+    passes the first on from one uplink to the other, and must pass the second on too."""
+    topo = start(build("line"))
+    net = topo.net
+    net.tick(UNLOCATED_PROBE_SECONDS)  # start()'s announcements are long past
+    others = [host for host in topo.members + topo.non_members if host != "a"]
+    for attempt in (1, 2):
+        got = net.send("a", arp(request(IP["a"], "10.0.0.99")))
+        assert {host: len(got.get(host, [])) for host in others} == dict.fromkeys(others, 1), f"attempt {attempt}"
+        net.tick(1.0)
+    assert [view["loops"] for view in map(net.core.switch_view, (1, 2, 3))] == [0, 0, 0]
+
+
 def test_a_loop_in_the_uplinks_is_reported_when_a_frame_of_ours_comes_back_instead_of_circling():
     """Two links between the same two switches: a member's ARP sent out of one comes back on the other."""
     topo = start(build("loop"))  # FakeNetwork raises FrameLoop if a frame circles
