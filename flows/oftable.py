@@ -307,11 +307,13 @@ class FakeNetwork:
         self._set(self.links[endpoint], present=True, up=up)
         return self._drain()
 
-    def move_host(self, host: str, to: Endpoint, old_port_gone: bool = False) -> Received:
-        """A host moves (a VM migration): its old port goes down, or away altogether; its new port appears."""
+    def move_host(self, host: str, to: Endpoint, old_port: str = "down") -> Received:
+        """A host moves (a VM migration): its old port goes "down", or "gone" altogether, or stays "up" with
+        nobody behind it; its new port appears (or comes up)."""
         self._begin()
         old = self.hosts[host]
-        self._set(old, present=not old_port_gone, up=False)
+        if old_port != "up":
+            self._set(old, present=old_port != "gone", up=False)
         del self._at[old]
         self.attach(host, to)
         self._set(to, present=True, up=True)

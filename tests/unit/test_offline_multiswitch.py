@@ -273,12 +273,16 @@ def test_unlocated_members_are_probed_on_every_edge_port_of_every_switch_and_nev
     )
 
 
-@pytest.mark.parametrize("old_port_gone", [True, False], ids=["old port gone", "old port down"])
-def test_a_member_that_moves_to_another_switch_is_followed_and_then_reached_by_its_peers(old_port_gone):
+@pytest.mark.parametrize("old_port", ["gone", "down", "up"])
+def test_a_member_that_moves_to_another_switch_is_followed_and_then_reached_by_its_peers(old_port):
+    """A VM migration takes seconds; its old port goes away, goes down, or stays up with nobody behind it."""
     topo = start(build("learning"))
     net = topo.net
-    net.move_host("b", (2, FREE_PORT), old_port_gone=old_port_gone)
+    net.tick(UNLOCATED_PROBE_SECONDS)
+    net.move_host("b", (2, FREE_PORT), old_port=old_port)
     net.send("b", arp(gratuitous(IP["b"])))
+    if old_port == "up":
+        assert "b" not in copies(net.send("a", data(DM["b"], "early")), "early"), "not before its old port is asked"
     net.tick(CONFIRM)
     got = net.send("b", arp(gratuitous(IP["b"])))  # it keeps talking: the learning switch learns where it is
     for peer in ("a", "c", "d"):
@@ -287,7 +291,20 @@ def test_a_member_that_moves_to_another_switch_is_followed_and_then_reached_by_i
         assert_delivered_to(topo, peer, "b", f"{peer}->b")
     answer = net.send("a", arp(request(IP["a"], IP["b"])))
     assert [f.arp_sha for f in answer.get("a", []) if f.arp_op == ARP_REPLY] == [DM["b"]]
+    assert net.core.status(net.now)["counters"]["looped"] == 0
     assert_no_cluster_mac_learned(topo)
+
+
+def test_a_member_that_moved_right_after_its_last_arp_is_heard_again_on_its_old_switch_and_is_no_loop():
+    """b announced itself on hv1 a moment ago; now on hv2 it announces itself again, the same frame: hv1
+    gets it back over its uplink, and it is b's, not a frame of hv1's that came round a loop."""
+    topo = start(build("learning"))
+    net = topo.net
+    net.move_host("b", (2, FREE_PORT), old_port="gone")
+    net.send("b", arp(gratuitous(IP["b"])))
+    got = net.send("b", arp(gratuitous(IP["b"])))
+    assert [f.arp_sha for f in got.get("a", [])] == [DM["b"]], "b's ARP at a"
+    assert net.core.switch_view(1)["loops"] == 0
 
 
 def test_a_forged_arp_for_a_member_from_another_switchs_edge_port_does_not_move_it_while_it_answers():
