@@ -38,6 +38,9 @@ CLIENT_IP, CLIENT_MAC = "10.0.0.50", "52:54:00:00:00:50"
 IP = {host: f"10.0.0.{n}" for n, host in enumerate("abcdef", start=11)}
 DM = {host: dedicated_mac(ip) for host, ip in IP.items()}
 MEMBERS_ON = {1: ("a", "b"), 2: ("c", "d"), 3: ("e", "f")}
+OUTSIDERS = ("n1", "n2", "n3", "client", "outsider", "outsider2")  # every non-member a topology may hold
+OUTSIDER_IP = {host: CLIENT_IP if host == "client" else f"10.0.0.{n}" for n, host in enumerate(OUTSIDERS, start=60)}
+OUTSIDER_MAC = {host: CLIENT_MAC if host == "client" else f"52:54:00:00:01:{n:02x}" for n, host in enumerate(OUTSIDERS)}
 PORTS = (1, 2, 3, 4, 5)
 FREE_PORT = 5  # on hv2 of the learning topology: where a member moves to, or a forger sits
 CONFIRM = LocationSettings().confirm_seconds
@@ -222,6 +225,48 @@ def test_client_frames_for_the_cluster_mac_reach_each_member_once_and_no_non_mem
     assert all(frame.eth_dst == CM for frames in reached.values() for frame in frames)
     assert not set(reached) & (set(topo.edge) - {"client"}), "no non-member port of an nlbflow switch gets them"
     assert_no_cluster_mac_learned(topo)
+
+
+def outsider_asks(topo: Topology, host: str, target: str) -> dict[str, Received]:
+    """A non-member's ARP request for target (the VIP or a DIP), which NORMAL floods over the tree and every
+    member receives once; each member owning the address answers: what each answer reached, by member."""
+    asked = ArpFrame(
+        eth_src=OUTSIDER_MAC[host],
+        eth_dst=BROADCAST,
+        op=ARP_REQUEST,
+        sha=OUTSIDER_MAC[host],
+        spa=OUTSIDER_IP[host],
+        tha=ZERO_MAC,
+        tpa=target,
+    )
+    got = topo.net.send(host, arp(asked))
+    assert {m: len(got.get(m, [])) for m in topo.members} == dict.fromkeys(topo.members, 1), f"{host}: {target}"
+    owners = [m for m in topo.members if target in (VIP, IP[m])]
+    return {m: topo.net.send(m, arp(reply(target, OUTSIDER_IP[host], tha=OUTSIDER_MAC[host]))) for m in owners}
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+def test_every_non_member_resolves_the_vip_and_every_dip_to_the_cluster_mac_and_reaches_every_member(kind):
+    topo = start(build(kind))
+    for host in topo.non_members:
+        for target in (VIP, *(IP[m] for m in topo.members)):
+            answers = outsider_asks(topo, host, target)
+            assert [(f.arp_sha, f.arp_spa, f.eth_src) for m, got in answers.items() for f in got.get(host, [])] == [
+                (CM, target, DM[m]) for m in answers
+            ], f"{host} resolves {target}"
+        burst = copies(topo.net.send(host, Frame(eth_src=OUTSIDER_MAC[host], eth_dst=CM, payload=host)), host)
+        assert Counter(m for m, frames in burst.items() for _ in frames if m in topo.members) == Counter(topo.members)
+    assert_no_cluster_mac_learned(topo)
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+def test_a_members_answer_to_a_non_member_reaches_that_non_member_only(kind):
+    """Addressed to one host: each switch's NORMAL takes it to where that host was learned, as a learning
+    switch does, and no other host gets it."""
+    topo = start(build(kind))
+    for host in topo.non_members:
+        for member, got in outsider_asks(topo, host, VIP).items():
+            assert set(got) == {host}, f"{member}'s answer to {host}"
 
 
 @pytest.mark.parametrize("kind", TOPOLOGIES)
