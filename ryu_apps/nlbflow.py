@@ -659,7 +659,8 @@ class NlbFlow(BaseApp):
         configs = self._request(conn, ofmsgs.meter_config_request(conn.datapath))
         installed = [ofmsgs.meter_from_config(conn.datapath, config) for config in configs]
         self._check_current(conn)
-        expected = expected_meters(self.core.settings, self.core.switches[conn.dpid].ports)
+        state = self.core.switches[conn.dpid]
+        expected = expected_meters(self.core.settings, state.ports, state.uplinks)
         messages = ofmsgs.meter_messages(conn.datapath, reconcile_meters(expected, installed))
         conn.enqueue([Outgoing(message) for message in messages])
         conn.meters = frozenset(expected)
@@ -670,7 +671,7 @@ class NlbFlow(BaseApp):
         state = self.core.switches.get(conn.dpid)
         if conn.meters is None or state is None:  # not synchronised yet: the sync does it
             return [], []
-        expected = expected_meters(self.core.settings, state.ports)
+        expected = expected_meters(self.core.settings, state.ports, state.uplinks)
         before, after = around_flows(reconcile_meters(expected, conn.meters))
         conn.meters = frozenset(expected)
         return (
