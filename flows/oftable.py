@@ -394,7 +394,8 @@ class FakeNetwork:
 
     def _apply(self, dpid: int, work: Work, hops: int) -> None:
         """The core's answer to an event on switch dpid: flow changes on it and on other switches first, then
-        its packet-outs (in_port CONTROLLER, so they may leave on any port; NORMAL_PORT: the switch's NORMAL)."""
+        its packet-outs (in_port CONTROLLER unless the FrameOut names one, so they may leave on any port;
+        NORMAL_PORT: the switch's NORMAL)."""
         self.switches[dpid].table.apply(work.diff)
         for other, diff in work.other_switches:
             self.switches[other].table.apply(diff)
@@ -402,8 +403,8 @@ class FakeNetwork:
         for out in work.frames:
             target = dpid if out.dpid is None else out.dpid
             frame = Frame.from_arp(out.frame)
-            if out.port == NORMAL_PORT:
-                for port in self.switches[target].normal.forward(None, frame):
+            if out.port == NORMAL_PORT:  # in_port as the packet-out gives it: NORMAL never sends it back there
+                for port in self.switches[target].normal.forward(out.in_port, frame):
                     self._emit(target, port, frame, hops)
             else:
                 self._emit(target, out.port, frame, hops)

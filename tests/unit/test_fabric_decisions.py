@@ -119,10 +119,11 @@ def test_from_the_uplink_a_frame_for_a_peer_here_reaches_that_peer_only():
     assert by_port(decision.outputs) == {(None, 1): replace(probe, sha=DM[C], eth_dst=CM)}
 
 
-def test_from_the_uplink_a_frame_for_an_outsider_never_goes_to_normal_which_could_send_it_back_up():
+def test_from_the_uplink_a_frame_for_an_outsider_goes_to_normal_as_if_it_came_in_there_so_never_back_up():
     answer = reply(C, "10.0.0.50", tha=CLIENT_MAC, eth_dst=CLIENT_MAC, eth_src=DM[C])
-    decision = decide(answer, UPLINK, normal=True)
-    assert by_port(decision.outputs) == {(None, CLIENT_PORT): answer, (None, OTHER_PORT): answer}
+    assert decide(answer, UPLINK, normal=True).outputs == (FrameOut(NORMAL_PORT, answer, in_port=UPLINK),)
+    without_normal = decide(answer, UPLINK)  # NORMAL knows nobody: every edge non-member port, no uplink
+    assert by_port(without_normal.outputs) == {(None, CLIENT_PORT): answer, (None, OTHER_PORT): answer}
 
 
 def test_a_probe_answer_or_a_foreign_cluster_mac_from_the_uplink_is_dropped():
