@@ -307,8 +307,9 @@ class NlbFlow(BaseApp):
             return
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
-        self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
         name = ofmsgs.port_name(msg.desc)
+        state = "up" if up and present else "down"
+        self.logger.info("dpid %s port %s (%s): %s", datapath.id, msg.desc.port_no, name, state)
         work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic(), name)
         before, after = self._port_meter_changes(conn)
         conn.enqueue(before)
