@@ -221,6 +221,8 @@ def _from_uplink(
         owners = registry.clusters_with_member_ip(frame.spa)
         if owners:
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
+    elif (cluster.name, sender.ip) in member_ports:  # it is here, on an edge port: it never comes by an uplink
+        return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((cluster.name, sender.ip), in_port))
     edge = Edge(switch_ports, uplinks, in_port)
     return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, member_ports, edge, normal_delivery))
 
@@ -273,17 +275,19 @@ def _spread(
     broadcast = is_multicast_mac(frame.eth_dst)
     to_outsider = addressed_peer is None and frame.eth_dst != cluster.cluster_mac and not broadcast
     from_uplink = edge.in_port in edge.uplinks
-    outgoing = frame
-    if sender is not None and sender.ip == frame.spa and cluster.unicast and frame.eth_src == cluster.cluster_mac:
-        outgoing = replace(frame, eth_src=sender.dedicated_mac)
-    if to_outsider and normal_delivery:
+    outgoing, unmasked = frame, cluster.unicast and frame.eth_src == cluster.cluster_mac
+    if unmasked and sender is not None:
+        outgoing, unmasked = replace(frame, eth_src=sender.dedicated_mac), False
+    # a sender not found yet cannot be masked: its frame stays off the uplinks, where a switch would learn CM
+    up = edge.other_uplinks() if not unmasked else []
+    if to_outsider and normal_delivery and not (unmasked and edge.uplinks):
         return (FrameOut(NORMAL_PORT, outgoing, in_port=edge.in_port if from_uplink else None),)
     outputs: list[FrameOut] = []
     if broadcast or to_outsider:
         outputs += _to_ports(frame, edge.ports() - member_ports - {edge.in_port})
     peer_elsewhere = addressed_peer is not None and (cluster.name, addressed_peer.ip) not in ports
     if broadcast or to_outsider or frame.eth_dst == cluster.cluster_mac or peer_elsewhere:
-        outputs += _to_ports(outgoing, edge.other_uplinks())
+        outputs += _to_ports(outgoing, up)
     if sender is None:
         return tuple(outputs)
     for member in cluster.members:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.cookies import Purpose, cluster_id, decode_cookie
@@ -96,6 +96,8 @@ class SwitchState:
     resolved: Resolved = ()  # each configured uplink and the port it names now
     uplinks: frozenset[int] = frozenset()  # the ports of the switch that are uplinks
     emitted: dict[ArpFrame, float] = field(default_factory=dict)  # frames sent out of uplinks lately -> when
+    passed: dict[ArpFrame, tuple[float, int]] = field(default_factory=dict)  # passed on from an uplink -> (when,
+    # the uplink it came in on)
     loop_warned: float = float("-inf")
 
     def __post_init__(self) -> None:
@@ -192,6 +194,7 @@ class Crossing:
     since: float
     from_dpid: int  # where it is located
     from_port: int
+    probed: bool = True  # False while its old switch is not connected: it is probed once it is back
 
 
 class NlbCore:
@@ -484,6 +487,9 @@ class NlbCore:
         elif not present:
             state.names.pop(port, None)
         notes = () if present and up else self._where(dpid).port_lost(port, gone=not present, now=now).notes
+        if not (present and up):  # a claim from a port that went away is no move
+            for key in [key for key, c in self.crossings.items() if (c.dpid, c.port) == (dpid, port)]:
+                del self.crossings[key]
         touched = self._resolve(dpid) if was != (present, state.names.get(port)) else set()
         touched |= {name for name, _ in self._placement(dpid).by_port.get(port, ())}
         touched |= state.holding.get(port, set())
@@ -495,8 +501,7 @@ class NlbCore:
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
         uplinks = state.uplinks if state else frozenset()
-        came_back = in_port in uplinks and now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS
-        if came_back and self._still_here(dpid, frame):
+        if in_port in uplinks and self._came_round(state, dpid, in_port, frame, now):
             return ArpDecision(Verdict.LOOPED), Work(notes=self._looped(dpid, in_port, now))
         where = self._where(dpid)
         self._note_stranger(dpid, in_port, frame)
@@ -511,8 +516,12 @@ class NlbCore:
         self.counters[decision.verdict.value] += 1
         here = [out for out in decision.outputs if out.dpid is None]
         where.probes_sent(here, now)
-        if uplinks and in_port not in uplinks:  # only what this switch sent first can tell it of a loop
-            self._emitted(state, (out.frame for out in here if out.port in uplinks), now)
+        if uplinks:
+            sent_up = [out.frame for out in here if out.port in uplinks]
+            if in_port in uplinks:
+                self._remember(state.passed, sent_up, (now, in_port))
+            else:
+                self._remember(state.emitted, sent_up, now)
         return decision, self._work(dpid, set(), frames=decision.outputs, notes=judgement.notes)
 
     def tick(self, dpid: int, now: float) -> Work:
@@ -524,13 +533,11 @@ class NlbCore:
         where = self._where(dpid)
         judgement = where.tick(now, state.live_ports)
         frames, notes = list(judgement.probes), list(judgement.notes)
-        for key, crossing in list(self.crossings.items()):
-            if now - crossing.since >= self.settings.locations.confirm_seconds:
-                del self.crossings[key]
-                silent = f"dpid {crossing.from_dpid} port {crossing.from_port} silent for"
-                notes += self._cross_now(key, crossing, now, f"{silent} {self.settings.locations.confirm_seconds:g} s")
+        frames += self._settle_crossings(now, notes)
         while state.emitted and now - next(iter(state.emitted.values())) > LOOP_SECONDS:
             del state.emitted[next(iter(state.emitted))]
+        while state.passed and now - next(iter(state.passed.values()))[0] > LOOP_SECONDS:
+            del state.passed[next(iter(state.passed))]
         released: set[str] = set()
         if now >= state.next_unlocated_probe:
             frames += self._probe_unlocated(dpid, now)
@@ -597,20 +604,48 @@ class NlbCore:
         from_dpid, from_port = other
         crossing = Crossing(dpid, port, how, mac, now, from_dpid, from_port)
         state = self.switches.get(from_dpid)
-        if state is None or from_port not in state.live_ports:
-            why = f"dpid {from_dpid} {'port ' + str(from_port) + ' is down or gone' if state else 'is not connected'}"
-            notes = self._cross_now(key, crossing, now, why)
+        if state is not None and from_port not in state.live_ports:
+            notes = self._cross_now(key, crossing, now, f"dpid {from_dpid} port {from_port} is down or gone")
             outcome = Outcome.BELIEVED if key in where.located else Outcome.MOVE_LIMITED
             return Judgement(outcome, outcome == Outcome.BELIEVED, notes=notes)
+        where_from = f"dpid {dpid}: member {key[1]} of cluster {key[0]} on dpid {from_dpid} port {from_port}"
+        if state is None:  # its switch may well still forward: probed once it is back (tick())
+            self.crossings[key] = replace(crossing, probed=False)
+            text = f"{where_from}, heard on port {port}: dpid {from_dpid} is not connected; its old port is probed"
+            return Judgement(Outcome.UNCONFIRMED, notes=(Note(Level.INFO, f"{text} once it is back"),))
         self.crossings[key] = crossing
-        probes = probe_outputs(key[1], (from_port,))
-        self._where(from_dpid).probes_sent(probes, now)
-        text = (
-            f"dpid {dpid}: member {key[1]} of cluster {key[0]} on dpid {from_dpid} port {from_port}, heard on port"
-            f" {port}: probing its old port before believing it"
+        text = f"{where_from}, heard on port {port}: probing its old port before believing it"
+        return Judgement(
+            Outcome.UNCONFIRMED, probes=self._probe_old_port(key[1], crossing, now), notes=(Note(Level.INFO, text),)
         )
-        elsewhere = tuple(FrameOut(out.port, out.frame, from_dpid) for out in probes)
-        return Judgement(Outcome.UNCONFIRMED, probes=elsewhere, notes=(Note(Level.INFO, text),))
+
+    def _probe_old_port(self, ip: str, crossing: Crossing, now: float) -> tuple[FrameOut, ...]:
+        """One probe for the member out of its old port, on its old switch, remembered there."""
+        probes = probe_outputs(ip, (crossing.from_port,))
+        self._where(crossing.from_dpid).probes_sent(probes, now)
+        return tuple(FrameOut(out.port, out.frame, crossing.from_dpid) for out in probes)
+
+    def _settle_crossings(self, now: float, notes: list[Note]) -> list[FrameOut]:
+        """Crossings whose old port stayed silent are moves; one whose new port went away is dropped; one
+        waiting for its old switch is probed once that is back, and is a move if it stays away for
+        idle_seconds (a hypervisor that died with its switch)."""
+        confirm, frames = self.settings.locations.confirm_seconds, []
+        for key, crossing in list(self.crossings.items()):
+            new_state, old_state = self.switches.get(crossing.dpid), self.switches.get(crossing.from_dpid)
+            if new_state is None or crossing.port not in new_state.live_ports:
+                del self.crossings[key]
+            elif not crossing.probed and old_state is not None and old_state.installed is not None:
+                self.crossings[key] = replace(crossing, since=now, probed=True)
+                frames += self._probe_old_port(key[1], crossing, now)
+            elif not crossing.probed and now - crossing.since >= self.settings.locations.idle_seconds:
+                del self.crossings[key]
+                gone = f"dpid {crossing.from_dpid} not connected for {self.settings.locations.idle_seconds:g} s"
+                notes += self._cross_now(key, crossing, now, gone)
+            elif crossing.probed and now - crossing.since >= confirm:
+                del self.crossings[key]
+                silent = f"dpid {crossing.from_dpid} port {crossing.from_port} silent for {confirm:g} s"
+                notes += self._cross_now(key, crossing, now, silent)
+        return frames
 
     def _cross_now(self, key: MemberKey, crossing: Crossing, now: float, why: str) -> tuple[Note, ...]:
         """Move a member from one switch to another, at most moves_per_minute times a minute."""
@@ -633,18 +668,36 @@ class NlbCore:
         self.counters["moves"] += 1
         return (Note(Level.INFO, f"member {ip} of cluster {name} moved from {old} to {new} ({why})"),)
 
-    def _emitted(self, state: SwitchState, frames: Iterable[ArpFrame], now: float) -> None:
+    def _remember(self, sent: dict, frames: Iterable[ArpFrame], value: object) -> None:
         """Remember what went out of uplinks, newest last, so that tick() forgets the oldest first."""
         for frame in frames:
-            state.emitted.pop(frame, None)
-            state.emitted[frame] = now
+            sent.pop(frame, None)
+            sent[frame] = value
+
+    def _came_round(self, state: SwitchState, dpid: int, in_port: int, frame: ArpFrame, now: float) -> bool:
+        """Whether a member's frame entering by an uplink is one this switch sent out of an uplink itself a
+        moment ago (LOOP_SECONDS): first, from the member's edge port here, while the member is still here;
+        or passed on from another uplink, and now entering by another uplink than that one. Over a tree a
+        frame enters a switch by one way only; a loop brings it in by both. A member that repeats a frame
+        (keepalived sends its gratuitous ARPs back to back) repeats it by the same way."""
+        if not self._names_member(frame):
+            return False
+        if now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS and self._still_here(dpid, frame):
+            return True
+        passed_at, came_in = state.passed.get(frame, (float("-inf"), None))
+        return now - passed_at <= LOOP_SECONDS and in_port != came_in
+
+    def _names_member(self, frame: ArpFrame) -> bool:
+        """A frame whose arp_spa is a member's DIP: only such a frame is one member's alone (every member
+        sends the same VIP announcement), so only its coming back says there is a loop."""
+        cluster = self._registry.cluster_for_mac(frame.sha)
+        return cluster is not None and cluster.member_for_ip(frame.spa) is not None
 
     def _still_here(self, dpid: int, frame: ArpFrame) -> bool:
-        """Whether the member a frame names (by arp_spa) still sits on this switch: a frame this switch sent
-        that comes back then came round a loop; a member that has just moved elsewhere repeats itself."""
+        """Whether the member a frame names still sits on this switch: a frame this switch sent that comes
+        back then came round a loop; a member that has just moved elsewhere repeats itself."""
         cluster = self._registry.cluster_for_mac(frame.sha)
-        member = cluster.member_for_ip(frame.spa) if cluster is not None else None
-        return member is None or (cluster.name, member.ip) in self._placement(dpid).located
+        return (cluster.name, frame.spa) in self._placement(dpid).located
 
     def _looped(self, dpid: int, in_port: int, now: float) -> tuple[Note, ...]:
         """A frame this switch sent out of an uplink came back in on one: the uplinks form a loop, which
@@ -951,8 +1004,9 @@ class NlbCore:
             dedicated_mac = dict(flow.match).get("eth_dst")
             for cluster in self._registry.clusters_with_dedicated_mac(dedicated_mac):
                 member = cluster.member_for_dedicated_mac(dedicated_mac)
-                if not member.pinned:
-                    self._where(dpid).adopt((cluster.name, member.ip), outputs[0])
+                key = (cluster.name, member.ip)
+                if not member.pinned and not self.heard_on.get(key, set()) - {dpid}:  # not found elsewhere since
+                    self._where(dpid).adopt(key, outputs[0])
 
 
 def _changed_clusters(old: Registry, new: Registry) -> set[str]:

@@ -126,12 +126,33 @@ def test_a_claim_from_another_switch_that_the_old_port_disproves_is_a_spoof():
     assert again.verdict == Verdict.DROPPED_SPOOFED, "right after the disproof another claim is refused"
 
 
-def test_a_member_whose_old_switch_is_gone_moves_at_once():
+def test_a_member_whose_old_port_is_down_moves_at_once():
     core = fabric_core()
-    core.switch_disconnected(1)
+    core.port_changed(1, 1, True, False, 1.5)
     decision, _ = core.packet_in(2, 2, request(A, "10.0.0.1"), 2.0)
     assert decision.verdict == Verdict.FORWARDED
     assert core.located_ports(2)[("web", A)] == 2 and ("web", A) not in core.located_ports(1)
+
+
+def test_a_member_whose_old_switch_is_not_connected_waits_for_it_and_moves_if_it_stays_away():
+    """The old switch may still forward without its controller connection (a blip): the claim is held and
+    its old port probed once the switch is back; a switch away for idle_seconds (its hypervisor died) is
+    no longer waited for."""
+    core = fabric_core()
+    core.switch_disconnected(1)
+    decision, _ = core.packet_in(2, 2, request(A, "10.0.0.1"), 2.0)
+    assert decision.verdict == Verdict.UNCONFIRMED and core.located_ports(1)[("web", A)] == 1
+    core.switch_connected(1, PORTS[1], NAMES[1])
+    core.flows_read_back(1, [], 2.5)
+    work = core.tick(1, 3.0)
+    assert FrameOut(1, probe_frame(A), dpid=1) in work.frames, "probed on its old port once that is back"
+    core.tick(1, 4.1)
+    assert core.located_ports(2)[("web", A)] == 2, "silent there: moved"
+    again = fabric_core()
+    again.switch_disconnected(1)
+    again.packet_in(2, 2, request(A, "10.0.0.1"), 2.0)
+    again.tick(2, 2.0 + again.settings.locations.idle_seconds)
+    assert again.located_ports(2)[("web", A)] == 2 and ("web", A) not in again.located_ports(1)
 
 
 def test_a_frame_of_ours_that_comes_back_on_an_uplink_is_a_loop_reported_once_and_dropped():

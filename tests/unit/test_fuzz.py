@@ -273,12 +273,12 @@ class FuzzRun:
 
 
 def masked_own_source_ok(punted: ArpFrame, sent: ArpFrame, located: dict, in_port: int) -> bool:
-    """Whether the controller put the sender's dedicated MAC as Ethernet source of the sender's own frame
-    (arp_spa its DIP, from the port it is located on, with the cluster MAC as source)."""
-    for cluster in REGISTRY.clusters_with_member_ip(punted.spa):
-        member = cluster.member_for_ip(punted.spa)
-        own_port = located.get((cluster.name, member.ip)) == in_port
-        if own_port and punted.eth_src == cluster.cluster_mac and sent.eth_src == member.dedicated_mac:
+    """Whether the controller put a member's dedicated MAC as Ethernet source of a frame from that member's
+    port with the cluster MAC as source, as the port's source masking flow does in the switch."""
+    for (name, ip), port in located.items():
+        cluster = REGISTRY.cluster_named(name)
+        member = cluster.member_for_ip(ip)
+        if port == in_port and punted.eth_src == cluster.cluster_mac and sent.eth_src == member.dedicated_mac:
             return True
     return False
 
