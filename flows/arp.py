@@ -1,13 +1,14 @@
 """ARP decisions: what the fabric does with every ARP a member emits (method.md, Discovery).
 
-decide_arp() is a pure function of the registry, where members sit on the switch, the switch's
-ports and one punted frame. It returns the frames to send and the location it learned.
+decide_arp() is a pure function of the registry, where members sit on the switch and on the others of
+the fabric, the switch's ports and uplinks, and one punted frame. It returns the frames to send and the
+location it learned.
 """
 
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -34,8 +35,16 @@ class ArpFrame:
 
 @dataclass(frozen=True)
 class FrameOut:
+    """A frame to send out of a port: of the switch the event came from (dpid None), or of another one."""
+
     port: int
     frame: ArpFrame
+    dpid: int | None = None
+
+
+FabricPorts = Mapping[tuple[str, str], tuple[int, int]]
+"""(cluster name, member ip) -> (dpid, port) of members located, deliverable, on another switch."""
+NO_OTHER_SWITCH: FabricPorts = {}
 
 
 class Verdict(str, Enum):
@@ -48,6 +57,7 @@ class Verdict(str, Enum):
     LOCATED = "located"  # a member's answer to the app's own probe: consumed
     TARGET_UNLOCATED = "target_unlocated"  # the peer has not been found yet: probed, not answered
     NOT_A_CLUSTER = "not_a_cluster"  # sha is no registered cluster MAC (a cluster just removed): dropped
+    LOOPED = "looped"  # a frame this switch sent out of an uplink came back in on one: a loop, dropped
     DROPPED_SPOOFED = "dropped_spoofed"  # claims a member it cannot be from (docs/trust.md): dropped
     UNCONFIRMED = "unconfirmed"  # claims a member located on another port: dropped while that port is probed
     PROBE_UNSOLICITED = "probe_unsolicited"  # answers no probe the app sent there recently: dropped
@@ -113,13 +123,21 @@ def decide_arp(
     in_port: int,
     frame: ArpFrame,
     normal_delivery: bool = False,
+    uplinks: Collection[int] = (),
+    elsewhere: FabricPorts = NO_OTHER_SWITCH,
 ) -> ArpDecision:
     """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see _spread().
 
     A frame claiming a member's DIP with another cluster's MAC, or a pinned member's from another port, is
     a spoof. A sender that is no member (the VIP or an unknown IP as arp_spa, from a port where no member
     is located) is never answered with a dedicated MAC: dedicated MACs never leave a non-member port.
+
+    On a fabric (docs/fabric.md), a peer located on another switch (elsewhere) is answered for at once,
+    and relay reaches it on its own switch. A frame from an uplink was handled at its sender's edge switch
+    already: it is only spread here, and never says where anyone is.
     """
+    if in_port in uplinks:
+        return _from_uplink(registry, member_ports, switch_ports, uplinks, in_port, frame)
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -142,19 +160,67 @@ def decide_arp(
 
     target = cluster.member_for_ip(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
+    edge = Edge(switch_ports, uplinks, in_port)
     if target is None or is_own or sender is None:
-        spread = _spread(frame, sender, cluster, ports, switch_ports, in_port, normal_delivery)
+        spread = _spread(frame, sender, cluster, ports, edge, normal_delivery)
         return ArpDecision(Verdict.FORWARDED, spread, claimed)
 
-    target_port = ports.get((cluster.name, target.ip))
+    key = (cluster.name, target.ip)
+    target_port = ports.get(key)
+    dpid, target_port = (None, target_port) if target_port is not None else elsewhere.get(key, (None, None))
     if target_port is None:
-        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(target.ip, switch_ports), claimed)
+        return ArpDecision(Verdict.TARGET_UNLOCATED, probe_outputs(target.ip, edge.ports()), claimed)
     if frame.op == ARP_REPLY:
-        return ArpDecision(Verdict.REVISED, (FrameOut(target_port, revised_reply(frame, sender, cluster)),), claimed)
+        revised = FrameOut(target_port, revised_reply(frame, sender, cluster), dpid)
+        return ArpDecision(Verdict.REVISED, (revised,), claimed)
     if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa == sender.ip:
         # with the VIP as sender IP the target would drop the request (its own address): answer instead
-        return ArpDecision(Verdict.RELAYED, (FrameOut(target_port, for_peer(frame, sender, cluster)),), claimed)
+        relayed = FrameOut(target_port, for_peer(frame, sender, cluster), dpid)
+        return ArpDecision(Verdict.RELAYED, (relayed,), claimed)
     return ArpDecision(Verdict.ANSWERED, (FrameOut(in_port, proxy_reply(cluster, target, frame)),), claimed)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The ports a spread may use: the switch's live ports, which of them are uplinks, and where the frame
+    came in (it never goes back there)."""
+
+    switch_ports: Collection[int]
+    uplinks: Collection[int]
+    in_port: int
+
+    def ports(self) -> set[int]:
+        """Live edge ports: where hosts and members are."""
+        return set(self.switch_ports) - set(self.uplinks)
+
+    def other_uplinks(self) -> list[int]:
+        return sorted(port for port in self.uplinks if port != self.in_port and port in self.switch_ports)
+
+
+def _from_uplink(
+    registry: Registry,
+    member_ports: MemberPorts,
+    switch_ports: Collection[int],
+    uplinks: Collection[int],
+    in_port: int,
+    frame: ArpFrame,
+) -> ArpDecision:
+    """A member's ARP that another switch spread (method.md, Fabrics): its sender's edge switch answered
+    or relayed it already and located its sender, so here it is spread and nothing else. A probe answer
+    cannot come from beyond an uplink (probes never leave through one), and another cluster's MAC with a
+    member's DIP is a spoof wherever it comes from."""
+    if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
+        return ArpDecision(Verdict.PROBE_UNSOLICITED)
+    cluster = registry.cluster_for_mac(frame.sha)
+    if cluster is None:
+        return ArpDecision(Verdict.NOT_A_CLUSTER)
+    sender = cluster.member_for_ip(frame.spa)
+    if sender is None:
+        owners = registry.clusters_with_member_ip(frame.spa)
+        if owners:
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
+    edge = Edge(switch_ports, uplinks, in_port)
+    return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, member_ports, edge, False))
 
 
 def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecision:
@@ -179,8 +245,7 @@ def _spread(
     sender: Member | None,
     cluster: Cluster,
     ports: MemberPorts,
-    switch_ports: Collection[int],
-    in_port: int,
+    edge: Edge,
     normal_delivery: bool,
 ) -> tuple[FrameOut, ...]:
     """Invariant 1: outsiders get the frame unchanged, peers get it with the sender's dedicated MAC.
@@ -192,21 +257,35 @@ def _spread(
     learned on as a learning switch does (and floods it only while that MAC is unknown, where every
     other NIC drops a frame addressed to another host's MAC); without it (NORMAL not in use, so its
     table knows nobody), to every non-member port.
+
+    Uplinks (docs/fabric.md) get the unchanged frame wherever peers or outsiders may be behind them: a
+    broadcast, a frame for the cluster MAC, for a peer not on this switch, or for an outsider. The switch
+    at the other end spreads it to its own members. What leaves through an uplink has the sender's
+    dedicated MAC as Ethernet source, as its edge port's source masking would have made it, so no switch
+    beyond ever learns the cluster MAC. A frame from an uplink is never handed to NORMAL, which could send
+    it back where it came from.
     """
     member_ports = {ports[key] for key in ((cluster.name, m.ip) for m in cluster.members) if key in ports}
     addressed_peer = cluster.member_for_dedicated_mac(frame.eth_dst)
     broadcast = is_multicast_mac(frame.eth_dst)
     to_outsider = addressed_peer is None and frame.eth_dst != cluster.cluster_mac and not broadcast
+    from_uplink = edge.in_port in edge.uplinks
+    outgoing = frame
+    if sender is not None and sender.ip == frame.spa and cluster.unicast and frame.eth_src == cluster.cluster_mac:
+        outgoing = replace(frame, eth_src=sender.dedicated_mac)
+    if to_outsider and normal_delivery and not from_uplink:
+        return (FrameOut(NORMAL_PORT, outgoing),)
     outputs: list[FrameOut] = []
-    if to_outsider and normal_delivery:
-        return (FrameOut(NORMAL_PORT, frame),)
     if broadcast or to_outsider:
-        outputs += _to_ports(frame, set(switch_ports) - member_ports - {in_port})
+        outputs += _to_ports(frame, edge.ports() - member_ports - {edge.in_port})
+    peer_elsewhere = addressed_peer is not None and (cluster.name, addressed_peer.ip) not in ports
+    if broadcast or to_outsider or frame.eth_dst == cluster.cluster_mac or peer_elsewhere:
+        outputs += _to_ports(outgoing, edge.other_uplinks())
     if sender is None:
         return tuple(outputs)
     for member in cluster.members:
         port = ports.get((cluster.name, member.ip))
-        if member == sender or port is None or port == in_port:
+        if member == sender or port is None or port == edge.in_port:
             continue
         if broadcast or frame.eth_dst == cluster.cluster_mac or member == addressed_peer:
             outputs.append(FrameOut(port, for_peer(frame, sender, cluster)))

@@ -32,6 +32,7 @@ class Purpose(IntEnum):
     PROBE_ANSWER = 7  # answers to the app's own probes go to the controller (locating members)
     PUNT_PORT = 8  # a port's punted frames pass that port's meter (storms, flows/meters.py)
     PUNT_TOTAL = 9  # then the total meter, then the controller
+    MEMBER_TRANSIT = 10  # eth_dst = dedicated MAC of a member on another switch -> every uplink, unchanged
 
 
 def cluster_id(cluster_name: str) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.cookies import Purpose, cluster_id, decode_cookie
+from flows.fabric import Resolved, resolve_uplinks, uplink_ports
 from flows.flowspec import (
     EMPTY_DIFF,
     OFPP_MAX,
@@ -28,6 +29,8 @@ from flows.flowspec import (
 )
 from flows.frames import Refusal
 from flows.locations import (
+    MOVE_WINDOW_SECONDS,
+    SPOOF_WARNING_SECONDS,
     UNLOCATED_PROBE_SECONDS,
     How,
     Judgement,
@@ -38,9 +41,10 @@ from flows.locations import (
     Placement,
     SwitchLocations,
 )
-from flows.model import Cluster, Config, Member, Registry
+from flows.model import Cluster, Config, Fabric, Member, Registry
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
+LOOP_SECONDS = 2.0  # a frame sent out of an uplink that comes back within this long came round a loop
 VERDICT_OF = {
     Outcome.UNCONFIRMED: Verdict.UNCONFIRMED,
     Outcome.SPOOFED: Verdict.DROPPED_SPOOFED,
@@ -54,8 +58,9 @@ class Work:
     """What the OpenFlow layer must send, in order: flow changes first, then frames; and what to log."""
 
     diff: FlowDiff = EMPTY_DIFF
-    frames: tuple[FrameOut, ...] = ()
+    frames: tuple[FrameOut, ...] = ()  # a frame whose dpid is set goes out of that switch
     notes: tuple[Note, ...] = ()
+    other_switches: tuple[tuple[int, FlowDiff], ...] = ()  # (dpid, its flow changes) the same event caused
 
 
 @dataclass
@@ -86,6 +91,11 @@ class SwitchState:
     flows: ExpectedFlows | None = None  # the expected flows, once the switch's flows have been read back
     unsent: set[FlowSpec] = field(default_factory=set)  # expected but withheld, so not in the switch
     holding: dict[int, set[str]] = field(default_factory=dict)  # port -> clusters whose held ports include it
+    names: dict[int, str] = field(default_factory=dict)  # port -> its name in OVS
+    resolved: Resolved = ()  # each configured uplink and the port it names now
+    uplinks: frozenset[int] = frozenset()  # the ports of the switch that are uplinks
+    emitted: dict[ArpFrame, float] = field(default_factory=dict)  # frames sent out of uplinks lately -> when
+    loop_warned: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.live_ports = {port for port, up in self.ports.items() if up}
@@ -134,6 +144,55 @@ class DeliverablePorts(Mapping):
         return sum(1 for _ in self)
 
 
+class RemotePorts(Mapping):
+    """Members located on another switch than this one, on a port that is up there: (dpid, port). Looked
+    up per member a packet-in names, never copied."""
+
+    def __init__(self, core: NlbCore, dpid: int) -> None:
+        self._core = core
+        self._dpid = dpid
+
+    def __getitem__(self, key: MemberKey) -> tuple[int, int]:
+        for dpid in sorted(self._core.placed_on(key)):
+            state = self._core.switches.get(dpid)
+            port = self._core.placements[dpid].located.get(key) if dpid in self._core.placements else None
+            if dpid != self._dpid and state is not None and port in state.live_ports:
+                return dpid, port
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[MemberKey]:
+        return (key for key in self._core.heard_on if key in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class PlacedElsewhere:
+    """Whether a member sits on another switch than this one (pinned there, or heard there): a frame for it
+    leaves this switch by its uplinks (flowspec.member_transit_flow)."""
+
+    def __init__(self, core: NlbCore, dpid: int) -> None:
+        self._core = core
+        self._dpid = dpid
+
+    def __contains__(self, key: object) -> bool:
+        return any(dpid != self._dpid for dpid in self._core.placed_on(key))
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A member located on one switch and heard on another's edge port: held until its old port has had
+    the time to answer for it, as a move within one switch is (flows/locations.py)."""
+
+    dpid: int  # where it was heard
+    port: int
+    how: How
+    mac: str
+    since: float
+    from_dpid: int  # where it is located
+    from_port: int
+
+
 class NlbCore:
     """Registry, member locations per switch (flows/locations.py), and the flows each switch must hold.
 
@@ -147,6 +206,7 @@ class NlbCore:
 
     def __init__(self, config: Config) -> None:
         self._registry = config.registry
+        self._fabric = config.fabric
         self.settings = config.settings
         self.switches: dict[int, SwitchState] = {}
         self.counters: Counter[str] = Counter()
@@ -154,6 +214,12 @@ class NlbCore:
         self.placements: dict[int, Placement] = {}  # per switch, beside its SwitchLocations
         self.heard_on: dict[MemberKey, set[int]] = {}  # member -> switches whose learned locations hold it
         self.unlocated: dict[str, set[str]] = {}  # cluster -> unpinned members no switch has heard from
+        self.crossings: dict[MemberKey, Crossing] = {}  # members heard on another switch, being confirmed
+        self.crossing_proven: dict[MemberKey, float] = {}  # when its own port last disproved a crossing
+        self.crossed: dict[MemberKey, list[float]] = {}  # when each member last moved between switches
+        self.loops: Counter[int] = Counter()  # dpid -> frames of ours that came back to it (a loop)
+        self._fabric_changed: set[str] = set()  # clusters with a member now placed on other switches than before
+        self._relocated_on: set[int] = set()  # switches whose learned locations an event on another changed
         self._base_flows = base_flows(self.settings)
         for cluster in self._registry.clusters:
             self._count_unlocated(cluster)
@@ -162,6 +228,19 @@ class NlbCore:
     def registry(self) -> Registry:
         """Changed only through set_registry(), which keeps the indexes in step."""
         return self._registry
+
+    @property
+    def fabric(self) -> Fabric:
+        """Changed only through set_fabric()."""
+        return self._fabric
+
+    def placed_on(self, key: object) -> Iterable[int]:
+        """The switches a member sits on: the one it is pinned to, else those whose learned locations hold it."""
+        cluster = self._registry.cluster_named(key[0]) if isinstance(key, tuple) else None
+        member = cluster.member_for_ip(key[1]) if cluster is not None else None
+        if member is not None and member.pinned:
+            return (member.dpid,)
+        return self.heard_on.get(key, ())
 
     def member_ports(self, dpid: int) -> Mapping[tuple[str, str], int]:
         """Members this switch can deliver to now: located, on a port that is up."""
@@ -192,6 +271,10 @@ class NlbCore:
                 if now_member is None or (now_member.pinned and now_member != member):
                     gone.add((name, member.ip))
         touched: dict[int, set[str]] = {}
+        for key in gone:
+            self.crossings.pop(key, None)
+            self.crossing_proven.pop(key, None)
+            self.crossed.pop(key, None)
         for dpid, where in self.where.items():
             where.forget(gone)
             touched[dpid] = self._absorb(dpid) | set(changed)
@@ -202,10 +285,53 @@ class NlbCore:
             cluster = registry.cluster_named(name)
             if cluster is not None:
                 self._count_unlocated(cluster)
-        # every connected switch has its SwitchLocations (switch_connected), so it is in `touched`
+        return self._every_switch(touched, now)
+
+    def set_fabric(self, fabric: Fabric, now: float) -> dict[int, Work]:
+        """A changed description of the switches: each connected switch whose uplinks it changes gets its
+        flows recomputed; a member found on a port that is now an uplink was never there, and is looked
+        for again."""
+        self._fabric = fabric
+        touched = {dpid: self._resolve(dpid) for dpid in self.switches}
+        return self._every_switch(touched, now)
+
+    def uplink_conflicts(self, fabric: Fabric) -> list[str]:
+        """Why a fabric cannot be taken as it is: an uplink that is the port of a member located there now
+        (learned or pinned). Members are never on an uplink; the user names the wrong port."""
+        problems = []
+        for switch in fabric.switches:
+            state = self.switches.get(switch.dpid)
+            names = state.names if state is not None else {}
+            for uplink, port in resolve_uplinks(switch, names):
+                if port is None:
+                    continue
+                for name, ip in sorted(self._placement(switch.dpid).by_port.get(port, ())):
+                    problems.append(
+                        f"dpid {switch.dpid:016x} port {port} (uplink {uplink!r}) holds member {ip} of cluster"
+                        f" {name!r}: an uplink never holds a member"
+                    )
+        return problems
+
+    def switch_views(self) -> list[dict]:
+        """Every switch the fabric describes or that is connected, by dpid: what `nlbflow switch list` shows."""
+        dpids = {switch.dpid for switch in self._fabric.switches} | set(self.switches)
+        return [self.switch_view(dpid) for dpid in sorted(dpids)]
+
+    def switch_view(self, dpid: int) -> dict:
+        """One switch: its name, whether it is connected, each uplink and its port, the members on it and
+        the loops seen."""
+        config = self._fabric.switch(dpid)
+        state = self.switches.get(dpid)
+        resolved = state.resolved if state is not None else resolve_uplinks(config, {})
+        placement = self.placements.get(dpid)
+        located = sorted(placement.located.items()) if placement is not None else []
         return {
-            dpid: Work(diff=self._update(dpid, touched[dpid]), frames=self._probe_unlocated(dpid, now))
-            for dpid in self.switches
+            "dpid": dpid,
+            "name": config.name if config is not None else None,
+            "connected": state is not None,
+            "uplinks": [{"uplink": uplink, "port": port} for uplink, port in resolved],
+            "members": [{"cluster": name, "ip": ip, "port": port} for (name, ip), port in located],
+            "loops": self.loops[dpid],
         }
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
@@ -258,16 +384,15 @@ class NlbCore:
         counters.update({reason.value: 0 for reason in Refusal})
         counters.update(dict.fromkeys(COUNTERS, 0))
         counters.update(self.counters)
+        switches = []
+        for view in self.switch_views():
+            state = self.switches.get(view["dpid"])
+            ports = sorted(state.ports) if state is not None else []
+            down = sorted(state.down_ports) if state is not None else []
+            shared = self.shared_ports(view["dpid"]) if state is not None else []
+            switches.append({**view, "ports": ports, "ports_down": down, "shared_ports": shared})
         return {
-            "switches": [
-                {
-                    "dpid": dpid,
-                    "ports": sorted(state.ports),
-                    "ports_down": sorted(state.down_ports),
-                    "shared_ports": self.shared_ports(dpid),
-                }
-                for dpid, state in sorted(self.switches.items())
-            ],
+            "switches": switches,
             "clusters": [
                 {
                     "name": c.name,
@@ -299,13 +424,21 @@ class NlbCore:
             return state.flows.all(self._registry)
         down = state.down_ports if state else set()
         ports = set(state.ports) if state else set()
-        return expected_flows(self._registry, self.settings, self._placement(dpid).located, down, switch_ports=ports)
+        uplinks = state.uplinks if state else frozenset()
+        located = self._placement(dpid).located
+        elsewhere = PlacedElsewhere(self, dpid)
+        return expected_flows(
+            self._registry, self.settings, located, down, switch_ports=ports, uplinks=uplinks, elsewhere=elsewhere
+        )
 
-    def switch_connected(self, dpid: int, ports: Mapping[int, bool]) -> None:
-        """A (re)connected switch and its ports (port -> up): its flows are unknown until read back, so
-        nothing is pushed yet."""
+    def switch_connected(self, dpid: int, ports: Mapping[int, bool], names: Mapping[int, str] | None = None) -> None:
+        """A (re)connected switch, its ports (port -> up) and their names in OVS (port -> name): its flows are
+        unknown until read back, so nothing is pushed yet."""
         self._where(dpid)
-        self.switches[dpid] = SwitchState(ports={port: up for port, up in ports.items() if port < OFPP_MAX})
+        state = SwitchState(ports={port: up for port, up in ports.items() if port < OFPP_MAX})
+        state.names = {port: name for port, name in (names or {}).items() if port in state.ports}
+        self.switches[dpid] = state
+        self._resolve(dpid)
 
     def withhold(self, dpid: int, flows: frozenset[FlowSpec]) -> None:
         """Flows this switch keeps refusing (flows/session.py decides which): no sync adds them again, so
@@ -330,40 +463,55 @@ class NlbCore:
         """
         installed = frozenset(installed)
         self._adopt_locations(dpid, installed)
-        self._absorb(dpid)
-        return Work(diff=self._rebuild(dpid, installed), frames=self._probe_unlocated(dpid, now))
+        touched_on = self._settle({dpid: set()})
+        del touched_on[dpid]  # rebuilt whole
+        diff = self._rebuild(dpid, installed)
+        return Work(diff=diff, frames=self._probe_unlocated(dpid, now), other_switches=self._diffs(touched_on))
 
-    def port_changed(self, dpid: int, port: int, present: bool, up: bool, now: float) -> Work:
-        """A port went down or up, appeared or vanished. A member's port that is down gets no frames until
-        it is up again; a member claimed elsewhere meanwhile has moved; members on a vanished port are no
-        longer there."""
+    def port_changed(self, dpid: int, port: int, present: bool, up: bool, now: float, name: str | None = None) -> Work:
+        """A port went down or up, appeared or vanished (name: its name in OVS). A member's port that is down
+        gets no frames until it is up again; a member claimed elsewhere meanwhile has moved; members on a
+        vanished port are no longer there. An uplink going down or up changes no flow; one that appears,
+        vanishes or is renumbered changes the flows that send to uplinks."""
         state = self.switches.get(dpid)
         if state is None or port >= OFPP_MAX:
             return Work()
+        was = (port in state.ports, state.names.get(port))
         state.set_port(port, present, up)
+        if present and name is not None:
+            state.names[port] = name
+        elif not present:
+            state.names.pop(port, None)
         notes = () if present and up else self._where(dpid).port_lost(port, gone=not present, now=now).notes
-        touched = self._absorb(dpid)
+        touched = self._resolve(dpid) if was != (present, state.names.get(port)) else set()
         touched |= {name for name, _ in self._placement(dpid).by_port.get(port, ())}
         touched |= state.holding.get(port, set())
-        diff = self._update(dpid, touched, punt_ports=(port,))
-        return Work(diff=diff, notes=notes + self._shared_port_notes(dpid))
+        return self._work(dpid, touched, notes=notes, punt_ports=(port,))
 
     def packet_in(self, dpid: int, in_port: int, frame: ArpFrame, now: float) -> tuple[ArpDecision, Work]:
         """One punted ARP: decide, judge where it says its sender is (flows/locations.py), and say what to
         send. A frame whose claim is not believed is not acted on: it is dropped."""
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
+        uplinks = state.uplinks if state else frozenset()
+        if in_port in uplinks and now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS:
+            return ArpDecision(Verdict.LOOPED), Work(notes=self._looped(dpid, in_port, now))
         where = self._where(dpid)
         self._note_stranger(dpid, in_port, frame)
         normal = self.settings.normal_fallback
-        decision = decide_arp(self._registry, self.member_ports(dpid), switch_ports, in_port, frame, normal)
+        elsewhere = RemotePorts(self, dpid)
+        decision = decide_arp(
+            self._registry, self.member_ports(dpid), switch_ports, in_port, frame, normal, uplinks, elsewhere
+        )
         judgement = Judgement(Outcome.BELIEVED)
         if decision.claimed is not None:
             decision, judgement = self._judge(dpid, decision, frame, now, switch_ports)
         self.counters[decision.verdict.value] += 1
-        where.probes_sent(decision.outputs, now)
-        diff = self._update(dpid, self._absorb(dpid))
-        return decision, Work(diff=diff, frames=decision.outputs, notes=judgement.notes + self._shared_port_notes(dpid))
+        here = [out for out in decision.outputs if out.dpid is None]
+        where.probes_sent(here, now)
+        if uplinks:
+            self._emitted(state, (out.frame for out in here if out.port in uplinks), now)
+        return decision, self._work(dpid, set(), frames=decision.outputs, notes=judgement.notes)
 
     def tick(self, dpid: int, now: float) -> Work:
         """The periodic work for one switch (the app calls it about every second; it stays cheap): moves
@@ -374,6 +522,13 @@ class NlbCore:
         where = self._where(dpid)
         judgement = where.tick(now, state.live_ports)
         frames, notes = list(judgement.probes), list(judgement.notes)
+        for key, crossing in list(self.crossings.items()):
+            if now - crossing.since >= self.settings.locations.confirm_seconds:
+                del self.crossings[key]
+                silent = f"dpid {crossing.from_dpid} port {crossing.from_port} silent for"
+                notes += self._cross_now(key, crossing, now, f"{silent} {self.settings.locations.confirm_seconds:g} s")
+        while state.emitted and now - next(iter(state.emitted.values())) > LOOP_SECONDS:
+            del state.emitted[next(iter(state.emitted))]
         released: set[str] = set()
         if now >= state.next_unlocated_probe:
             frames += self._probe_unlocated(dpid, now)
@@ -386,8 +541,7 @@ class NlbCore:
                     released = set(state.held)
                     for name in released:
                         state.hold(name, frozenset())
-        diff = self._update(dpid, self._absorb(dpid) | released)
-        return Work(diff=diff, frames=tuple(frames), notes=(*notes, *self._shared_port_notes(dpid)))
+        return self._work(dpid, released, frames=tuple(frames), notes=tuple(notes))
 
     def _judge(
         self, dpid: int, decision: ArpDecision, frame: ArpFrame, now: float, live_ports: set[int]
@@ -404,10 +558,99 @@ class NlbCore:
             where.heard_pinned(key, now)
             return decision, Judgement(Outcome.BELIEVED)
         how = How.PROBE if decision.verdict == Verdict.LOCATED else How.ARP
+        if key not in where.located:
+            other = next(((d, self.where[d].located[key].port) for d in self.heard_on.get(key, ()) if d != dpid), None)
+            if other is not None:
+                judgement = self._cross(dpid, key, port, how, frame.eth_src, now, other)
+                if judgement.outcome == Outcome.BELIEVED:
+                    return decision, judgement
+                return ArpDecision(VERDICT_OF[judgement.outcome], judgement.probes, decision.claimed), judgement
         judgement = where.claim(key, port, how, frame.eth_src, now, live_ports)
+        crossing = self.crossings.get(key)
+        if judgement.outcome == Outcome.BELIEVED and crossing is not None and crossing.from_dpid == dpid:
+            del self.crossings[key]  # its own port answered while a claim from another switch waited: forged
+            self.crossing_proven[key] = now
+            self.counters[Verdict.DROPPED_SPOOFED.value] += 1
+            note = self._where(crossing.dpid).spoof_refused(key, crossing.port, None, now)
+            text = f"{note.text} (it answered on dpid {dpid} port {port})"
+            notes = (*judgement.notes, Note(note.level, text))
+            judgement = Judgement(judgement.outcome, judgement.changed, judgement.probes, notes)
         if judgement.outcome == Outcome.BELIEVED:
             return decision, judgement
         return ArpDecision(VERDICT_OF[judgement.outcome], judgement.probes, decision.claimed), judgement
+
+    def _cross(
+        self, dpid: int, key: MemberKey, port: int, how: How, mac: str, now: float, other: tuple[int, int]
+    ) -> Judgement:
+        """The member is located on another switch and heard on this one's edge port: confirmed as a move
+        within one switch is. Its old port is probed, and the claim held; an answer there proves the claim
+        forged, silence for confirm_seconds (or the old port or switch gone) makes it a move."""
+        where = self._where(dpid)
+        if how == How.PROBE and not where.solicited(key[1], port, now):
+            return Judgement(Outcome.UNSOLICITED)
+        if key in self.crossings:
+            return Judgement(Outcome.UNCONFIRMED)
+        if now - self.crossing_proven.get(key, float("-inf")) <= self.settings.locations.confirm_seconds:
+            return Judgement(Outcome.SPOOFED, notes=(where.spoof_refused(key, port, None, now),))
+        from_dpid, from_port = other
+        crossing = Crossing(dpid, port, how, mac, now, from_dpid, from_port)
+        state = self.switches.get(from_dpid)
+        if state is None or from_port not in state.live_ports:
+            why = f"dpid {from_dpid} {'port ' + str(from_port) + ' is down or gone' if state else 'is not connected'}"
+            notes = self._cross_now(key, crossing, now, why)
+            outcome = Outcome.BELIEVED if key in where.located else Outcome.MOVE_LIMITED
+            return Judgement(outcome, outcome == Outcome.BELIEVED, notes=notes)
+        self.crossings[key] = crossing
+        probes = probe_outputs(key[1], (from_port,))
+        self._where(from_dpid).probes_sent(probes, now)
+        text = (
+            f"dpid {dpid}: member {key[1]} of cluster {key[0]} on dpid {from_dpid} port {from_port}, heard on port"
+            f" {port}: probing its old port before believing it"
+        )
+        elsewhere = tuple(FrameOut(out.port, out.frame, from_dpid) for out in probes)
+        return Judgement(Outcome.UNCONFIRMED, probes=elsewhere, notes=(Note(Level.INFO, text),))
+
+    def _cross_now(self, key: MemberKey, crossing: Crossing, now: float, why: str) -> tuple[Note, ...]:
+        """Move a member from one switch to another, at most moves_per_minute times a minute."""
+        name, ip = key
+        recent = [at for at in self.crossed.get(key, []) if now - at < MOVE_WINDOW_SECONDS]
+        self.crossed[key] = recent
+        old = f"dpid {crossing.from_dpid} port {crossing.from_port}"
+        new = f"dpid {crossing.dpid} port {crossing.port}"
+        if len(recent) >= self.settings.locations.moves_per_minute:
+            self.counters["moves_refused"] += 1
+            limit = f"{self.settings.locations.moves_per_minute} moves in a minute"
+            text = f"member {ip} of cluster {name} not moved from {old} to {new} ({why}): at most {limit}"
+            return (Note(Level.WARNING, text),)
+        if key in self.where[crossing.from_dpid].located:
+            self.where[crossing.from_dpid].release(key)
+            self._relocated_on.add(crossing.from_dpid)
+        self._where(crossing.dpid).settle(key, crossing.port, crossing.how, crossing.mac, now)
+        self._relocated_on.add(crossing.dpid)
+        recent.append(now)
+        self.counters["moves"] += 1
+        return (Note(Level.INFO, f"member {ip} of cluster {name} moved from {old} to {new} ({why})"),)
+
+    def _emitted(self, state: SwitchState, frames: Iterable[ArpFrame], now: float) -> None:
+        """Remember what went out of uplinks, newest last, so that tick() forgets the oldest first."""
+        for frame in frames:
+            state.emitted.pop(frame, None)
+            state.emitted[frame] = now
+
+    def _looped(self, dpid: int, in_port: int, now: float) -> tuple[Note, ...]:
+        """A frame this switch sent out of an uplink came back in on one: the uplinks form a loop, which
+        docs/fabric.md rules out. Counted, and dropped so that it goes round no more; one WARNING a minute."""
+        self.loops[dpid] += 1
+        self.counters[Verdict.LOOPED.value] += 1
+        state = self.switches[dpid]
+        if now - state.loop_warned < SPOOF_WARNING_SECONDS:
+            return ()
+        state.loop_warned = now
+        text = (
+            f"dpid {dpid}: a frame sent out of an uplink came back in on uplink port {in_port}: the uplinks form a"
+            " loop (a configuration error: the fabric's uplinks must form a tree; docs/fabric.md)"
+        )
+        return (Note(Level.WARNING, text),)
 
     def _note_stranger(self, dpid: int, in_port: int, frame: ArpFrame) -> None:
         """A punted frame from a member's port with a source none of the members there sends."""
@@ -446,10 +689,14 @@ class NlbCore:
 
     def _absorb(self, dpid: int) -> set[str]:
         """Bring the indexes up to date with the members whose learned location on this switch changed;
-        the clusters whose flows on it that touches."""
+        the clusters whose flows on it that touches. A member that appears on or leaves a switch also
+        touches its cluster's transit flows on the others (_fabric_changed)."""
         where = self._where(dpid)
         touched: set[str] = set()
         for key in where.take_relocated():
+            heard = self.heard_on.get(key, set())
+            if (key in where.located) != (dpid in heard):
+                self._fabric_changed.add(key[0])
             if key in where.located:
                 self.heard_on.setdefault(key, set()).add(dpid)
             elif key in self.heard_on:
@@ -459,6 +706,65 @@ class NlbCore:
             self._recount(key)
             self._place(dpid, key, touched)
         return touched
+
+    def _work(
+        self,
+        dpid: int,
+        touched: set[str],
+        frames: tuple[FrameOut, ...] = (),
+        notes: tuple[Note, ...] = (),
+        punt_ports: Iterable[int] = (),
+    ) -> Work:
+        """The end of every event on one switch: its own flow changes, those it caused on the others, and
+        the ports that became shared."""
+        touched_on = self._settle({dpid: set(touched)})
+        diff = self._update(dpid, touched_on.pop(dpid), punt_ports)
+        others = self._diffs(touched_on)
+        shared = [note for other in (dpid, *sorted(touched_on)) for note in self._shared_port_notes(other)]
+        return Work(diff=diff, frames=frames, notes=(*notes, *shared), other_switches=others)
+
+    def _settle(self, touched: dict[int, set[str]]) -> dict[int, set[str]]:
+        """Absorb what every switch learned (the event's, and those an event on another changed: a member
+        that moved between switches), then add the clusters whose transit flows that changes on every
+        switch with uplinks: the clusters to recompute, per switch."""
+        for dpid in set(touched) | self._relocated_on:
+            touched.setdefault(dpid, set()).update(self._absorb(dpid))
+        self._relocated_on.clear()
+        changed, self._fabric_changed = self._fabric_changed, set()
+        if changed:
+            for dpid, state in self.switches.items():
+                if state.uplinks:
+                    touched.setdefault(dpid, set()).update(changed)
+        return touched
+
+    def _diffs(self, touched: dict[int, set[str]]) -> tuple[tuple[int, FlowDiff], ...]:
+        diffs = ((dpid, self._update(dpid, names)) for dpid, names in sorted(touched.items()))
+        return tuple((dpid, diff) for dpid, diff in diffs if diff.to_add or diff.to_delete)
+
+    def _every_switch(self, touched: dict[int, set[str]], now: float) -> dict[int, Work]:
+        """A change that reaches every switch (the registry, the fabric): each one's flows and probes."""
+        touched = self._settle(touched)
+        # every connected switch has its SwitchLocations (switch_connected)
+        return {
+            dpid: Work(diff=self._update(dpid, touched.get(dpid, set())), frames=self._probe_unlocated(dpid, now))
+            for dpid in self.switches
+        }
+
+    def _resolve(self, dpid: int) -> set[str]:
+        """Resolve the switch's uplinks again (its ports or the fabric changed): if they changed, every
+        cluster's flows on it do, and a member located on what is now an uplink was never there."""
+        state = self.switches[dpid]
+        state.resolved = resolve_uplinks(self._fabric.switch(dpid), state.names)
+        uplinks = uplink_ports(state.resolved, state.ports)
+        if uplinks == state.uplinks:
+            return set()
+        state.uplinks = uplinks
+        where = self._where(dpid)
+        where.forget([key for key, location in where.located.items() if location.port in uplinks])
+        for name in list(state.held):
+            state.hold(name, state.held[name] - uplinks)
+        self._absorb(dpid)
+        return {cluster.name for cluster in self._registry.clusters}
 
     def _place(self, dpid: int, key: MemberKey, touched: set[str]) -> None:
         """Put a member on the port the registry (pinned) or the switch's learned locations say; a change
@@ -502,7 +808,7 @@ class NlbCore:
         state.next_unlocated_probe = now + UNLOCATED_PROBE_SECONDS
         if not self.unlocated:
             return ()
-        ports = sorted(state.live_ports)
+        ports = sorted(state.live_ports - state.uplinks)  # probes never leave through an uplink
         frames: list[FrameOut] = []
         probed: list[str] = []
         for cluster in self._registry.clusters:  # in registry order
@@ -522,9 +828,12 @@ class NlbCore:
         state.flows = ExpectedFlows(list(self._base_flows), ports, {})
         for name in set(state.held) - {cluster.name for cluster in self._registry.clusters}:
             state.hold(name, frozenset())
+        elsewhere = PlacedElsewhere(self, dpid)
         for cluster in self._registry.clusters:
             held = self._held(state, placement, cluster)
-            flows = cluster_flows(cluster, self.settings, placement.located, state.down_ports, held)
+            flows = cluster_flows(
+                cluster, self.settings, placement.located, state.down_ports, held, state.uplinks, elsewhere
+            )
             state.flows.clusters[cluster.name] = tuple(flows)
         expected = set(state.flows.all(self._registry))
         # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
@@ -540,6 +849,7 @@ class NlbCore:
         if state is None or state.flows is None:
             return EMPTY_DIFF
         placement = self._placement(dpid)
+        elsewhere = PlacedElsewhere(self, dpid)
         removed: list[FlowSpec] = []
         added: list[FlowSpec] = []
         for name in clusters:
@@ -550,7 +860,8 @@ class NlbCore:
                 state.hold(name, frozenset())
             else:
                 held = self._held(state, placement, cluster)
-                new = tuple(cluster_flows(cluster, self.settings, placement.located, state.down_ports, held))
+                located, down = placement.located, state.down_ports
+                new = tuple(cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere))
                 state.flows.clusters[name] = new
             if old != new:
                 old_set, new_set = set(old), set(new)
@@ -622,9 +933,11 @@ class NlbCore:
                 continue  # most flows read back: only delivery flows say where members are
             outputs = [action.port for action in flow.actions if isinstance(action, Output)]
             if fields.purpose == Purpose.CLUSTER_DELIVERY and fields.cluster_id in names:
-                state.hold(names[fields.cluster_id], frozenset(outputs))
+                state.hold(names[fields.cluster_id], frozenset(outputs) - state.uplinks)
                 state.held_rounds = 0
             if fields.purpose != Purpose.MEMBER_DELIVERY or len(outputs) != 1 or outputs[0] not in ports:
+                continue
+            if outputs[0] in state.uplinks:
                 continue
             dedicated_mac = dict(flow.match).get("eth_dst")
             for cluster in self._registry.clusters_with_dedicated_mac(dedicated_mac):

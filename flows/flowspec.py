@@ -6,7 +6,7 @@ difference (see reconcile()). The OpenFlow layer in ryu_apps/ofmsgs.py turns spe
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -131,6 +131,7 @@ class FlowSpec:
 MEMBER_FLOWS_CACHED = 1 << 16  # per-member flows kept built: recomputing a cluster rebuilds only what moved
 MemberPorts = Mapping[tuple[str, str], int]
 """(cluster name, member ip) -> port, on one switch; members not located there are absent."""
+NOWHERE_ELSE: frozenset[tuple[str, str]] = frozenset()  # a switch alone: no member is on another switch
 
 
 @lru_cache(maxsize=MEMBER_FLOWS_CACHED)
@@ -216,10 +217,25 @@ def member_delivery_flow(
     )
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def member_transit_flow(cluster_name: str, member_ip: str, dedicated_mac: str, uplinks: tuple[int, ...]) -> FlowSpec:
+    """A frame for a member on another switch travels there unchanged, with eth_dst = its dedicated MAC, out
+    of every uplink but the one it came in on (docs/fabric.md): it is rewritten to the cluster MAC only on
+    the member's own edge port, and no learning switch in between ever sees the cluster MAC."""
+    return FlowSpec(
+        priority=PRIORITY_MEMBER_DELIVERY,
+        cookie=make_cookie(Purpose.MEMBER_TRANSIT, cluster_name, member_ip),
+        match=make_match(eth_dst=dedicated_mac),
+        actions=tuple(Output(port) for port in uplinks),
+        table_id=FORWARDING_TABLE,
+    )
+
+
 def cluster_delivery_flow(cluster_name: str, cluster_mac: str, ports: Iterable[int]) -> FlowSpec:
     """Invariant 4 and flood containment: cluster traffic reaches every member's filter and no other
     port (OpenFlow never sends a frame back out of the port it came in on). With no member port up, the
-    flow drops: a cluster's frames are never flooded."""
+    flow drops: a cluster's frames are never flooded. On a fabric, ports include the switch's uplinks, so
+    the frame reaches the members behind them too (split horizon: never back where it came from)."""
     return FlowSpec(
         priority=PRIORITY_CLUSTER_DELIVERY,
         cookie=make_cookie(Purpose.CLUSTER_DELIVERY, cluster_name),
@@ -252,10 +268,14 @@ def cluster_flows(
     member_ports: MemberPorts,
     down_ports: AbstractSet[int] = frozenset(),
     held_ports: AbstractSet[int] = frozenset(),
+    uplinks: AbstractSet[int] = frozenset(),
+    elsewhere: Container[tuple[str, str]] = NOWHERE_ELSE,
 ) -> list[FlowSpec]:
     """One cluster's flows on one switch: they depend on nothing but the cluster, where its members sit
-    there, which of those ports are down and the delivery ports it held at start, so a change elsewhere
-    never needs them recomputed (flows/core.py keeps them per cluster)."""
+    there, which of those ports are down, the delivery ports it held at start, the switch's uplinks and
+    which members sit on another switch (elsewhere), so a change elsewhere never needs them recomputed
+    (flows/core.py keeps them per cluster). An uplink that is down keeps its place in the flows: a link
+    flapping changes no flow."""
     flows: list[FlowSpec] = []
     located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
     located = [(member, port) for member, port in located if port is not None]
@@ -264,6 +284,12 @@ def cluster_flows(
         for member, port in located:
             delivery = member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
             flows.append(replace(delivery, actions=()) if port in down_ports else delivery)
+        if uplinks:
+            toward = tuple(sorted(uplinks))
+            for member in cluster.members:
+                key = (cluster.name, member.ip)
+                if key not in member_ports and key in elsewhere:
+                    flows.append(member_transit_flow(cluster.name, member.ip, member.dedicated_mac, toward))
     if cluster.unicast and settings.source_masking:
         masked_ports: set[int] = set()
         for member, port in sorted(located, key=lambda pair: pair[0].ip):
@@ -272,8 +298,8 @@ def cluster_flows(
                 flows.append(
                     source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
                 )
-    ports = {port for _, port in located} | set(held_ports)
-    flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports - set(down_ports)))
+    ports = ({port for _, port in located} | set(held_ports)) - set(down_ports)
+    flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports | set(uplinks)))
     return flows
 
 
@@ -284,6 +310,8 @@ def expected_flows(
     down_ports: AbstractSet[int] = frozenset(),
     held_ports: Mapping[str, AbstractSet[int]] | None = None,
     switch_ports: Collection[int] = (),
+    uplinks: AbstractSet[int] = frozenset(),
+    elsewhere: Container[tuple[str, str]] = NOWHERE_ELSE,
 ) -> list[FlowSpec]:
     """The complete set of the app's flows for one switch, computed from scratch: the reference that the
     incremental bookkeeping of flows/core.py must always agree with.
@@ -291,12 +319,13 @@ def expected_flows(
     member_ports says where members sit; a port in down_ports gets nothing (a member there is dropped, not
     flooded). held_ports adds ports a cluster's delivery flow already had when the controller came up, so
     a restart changes nothing before the members are found again. switch_ports are the switch's ports:
-    each gets its punt meter (a port not listed punts nothing).
+    each gets its punt meter (a port not listed punts nothing). uplinks are the switch's present uplinks and
+    elsewhere the members located on another switch of the fabric (docs/fabric.md).
     """
     flows = base_flows(settings) + [punt_port_flow(port) for port in sorted(set(switch_ports))]
     for cluster in registry.clusters:
         held = (held_ports or {}).get(cluster.name, frozenset())
-        flows += cluster_flows(cluster, settings, member_ports, down_ports, held)
+        flows += cluster_flows(cluster, settings, member_ports, down_ports, held, uplinks, elsewhere)
     return flows
 
 

@@ -182,6 +182,17 @@ class SwitchLocations:
         text = f"on port {location.port}, heard on port {port}: probing port {location.port} before believing it"
         return Judgement(Outcome.UNCONFIRMED, probes=probes, notes=(self._note(Level.INFO, key, text),))
 
+    def release(self, key: MemberKey) -> None:
+        """The member moved to another switch (flows/core.py confirmed it): it is no longer here."""
+        self.claims.pop(key, None)
+        if key in self.located:
+            self._unlocate(key)
+
+    def settle(self, key: MemberKey, port: int, how: How, mac: str, now: float) -> None:
+        """The member moved here from another switch, once confirmed there (flows/core.py)."""
+        self.claims.pop(key, None)
+        self._locate(key, Location(port=port, how=how, since=now, heard=now, macs=frozenset({mac})))
+
     def spoof_refused(self, key: MemberKey, port: int, own_port: int | None, now: float) -> Note:
         """A frame decide_arp() already refused (a pinned member's DIP from another port, another cluster's
         MAC, a probe answer with the wrong sender MAC): counted against the member it claimed."""

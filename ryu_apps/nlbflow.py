@@ -12,15 +12,15 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from flows.arp import ARP_REQUEST
+from flows.arp import ARP_REQUEST, FrameOut
 from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
-from flows.flowspec import FlowSpec
+from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec
 from flows.frames import Refusal
 from flows.locations import Level
 from flows.meters import (
@@ -175,14 +175,26 @@ class Connection:
             del self.flow_mods[next(iter(self.flow_mods))]
 
 
-def outgoing(datapath, work: Work) -> list[Outgoing]:
+def outgoing(datapath, diff: FlowDiff, frames: Iterable[FrameOut]) -> list[Outgoing]:
     """Flow changes (each tagged with its flow), a barrier, then frames: an answer never overtakes the
     flow its traffic needs (the order of ofmsgs.work_messages)."""
-    items = [Outgoing(ofmsgs.flow_add(datapath, flow), (FLOW_ADD, flow)) for flow in work.diff.to_add]
-    items += [Outgoing(ofmsgs.flow_delete(datapath, flow), (FLOW_DELETE, flow)) for flow in work.diff.to_delete]
+    items = [Outgoing(ofmsgs.flow_add(datapath, flow), (FLOW_ADD, flow)) for flow in diff.to_add]
+    items += [Outgoing(ofmsgs.flow_delete(datapath, flow), (FLOW_DELETE, flow)) for flow in diff.to_delete]
     if items:
         items.append(Outgoing(ofmsgs.barrier_request(datapath)))
-    return items + [Outgoing(message) for message in ofmsgs.packet_outs(datapath, work.frames)]
+    return items + [Outgoing(message) for message in ofmsgs.packet_outs(datapath, frames)]
+
+
+def per_switch(dpid: int, work: Work) -> dict[int, tuple[FlowDiff, list[FrameOut]]]:
+    """What an event's work sends to each switch: its own flow changes and frames, and those it caused on
+    other switches of the fabric (a member moved between them, a relay to a peer on another switch)."""
+    sends: dict[int, tuple[FlowDiff, list[FrameOut]]] = {dpid: (work.diff, [])}
+    for other, diff in work.other_switches:
+        sends[other] = (diff, [])
+    for frame in work.frames:
+        target = dpid if frame.dpid is None else frame.dpid
+        sends.setdefault(target, (EMPTY_DIFF, []))[1].append(frame)
+    return sends
 
 
 class NlbFlow(BaseApp):
@@ -282,7 +294,8 @@ class NlbFlow(BaseApp):
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
         self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
-        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic())
+        name = ofmsgs.port_name(msg.desc)
+        work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic(), name)
         before, after = self._port_meter_changes(conn)
         conn.enqueue(before)
         self._send(datapath, work)
@@ -441,7 +454,8 @@ class NlbFlow(BaseApp):
         try:
             ports = self._request(conn, ofmsgs.port_desc_request(datapath))
             self._check_current(conn)
-            self.core.switch_connected(conn.dpid, {p.port_no: ofmsgs.port_is_up(datapath, p) for p in ports})
+            up = {port.port_no: ofmsgs.port_is_up(datapath, port) for port in ports}
+            self.core.switch_connected(conn.dpid, up, {port.port_no: ofmsgs.port_name(port) for port in ports})
             self._sync_meters(conn)
             work = self._read_back(conn)
             conn.synced.set()
@@ -583,15 +597,26 @@ class NlbFlow(BaseApp):
         for note in work.notes:
             log = {Level.WARNING: self.logger.warning, Level.INFO: self.logger.info}.get(note.level, self.logger.debug)
             log("%s", note.text)
+        if not work.other_switches and all(frame.dpid is None for frame in work.frames):  # the common case
+            self._send_to(datapath, work.diff, work.frames)
+            return
+        for dpid, (diff, frames) in per_switch(datapath.id, work).items():
+            conn = self.connections.get(dpid)
+            if dpid == datapath.id:
+                self._send_to(datapath, diff, frames)
+            elif conn is not None:  # the core computed it for the switch's current connection
+                self._send_to(conn.datapath, diff, frames)
+
+    def _send_to(self, datapath, diff: FlowDiff, frames: Iterable[FrameOut]) -> None:
         conn = self.connections.get(datapath.id)
         if conn is None:
             return
         if conn.datapath is not datapath:
-            if work.diff.to_add or work.diff.to_delete:
+            if diff.to_add or diff.to_delete:
                 conn.session.want_resync(time.monotonic())
                 conn.resync_kick.set()
             return
-        conn.enqueue(outgoing(datapath, work))
+        conn.enqueue(outgoing(datapath, diff, frames))
 
     def _drain(self, conn: Connection) -> None:
         """The connection's one sender: xids are given at sending, and each flow-mod's xid remembered,

@@ -121,6 +121,12 @@ def port_is_up(datapath, port) -> bool:
     return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
 
 
+def port_name(port) -> str:
+    """A port's name as OVS gives it (the frameworks hand it over as bytes, NUL-padded or not)."""
+    name = port.name
+    return (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
+
+
 def _normal_value(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flows.core import NlbCore, Work
+from flows.core import NlbCore
 from flows.flowspec import FlowDiff
 from flows.frames import punted_arp
 from flows.session import FLOW_ADD, FLOW_DELETE, SessionPolicy
@@ -125,7 +125,7 @@ def test_outgoing_tags_every_flow_mod_with_its_flow_and_keeps_the_order_of_work_
     core = NlbCore(web_config(pinned=True))
     core.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
     expected = core.flows_read_back(1, [], 0.0).diff.to_add
-    items = outgoing(RecordingDatapath(), Work(diff=FlowDiff(to_add=expected[:2], to_delete=expected[2:3])))
+    items = outgoing(RecordingDatapath(), FlowDiff(to_add=expected[:2], to_delete=expected[2:3]), ())
     tags = [(FLOW_ADD, expected[0]), (FLOW_ADD, expected[1]), (FLOW_DELETE, expected[2]), None]
     assert [item.flow for item in items] == tags
     assert isinstance(items[-1].message, PARSER.OFPBarrierRequest)
@@ -149,8 +149,8 @@ def test_a_change_computed_later_never_reaches_the_switch_first_even_when_sendin
     hub.spawn(port_down)
     hub.sleep(0.3)
     assert changes[0].diff.to_add or changes[0].diff.to_delete
-    expected = [summary(item.message) for item in outgoing(datapath, sync)]
-    expected += [summary(item.message) for item in outgoing(datapath, changes[0])]
+    expected = [summary(item.message) for item in outgoing(datapath, sync.diff, sync.frames)]
+    expected += [summary(item.message) for item in outgoing(datapath, changes[0].diff, changes[0].frames)]
     assert [summary(message) for message in datapath.sent] == expected
     assert [message.xid for message in datapath.sent] == list(range(1, len(expected) + 1)), "xids in sending order"
     conn.closed()

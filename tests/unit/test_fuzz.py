@@ -272,6 +272,17 @@ class FuzzRun:
         return f"seed {self.seed}: {self.failure_counts[prop]} of {self.frames} frames fail ({prop}):\n  {examples}"
 
 
+def masked_own_source_ok(punted: ArpFrame, sent: ArpFrame, located: dict, in_port: int) -> bool:
+    """Whether the controller put the sender's dedicated MAC as Ethernet source of the sender's own frame
+    (arp_spa its DIP, from the port it is located on, with the cluster MAC as source)."""
+    for cluster in REGISTRY.clusters_with_member_ip(punted.spa):
+        member = cluster.member_for_ip(punted.spa)
+        own_port = located.get((cluster.name, member.ip)) == in_port
+        if own_port and punted.eth_src == cluster.cluster_mac and sent.eth_src == member.dedicated_mac:
+            return True
+    return False
+
+
 def check_outputs(run: FuzzRun, core: NlbCore, punted: ArpFrame, outputs: tuple[FrameOut, ...], where) -> None:
     located = core.located_ports(DPID)
     members_at = defaultdict(list)
@@ -282,8 +293,11 @@ def check_outputs(run: FuzzRun, core: NlbCore, punted: ArpFrame, outputs: tuple[
         if flaw:
             run.fail("emitted_malformed", *where, f"to port {out.port}: {flaw}")
         if out.port not in members_at:
-            # A member's own frame keeps its masked source (its dedicated MAC) on the way out: allowed.
-            own_source = out.frame.eth_src == punted.eth_src
+            # A member's own frame keeps its masked source (its dedicated MAC) on the way out, or gets it from
+            # the controller as its edge port's masking would have given it: allowed.
+            own_source = out.frame.eth_src == punted.eth_src or masked_own_source_ok(
+                punted, out.frame, located, where[2]
+            )
             if out.frame.sha in DEDICATED_MACS or (out.frame.eth_src in DEDICATED_MACS and not own_source):
                 run.fail("dedicated_mac_to_non_member", *where, f"to port {out.port}: {out.frame}")
         for cluster, ip in members_at.get(out.port, ()):

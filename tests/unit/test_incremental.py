@@ -31,12 +31,24 @@ from flows.addresses import (
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, Verdict, decide_arp, probe_outputs
 from flows.audit import CLAIMS, ReadBackFlow, audit_switch
 from flows.config import ConfigError, validate_registry
-from flows.cookies import cluster_id, decode_cookie, is_app_cookie, member_id
-from flows.core import COUNTERS, NlbCore
+from flows.cookies import Purpose, cluster_id, decode_cookie, is_app_cookie, member_id
+from flows.core import COUNTERS, NlbCore, RemotePorts
+from flows.fabric import resolve_uplinks, uplink_ports
 from flows.flowspec import FlowSpec, Output, action_text, cluster_delivery_flow, expected_flows, member_delivery_flow
 from flows.frames import Refusal
 from flows.locations import How
-from flows.model import ArpMode, Cluster, ClusterMode, Config, LocationSettings, Member, Registry, Settings
+from flows.model import (
+    ArpMode,
+    Cluster,
+    ClusterMode,
+    Config,
+    Fabric,
+    LocationSettings,
+    Member,
+    Registry,
+    Settings,
+    SwitchConfig,
+)
 
 SEEDS = [int(os.environ["NLBFLOW_INCREMENTAL_SEED"])] if "NLBFLOW_INCREMENTAL_SEED" in os.environ else range(40)
 STEPS = 120
@@ -81,11 +93,46 @@ def ref_held_ports(core: NlbCore, dpid: int) -> dict:
     return {name: ports for name, ports in held.items() if ports}
 
 
+def ref_uplinks(core: NlbCore, dpid: int) -> frozenset[int]:
+    state = core.switches[dpid]
+    return uplink_ports(resolve_uplinks(core.fabric.switch(dpid), state.names), state.ports)
+
+
+def ref_elsewhere(core: NlbCore, dpid: int) -> set:
+    """Members placed on a switch other than dpid: pinned there, or in its learned locations."""
+    elsewhere = set()
+    for cluster in core.registry.clusters:
+        for member in cluster.members:
+            key = (cluster.name, member.ip)
+            if member.pinned:
+                if member.dpid != dpid:
+                    elsewhere.add(key)
+            elif any(other != dpid and key in where.located for other, where in core.where.items()):
+                elsewhere.add(key)
+    return elsewhere
+
+
+def ref_remote(core: NlbCore, dpid: int) -> dict:
+    """Members on another connected switch, on a port that is up there: (dpid, port), the lowest dpid first."""
+    remote = {}
+    for cluster in core.registry.clusters:
+        for member in cluster.members:
+            key = (cluster.name, member.ip)
+            for other in sorted(d for d in core.switches if d != dpid):
+                port = ref_located_ports(core, other).get(key)
+                if port is not None and port in core.switches[other].live_ports:
+                    remote[key] = (other, port)
+                    break
+    return remote
+
+
 def ref_expected_flows(core: NlbCore, dpid: int) -> list[FlowSpec]:
     state = core.switches[dpid]
     down = {port for port, up in state.ports.items() if not up}
     located = ref_located_ports(core, dpid)
-    return expected_flows(core.registry, core.settings, located, down, ref_held_ports(core, dpid), state.ports)
+    held = ref_held_ports(core, dpid)
+    uplinks, elsewhere = ref_uplinks(core, dpid), ref_elsewhere(core, dpid)
+    return expected_flows(core.registry, core.settings, located, down, held, state.ports, uplinks, elsewhere)
 
 
 def ref_members_by_port(located: dict) -> dict:
@@ -146,16 +193,26 @@ def ref_status(core: NlbCore, now: float) -> dict:
     counters.update({reason.value: 0 for reason in Refusal})
     counters.update(dict.fromkeys(COUNTERS, 0))
     counters.update(core.counters)
-    return {
-        "switches": [
+    switches = []
+    for dpid in sorted({switch.dpid for switch in core.fabric.switches} | set(core.switches)):
+        state, config = core.switches.get(dpid), core.fabric.switch(dpid)
+        resolved = resolve_uplinks(config, state.names if state else {})
+        located = sorted(ref_located_ports(core, dpid).items())
+        switches.append(
             {
                 "dpid": dpid,
-                "ports": sorted(state.ports),
-                "ports_down": sorted(port for port, up in state.ports.items() if not up),
-                "shared_ports": ref_shared_ports(core, dpid),
+                "name": config.name if config else None,
+                "connected": state is not None,
+                "uplinks": [{"uplink": uplink, "port": port} for uplink, port in resolved],
+                "members": [{"cluster": name, "ip": ip, "port": port} for (name, ip), port in located],
+                "loops": core.loops[dpid],
+                "ports": sorted(state.ports) if state else [],
+                "ports_down": sorted(port for port, up in state.ports.items() if not up) if state else [],
+                "shared_ports": ref_shared_ports(core, dpid) if state else [],
             }
-            for dpid, state in sorted(core.switches.items())
-        ],
+        )
+    return {
+        "switches": switches,
         "clusters": [
             {
                 "name": c.name,
@@ -238,7 +295,20 @@ class Run:
             source_masking=self.rng.random() < 0.7,
             locations=LocationSettings(confirm_seconds=1.0, idle_seconds=6.0, unanswered_probes=2, moves_per_minute=3),
         )
-        self.core = NlbCore(Config(registry=registry, settings=settings))
+        self.core = NlbCore(Config(registry=registry, settings=settings, fabric=self.random_fabric()))
+
+    def random_fabric(self) -> Fabric:
+        """Some switches with uplinks, by number or by port name (ports are named p1, p2, ...), some
+        names that no port has."""
+        switches = []
+        for dpid in DPIDS:
+            if self.rng.random() < 0.6:
+                uplinks = [
+                    self.rng.choice([port, f"p{port}"]) for port in self.rng.sample(PORTS, self.rng.randint(1, 2))
+                ]
+                uplinks += ["nosuchport"] if self.rng.random() < 0.2 else []
+                switches.append(SwitchConfig(dpid=dpid, name=f"hv{dpid}", uplinks=tuple(uplinks)))
+        return Fabric(switches=tuple(switches))
 
     # registries
 
@@ -307,13 +377,19 @@ class Run:
 
     def apply(self, dpid: int, work) -> None:
         self.withheld_since_sync.discard(dpid)
+        self.apply_diff(dpid, work.diff)
+        for other, diff in work.other_switches:
+            assert other != dpid, f"seed {self.seed}: the event's own switch among the others"
+            self.apply_diff(other, diff)
+
+    def apply_diff(self, dpid: int, diff) -> None:
         table = self.tables.get(dpid)
         if table is None:
             return
-        for flow in work.diff.to_delete:
+        for flow in diff.to_delete:
             assert table.get(flow.key) == flow, f"seed {self.seed}: deletes a flow the switch does not hold"
             del table[flow.key]
-        for flow in work.diff.to_add:
+        for flow in diff.to_add:
             table[flow.key] = flow
 
     def random_installed(self, dpid: int) -> list[FlowSpec]:
@@ -336,7 +412,8 @@ class Run:
 
     def connect(self, dpid: int) -> None:
         ports = {port: self.rng.random() < 0.85 for port in PORTS if self.rng.random() < 0.9}
-        self.core.switch_connected(dpid, ports)
+        names = {port: f"p{port}" if self.rng.random() < 0.9 else f"p{port % 8 + 1}x" for port in ports}
+        self.core.switch_connected(dpid, ports, names)
         installed = self.random_installed(dpid)
         self.tables[dpid] = {flow.key: flow for flow in installed}
         self.apply(dpid, self.core.flows_read_back(dpid, installed, self.now))
@@ -381,23 +458,31 @@ class Run:
                 port, frame = sent
                 state = core.switches.get(dpid)
                 live = state.live_ports if state else {port}
-                view = core.member_ports(dpid)
-                plain = decide_arp(core.registry, dict(view), live, port, frame, core.settings.normal_fallback)
-                assert decide_arp(core.registry, view, live, port, frame, core.settings.normal_fallback) == plain
+                view, remote = core.member_ports(dpid), RemotePorts(core, dpid)
+                uplinks = state.uplinks if state else frozenset()
+                normal = core.settings.normal_fallback
+                plain = decide_arp(
+                    core.registry, dict(view), live, port, frame, normal, uplinks, ref_remote(core, dpid)
+                )
+                assert decide_arp(core.registry, view, live, port, frame, normal, uplinks, remote) == plain
                 self.apply(dpid, core.packet_in(dpid, port, frame, self.now)[1])
                 self.noted.add(dpid)
         elif choice < 0.6:
             port = rng.choice(PORTS)
             present, up = rng.random() < 0.85, rng.random() < 0.6
-            self.apply(dpid, core.port_changed(dpid, port, present, up, self.now))
+            name = rng.choice([f"p{port}", f"p{port % 8 + 1}", None])
+            self.apply(dpid, core.port_changed(dpid, port, present, up, self.now, name))
             self.noted |= {dpid} & set(core.switches)
         elif choice < 0.75:
             self.now += rng.choice([0.2, 0.5, 1.0, 2.5, 5.0])
             for each in sorted(core.switches):
                 self.apply(each, core.tick(each, self.now))
                 self.noted |= {each} if core.switches[each].installed is not None else set()
-        elif choice < 0.9:
+        elif choice < 0.86:
             for each, work in core.set_registry(self.changed_registry(), self.now).items():
+                self.apply(each, work)
+        elif choice < 0.9:
+            for each, work in core.set_fabric(self.random_fabric(), self.now).items():
                 self.apply(each, work)
         elif connected and core.switches[dpid].installed is not None and choice < 0.93:
             self.apply(dpid, core.flows_read_back(dpid, list(self.tables[dpid].values()), self.now))  # a resync
@@ -449,8 +534,10 @@ def test_every_step_of_a_random_sequence_leaves_what_a_full_recomputation_gives(
 
 def test_the_random_sequences_reach_every_kind_of_state():
     """The sequences are worth something only if they locate, move and lose members, hold ports at start,
-    withhold flows and change the registry: counted over all seeds."""
+    withhold flows, change the registry, resolve uplinks, send members' frames toward other switches and
+    move members between switches: counted over all seeds."""
     seen = {"located": 0, "held": 0, "withheld": 0, "moves": 0, "down": 0, "clusters": set()}
+    seen |= {"transit": 0, "crossed": 0, "uplinks": 0}
     for seed in range(10):
         run = Run(seed)
         for _ in range(STEPS):
@@ -461,8 +548,13 @@ def test_the_random_sequences_reach_every_kind_of_state():
             seen["withheld"] += sum(bool(s.withheld) for s in core.switches.values())
             seen["down"] += sum(bool(s.down_ports) for s in core.switches.values())
             seen["clusters"] |= {c.mode for c in core.registry.clusters}
+            seen["uplinks"] += sum(bool(s.uplinks) for s in core.switches.values())
+            installed = [flow for s in core.switches.values() for flow in s.installed or ()]
+            seen["transit"] += sum(decode_cookie(flow.cookie).purpose == Purpose.MEMBER_TRANSIT for flow in installed)
+        seen["crossed"] += sum(bool(moved) for moved in run.core.crossed.values())
         seen["moves"] += run.core.counters["moves"]
     assert all(seen[name] for name in ("located", "held", "withheld", "moves", "down")), seen
+    assert all(seen[name] for name in ("transit", "crossed", "uplinks")), seen
     assert seen["clusters"] == set(ClusterMode)
 
 

@@ -189,7 +189,8 @@ def test_flows_reconcile_and_status_come_from_the_controller(controller):
     assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}, "reconciled": True})
     status, body = call(controller, "GET", "/nlb/status")
     assert status == 200
-    assert body["switches"] == [{"dpid": 1, "ports": [1, 2, 3], "ports_down": [], "shared_ports": []}]
+    switch = {"dpid": 1, "ports": [1, 2, 3], "ports_down": [], "shared_ports": [], "connected": True}
+    assert [{key: each[key] for key in switch} for each in body["switches"]] == [switch]
     status_view = {**PINNED_AT_2, "confirmed_ago": None, "checking": False}  # the status adds when it was heard
     assert body["clusters"][0]["members"][1] == {"ip": "10.0.0.12", "located": [status_view]}
     assert body["counters"]["dropped_spoofed"] == 0 and body["counters"]["malformed"] == 0
