@@ -5,7 +5,7 @@ Topology A joins the bridges through a Linux bridge (an ordinary learning switch
 client and a non-member); topology B joins them directly with patch ports (tests/lab/fabrickit.py draws
 both). The first tests run without the app: the topology switches frames with OVS NORMAL, and members
 on different switches cannot reach each other by DIP, the problem the fabric support solves.
-One lab per (topology, runtime, ARP mode) serves the tests of a class; a test that changes the
+One lab per (topology, runtime, ARP mode) serves the tests of its class; a test that changes the
 topology (a member moved, an uplink down) puts it back before it ends.
 """
 
@@ -17,6 +17,8 @@ from contextlib import ExitStack
 from itertools import permutations
 
 import pytest
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import Ether
 
 from tests.lab.appkit import ARP_MODES, RUNTIMES, VIP, dm
 from tests.lab.fabrickit import (
@@ -90,6 +92,22 @@ def test_with_normal_only_members_on_different_switches_cannot_reach_each_other_
 # --- with the app: what both topologies must do ---------------------------------------------------------
 
 
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
+def through_a_linux_bridge(request, lab_available) -> Iterator[FabricLab]:
+    runtime, arp = request.param
+    with Lab(dpid=None) as lab:
+        yield start_fabric(build_topology_a(lab), runtime, arp)
+    assert lab.leftovers() == []
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
+def linked_directly(request, lab_available) -> Iterator[FabricLab]:
+    runtime, arp = request.param
+    with Lab(dpid=None) as lab:
+        yield start_fabric(build_topology_b(lab), runtime, arp)
+    assert lab.leftovers() == []
+
+
 class FabricChecks:
     """The tests both topologies pass; each subclass provides the `fabric` fixture."""
 
@@ -155,12 +173,28 @@ class FabricChecks:
 class TestThroughALinuxBridge(FabricChecks):
     """Topology A: hv1 and hv2, each with an uplink into a Linux bridge that holds the client."""
 
-    @pytest.fixture(scope="class", params=COMBINATIONS, ids=combination_id)
-    def fabric(self, request, lab_available) -> Iterator[FabricLab]:
-        runtime, arp = request.param
-        with Lab(dpid=None) as lab:
-            yield start_fabric(build_topology_a(lab), runtime, arp)
-        assert lab.leftovers() == []
+    @pytest.fixture
+    def fabric(self, through_a_linux_bridge: FabricLab) -> FabricLab:
+        return through_a_linux_bridge
+
+    def test_frames_between_members_cross_the_learning_switch_with_dedicated_macs_only(self, fabric: FabricLab):
+        """Between switches a frame for DM(x) stays DM(x) (rewritten to the cluster MAC only at x's port), and
+        members' frames carry their DM as source, so the learning switch has nothing to flood or mislearn."""
+        lab, bridge = fabric.lab, fabric.linux_bridge
+        assert bridge is not None
+        wires = [fabric.uplinks[label].end_on(bridge).iface for label in fabric.switches]
+        with ExitStack() as stack:
+            seen = [stack.enter_context(lab.capture(wire, "", direction="in")) for wire in wires]
+            assert unreachable_pairs(fabric, cross_pairs(fabric), count=1) == []
+        frames = [f for capture in seen for f in capture.frames]
+        by_ip = {m.ip: m for m in fabric.members}
+        echoes = {
+            (f[IP].src, f[IP].dst, f[Ether].src, f[Ether].dst) for f in frames if ICMP in f and f[IP].src in by_ip
+        }
+        wanted = {(s.ip, d.ip, dm(s), dm(d)) for s, d in cross_pairs(fabric)}  # the echo requests
+        wanted |= {(d.ip, s.ip, dm(d), dm(s)) for s, d in cross_pairs(fabric)}  # and their replies
+        assert echoes == wanted
+        assert CLUSTER_MAC not in {f[Ether].src for f in frames}
 
     def test_a_member_moved_to_the_other_switch_is_followed_there_and_back(self, fabric: FabricLab):
         lab, m2 = fabric.lab, fabric.members[1]
@@ -208,12 +242,9 @@ class TestThroughALinuxBridge(FabricChecks):
 class TestLinkedDirectly(FabricChecks):
     """Topology B: hv1 and hv2 joined by patch ports; the client on hv1, a non-member on hv2."""
 
-    @pytest.fixture(scope="class", params=COMBINATIONS, ids=combination_id)
-    def fabric(self, request, lab_available) -> Iterator[FabricLab]:
-        runtime, arp = request.param
-        with Lab(dpid=None) as lab:
-            yield start_fabric(build_topology_b(lab), runtime, arp)
-        assert lab.leftovers() == []
+    @pytest.fixture
+    def fabric(self, linked_directly: FabricLab) -> FabricLab:
+        return linked_directly
 
 
 def wait_port_down(fabric: FabricLab, label: str, port: int, down: bool, timeout: float = 15.0) -> None:
