@@ -1,18 +1,10 @@
 """The multi-switch lab of the fabric tests (issue 9): two OVS bridges, each its own OpenFlow switch.
 
-Topology A, the usual hypervisor fabric: hv1 and hv2 each hold two members of the cluster (hv2 also a
-host of no cluster), and each one's uplink is a veth into a Linux bridge, a plain learning switch, which
-also holds the client and another non-member:
-
-    m1 m2            m3 m4 o2
-     1  2             1  2  3
-    [  hv1  ]10    20[  hv2  ]
-            \\        /
-          up1b    up2b
-          [ Linux bridge lb ]--c1 (client), o1
-
-Topology B: hv1 (m1, m2, the client c1 on port 3) and hv2 (m3, m4, o2 on port 3) joined directly by
-two OVS patch ports, port 30 on each.
+Both topologies are drawn in docs/lab.md. Topology A, the usual hypervisor fabric: hv1 (m1, m2) and hv2
+(m3, m4 and o2, a host of no cluster), each with an uplink (a veth, port 10 and port 20) into a Linux
+bridge, a plain learning switch, which also holds the client c1 and another non-member, o1. Topology B:
+hv1 (m1, m2, the client c1 on port 3) and hv2 (m3, m4, o2 on port 3) joined directly by two OVS patch
+ports, port 30 on each.
 
 The config names hv1's uplink by its OVS port name and hv2's by its OpenFlow port number, so both ways
 of naming an uplink are exercised.
