@@ -45,7 +45,7 @@ from tests.lab.fabrickit import (
     wait_located,
     wait_reachable,
 )
-from tests.netlab import CLUSTER_MAC, Lab
+from tests.netlab import CLUSTER_MAC, Capture, Lab
 
 COMBINATIONS = [(runtime, arp) for runtime in RUNTIMES for arp in ARP_MODES]
 
@@ -146,10 +146,7 @@ class FabricChecks:
             seen = {h.name: stack.enter_context(lab.capture(h, "arp", direction="in")) for h in [*peers, *others]}
             lab.gratuitous_arp(sender, sender.ip)
             lab.gratuitous_arp(sender, sender.ip, reply=True)
-        got = {
-            name: sorted((f[ARP].op, f[ARP].hwsrc) for f in capture.frames if ARP in f and f[ARP].psrc == sender.ip)
-            for name, capture in seen.items()
-        }
+        got = {name: gratuitous_arps(capture, sender.ip) for name, capture in seen.items()}
         wanted = {p.name: [(1, dm(sender)), (2, dm(sender))] for p in peers}
         wanted.update({h.name: [(1, CLUSTER_MAC), (2, CLUSTER_MAC)] for h in others})
         assert got == wanted, log_tail(lab)
@@ -270,3 +267,10 @@ def wait_port_down(fabric: FabricLab, label: str, port: int, down: bool, timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"port {port} of {label} never {'down' if down else 'up'}:\n{log_tail(fabric.lab)}")
         time.sleep(0.2)
+
+
+def gratuitous_arps(capture: Capture, ip: str) -> list[tuple[int, str]]:
+    """(op, arp_sha) of each gratuitous ARP for `ip` (sender and target IP both `ip`) in a capture. Not every
+    ARP from that IP: in relay mode a peer refreshing its entry meanwhile gets the sender's own answer."""
+    frames = [f for f in capture.frames if ARP in f and f[ARP].psrc == f[ARP].pdst == ip]
+    return sorted((f[ARP].op, f[ARP].hwsrc) for f in frames)
