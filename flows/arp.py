@@ -40,6 +40,7 @@ class FrameOut:
     port: int
     frame: ArpFrame
     dpid: int | None = None
+    in_port: int | None = None  # the packet-out's in_port (None: CONTROLLER); NORMAL never sends back there
 
 
 FabricPorts = Mapping[tuple[str, str], tuple[int, int]]
@@ -137,7 +138,7 @@ def decide_arp(
     already: it is only spread here, and never says where anyone is.
     """
     if in_port in uplinks:
-        return _from_uplink(registry, member_ports, switch_ports, uplinks, in_port, frame)
+        return _from_uplink(registry, member_ports, switch_ports, uplinks, in_port, frame, normal_delivery)
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return _probe_answer(registry, in_port, frame)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -204,6 +205,7 @@ def _from_uplink(
     uplinks: Collection[int],
     in_port: int,
     frame: ArpFrame,
+    normal_delivery: bool,
 ) -> ArpDecision:
     """A member's ARP that another switch spread (method.md, Fabrics): its sender's edge switch answered
     or relayed it already and located its sender, so here it is spread and nothing else. A probe answer
@@ -220,7 +222,7 @@ def _from_uplink(
         if owners:
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
     edge = Edge(switch_ports, uplinks, in_port)
-    return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, member_ports, edge, False))
+    return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, member_ports, edge, normal_delivery))
 
 
 def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecision:
@@ -260,10 +262,11 @@ def _spread(
 
     Uplinks (docs/fabric.md) get the unchanged frame wherever peers or outsiders may be behind them: a
     broadcast, a frame for the cluster MAC, for a peer not on this switch, or for an outsider. The switch
-    at the other end spreads it to its own members. What leaves through an uplink has the sender's
-    dedicated MAC as Ethernet source, as its edge port's source masking would have made it, so no switch
-    beyond ever learns the cluster MAC. A frame from an uplink is never handed to NORMAL, which could send
-    it back where it came from.
+    at the other end spreads it to its own members. A frame from an uplink for an outsider goes to NORMAL
+    as if it came in on that uplink, so NORMAL never sends it back there. What leaves by an uplink or
+    NORMAL has the sender's dedicated MAC as Ethernet source, as its edge port's source masking would
+    have made it (a member's first frame, before it was found), so no switch beyond learns the cluster
+    MAC. Edge ports lead to hosts, which learn no MAC table: they get the frame as it came.
     """
     member_ports = {ports[key] for key in ((cluster.name, m.ip) for m in cluster.members) if key in ports}
     addressed_peer = cluster.member_for_dedicated_mac(frame.eth_dst)
@@ -273,8 +276,8 @@ def _spread(
     outgoing = frame
     if sender is not None and sender.ip == frame.spa and cluster.unicast and frame.eth_src == cluster.cluster_mac:
         outgoing = replace(frame, eth_src=sender.dedicated_mac)
-    if to_outsider and normal_delivery and not from_uplink:
-        return (FrameOut(NORMAL_PORT, outgoing),)
+    if to_outsider and normal_delivery:
+        return (FrameOut(NORMAL_PORT, outgoing, in_port=edge.in_port if from_uplink else None),)
     outputs: list[FrameOut] = []
     if broadcast or to_outsider:
         outputs += _to_ports(frame, edge.ports() - member_ports - {edge.in_port})

@@ -23,6 +23,7 @@ CLAIMS = {
     Purpose.PROBE_ANSWER: "finding members (answers to the app's probes)",
     Purpose.PUNT_PORT: "admission control (a port's punted frames pass its own meter)",
     Purpose.PUNT_TOTAL: "admission control (every punted frame passes the total meter, then the controller)",
+    Purpose.MEMBER_TRANSIT: "54-59 on a fabric (a member's dedicated MAC, unchanged, toward its own switch)",
 }
 
 

@@ -2,7 +2,8 @@
 
 Every error is one ConfigError naming the file, the key path and the problem, so a typo never turns
 into a silently ignored setting. cluster_from_data(), member_from_data() and validate_registry() check
-one piece each, so a REST layer can validate what it receives with the same rules.
+one piece each, so a REST layer can validate what it receives with the same rules; switch_from_data()
+and validate_fabric() do the same for the fabric's switches (`fabric.switches`).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from flows.model import (
     ClusterMode,
     Config,
     ControllerSettings,
+    Fabric,
     LocationSettings,
     Member,
     Registry,
     Settings,
+    SwitchConfig,
 )
 
 DEFAULT_CLUSTER_MAC = {
@@ -58,6 +61,7 @@ _DPID_RE = re.compile(r"[0-9a-fA-F]{16}|0[xX][0-9a-fA-F]{1,16}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 _DECIMAL_OR_HEX_RE = re.compile(r"[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+)")
+_PORT_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]{1,255}")  # an OVS port name: no white space or control characters
 
 
 class ConfigError(ValueError):
@@ -182,10 +186,17 @@ def config_from_data(data: object, source: str) -> Config:
     if data is None:
         return Config()
     fields = _fields(data, "", source, required=(), optional=("fabric", "controller", "clusters"))
-    settings = _settings_from_data(fields["fabric"], "fabric", source) if "fabric" in fields else Settings()
+    fabric_data = fields.get("fabric", {})
+    if isinstance(fabric_data, dict) and "switches" in fabric_data:
+        fabric = fabric_from_data(fabric_data["switches"], "fabric.switches", source)
+        fabric_data = {name: value for name, value in fabric_data.items() if name != "switches"}
+    else:
+        fabric = Fabric()
+    settings = _settings_from_data(fabric_data, "fabric", source) if "fabric" in fields else Settings()
     controller = _controller_from_data(fields.get("controller", {}), "controller", source)
     registry = registry_from_data(fields.get("clusters", []), source)
-    return Config(registry=registry, settings=settings, controller=controller)
+    validate_fabric(fabric, registry, source)
+    return Config(registry=registry, fabric=fabric, settings=settings, controller=controller)
 
 
 def registry_from_data(clusters_data: object, source: str, validate: bool = True) -> Registry:
@@ -215,7 +226,8 @@ MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
-    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations"))
+    # `switches` is read by config_from_data (fabric_from_data); named here for the known-keys message
+    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations", "switches"))
     locations = _locations_from_data(fields.pop("locations", {}), _join(key, "locations"), source)
     for name, value in fields.items():
         if name in _SWITCHES and not isinstance(value, bool):
@@ -451,6 +463,97 @@ def validate_registry(registry: Registry, source: str) -> None:
                     source,
                     f"{key}.port",
                 )
+
+
+def fabric_from_data(data: object, key: str, source: str) -> Fabric:
+    """A `fabric.switches:` list: every entry checked with switch_from_data (keys `fabric.switches[1].name`);
+    what spans entries, and the registry's pinned members, is validate_fabric's to check."""
+    switches = _list(data, key, source)
+    return Fabric(
+        switches=tuple(switch_from_data(item, f"{key}[{index}]", source) for index, item in enumerate(switches))
+    )
+
+
+def switch_from_data(data: object, key: str, source: str, dpid: int | None = None) -> SwitchConfig:
+    """One switch's own fields. With dpid given (the body of PUT /nlb/switches/{dpid}, whose dpid is in the
+    URL) the entry holds only `name` and `uplinks`."""
+    required = () if dpid is not None else ("dpid",)
+    fields = _fields(data, key, source, required=required, optional=("name", "uplinks"))
+    if dpid is None:
+        dpid = _dpid(fields["dpid"], _join(key, "dpid"), source)
+    name = fields.get("name")
+    if name is not None:
+        name = _name(name, _join(key, "name"), source)
+    uplinks_key = _join(key, "uplinks")
+    uplinks = tuple(
+        _uplink(value, f"{uplinks_key}[{index}]", source)
+        for index, value in enumerate(_list(fields.get("uplinks", []), uplinks_key, source))
+    )
+    return SwitchConfig(dpid=dpid, name=name, uplinks=uplinks)
+
+
+def _uplink(value: object, key: str, source: str) -> int | str:
+    """An OpenFlow port number, or a port's name as OVS names it. A string is always a name ("5" quoted
+    names a port called 5): the strict loader keeps ints as ints, so nothing is guessed. Digits with a
+    leading zero are refused: unquoted, YAML 1.1 would read 010 as octal, and the strict loader keeps it
+    as the text "010", which must not pass as a name when port 10 (or 8) was meant."""
+    if isinstance(value, str):
+        if value.isascii() and value.isdigit() and value.startswith("0"):
+            raise ConfigError(
+                source,
+                key,
+                f"{value!r} is ambiguous: write {int(value)} for the port number (a leading zero reads as octal"
+                " in YAML 1.1); a port name of digits may not start with 0",
+            )
+        if _PORT_NAME_RE.fullmatch(value):
+            return value
+        raise ConfigError(
+            source,
+            key,
+            f"{value!r} is not a port name (1 to 255 characters, no white space or control characters)"
+            " nor a port number",
+        )
+    return _port(value, key, source)
+
+
+def validate_fabric(fabric: Fabric, registry: Registry, source: str, key: str = "fabric.switches") -> None:
+    """What spans switches, and the registry: each dpid and name once, each uplink once on its switch, and no
+    member pinned to a port that is a numbered uplink of its switch (members are never on an uplink).
+    key names the list in errors (the store's table is `switches`)."""
+    dpids: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for index, switch in enumerate(fabric.switches):
+        entry = f"{key}[{index}]"
+        _claim(dpids, switch.dpid, f"the dpid of {entry}", f"dpid {switch.dpid:016x}", source, _join(entry, "dpid"))
+        if switch.name is not None:
+            what = f"the name {switch.name!r}"
+            _claim(names, switch.name, f"the name of {entry}", what, source, _join(entry, "name"))
+        check_uplinks(switch, registry, source, entry)
+
+
+def check_uplinks(switch: SwitchConfig, registry: Registry, source: str, key: str = "") -> None:
+    """One switch's uplinks: none listed twice, none a port a member is pinned to (in time proportional to
+    the switch's uplinks and the members pinned on it)."""
+    uplinks: dict[tuple[str, int | str], str] = {}  # by kind too: port 5 and the port named "5" differ
+    for index, uplink in enumerate(switch.uplinks):
+        _claim(
+            uplinks,
+            (type(uplink).__name__, uplink),
+            f"uplinks[{index}] of this switch",
+            f"the uplink {uplink!r}",
+            source,
+            f"{_join(key, 'uplinks')}[{index}]",
+        )
+    pinned = registry.pinned_on(switch.dpid)
+    numbered = {uplink: index for index, uplink in enumerate(switch.uplinks) if isinstance(uplink, int)}
+    for (cluster, ip), port in sorted(pinned.items()):
+        if port in numbered:
+            raise ConfigError(
+                source,
+                f"{_join(key, 'uplinks')}[{numbered[port]}]",
+                f"port {port} of dpid {switch.dpid:016x} is where member {ip} of cluster {cluster!r} is pinned:"
+                " members are never on an uplink",
+            )
 
 
 def _claim(owners: dict, value: object, owner: str, what: str, source: str, key: str, hint: str = "") -> None:

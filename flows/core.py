@@ -44,7 +44,8 @@ from flows.locations import (
 from flows.model import Cluster, Config, Fabric, Member, Registry
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
-LOOP_SECONDS = 2.0  # a frame sent out of an uplink that comes back within this long came round a loop
+LOOP_SECONDS = 1.0  # a member's frame sent out of an uplink that comes back on one within this long came
+# round a loop (a real loop brings it back within milliseconds; a member repeats an ARP after a second)
 VERDICT_OF = {
     Outcome.UNCONFIRMED: Verdict.UNCONFIRMED,
     Outcome.SPOOFED: Verdict.DROPPED_SPOOFED,
@@ -494,7 +495,8 @@ class NlbCore:
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
         uplinks = state.uplinks if state else frozenset()
-        if in_port in uplinks and now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS:
+        came_back = in_port in uplinks and now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS
+        if came_back and self._still_here(dpid, frame):
             return ArpDecision(Verdict.LOOPED), Work(notes=self._looped(dpid, in_port, now))
         where = self._where(dpid)
         self._note_stranger(dpid, in_port, frame)
@@ -509,7 +511,7 @@ class NlbCore:
         self.counters[decision.verdict.value] += 1
         here = [out for out in decision.outputs if out.dpid is None]
         where.probes_sent(here, now)
-        if uplinks:
+        if uplinks and in_port not in uplinks:  # only what this switch sent first can tell it of a loop
             self._emitted(state, (out.frame for out in here if out.port in uplinks), now)
         return decision, self._work(dpid, set(), frames=decision.outputs, notes=judgement.notes)
 
@@ -636,6 +638,13 @@ class NlbCore:
         for frame in frames:
             state.emitted.pop(frame, None)
             state.emitted[frame] = now
+
+    def _still_here(self, dpid: int, frame: ArpFrame) -> bool:
+        """Whether the member a frame names (by arp_spa) still sits on this switch: a frame this switch sent
+        that comes back then came round a loop; a member that has just moved elsewhere repeats itself."""
+        cluster = self._registry.cluster_for_mac(frame.sha)
+        member = cluster.member_for_ip(frame.spa) if cluster is not None else None
+        return member is None or (cluster.name, member.ip) in self._placement(dpid).located
 
     def _looped(self, dpid: int, in_port: int, now: float) -> tuple[Note, ...]:
         """A frame this switch sent out of an uplink came back in on one: the uplinks form a loop, which

@@ -79,11 +79,16 @@ def meter_target(meter_id: int) -> str:
     return f"port {meter_id - TOTAL_METER_ID}"
 
 
-def expected_meters(settings: Settings, switch_ports: Collection[int]) -> list[MeterSpec]:
+def expected_meters(
+    settings: Settings, switch_ports: Collection[int], uplinks: Collection[int] = ()
+) -> list[MeterSpec]:
     """The total meter and one per port of the switch. A burst of one second's worth lets a member
-    resolve all its peers at once after a flush without losing one."""
+    resolve all its peers at once after a flush without losing one. An uplink carries the ARP of every
+    member behind it, so it gets the total's rate: one host's port can still not starve the others, and
+    the total meter still bounds what the controller gets."""
     ids = {TOTAL_METER_ID: settings.punt_rate_total}
     ids.update({port_meter_id(port): settings.punt_rate_per_port for port in switch_ports})
+    ids.update({port_meter_id(port): settings.punt_rate_total for port in uplinks if port in switch_ports})
     return [MeterSpec(meter_id, rate, burst=rate) for meter_id, rate in sorted(ids.items())]
 
 

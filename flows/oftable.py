@@ -1,20 +1,36 @@
-"""An offline OpenFlow table and fabric, in the spirit of Faucet's FakeOFTable.
+"""An offline OpenFlow table and fabric, in the spirit of Faucet's FakeOFTable and FakeOFNetwork.
 
 FakeOFTable applies the app's flow changes the way a switch does (one flow per key, highest
 priority wins) and answers "this frame, from this port: where does it leave, and how?".
 FakeFabric adds the controller: frames sent to it go through NlbCore.packet_in, and what the
 core sends back is delivered, so a test can follow ARP -> answer -> rewrite flow -> delivery.
+FakeNetwork does the same for several switches, ordinary learning switches and the hosts and links
+between them, so a test can follow a frame from one host to every host it reaches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Union
 
+from flows.addresses import is_multicast_mac
 from flows.arp import ArpFrame
 from flows.core import NlbCore, Work
-from flows.flowspec import ETH_TYPE_ARP, FlowDiff, FlowSpec, GotoTable, Normal, Output, SetField, ToController
+from flows.flowspec import (
+    ETH_TYPE_ARP,
+    NORMAL_PORT,
+    FlowDiff,
+    FlowSpec,
+    GotoTable,
+    Normal,
+    Output,
+    SetField,
+    ToController,
+)
 from flows.locations import Note
+from flows.model import Fabric
 
 ETH_TYPE_IPV4 = 0x0800
 
@@ -31,6 +47,7 @@ class Frame:
     arp_spa: str | None = None
     arp_tha: str | None = None
     arp_tpa: str | None = None
+    payload: str | None = None  # a data frame's tag, so that a test can count the copies of one frame
 
     @classmethod
     def from_arp(cls, arp: ArpFrame) -> Frame:
@@ -148,3 +165,246 @@ class FakeFabric:
         frames = [Delivery(frame_out.port, Frame.from_arp(frame_out.frame)) for frame_out in work.frames]
         self.sent += frames
         return frames
+
+
+Node = Union[int, str]  # in a FakeNetwork: an nlbflow switch's dpid, or a learning switch's name
+Endpoint = tuple[Node, int]  # a port of a node
+Received = dict[str, list[Frame]]  # host -> the frames that reached it, in order
+
+HOP_LIMIT = 32  # more links than any path of a test topology crosses: a frame past it is circling
+STEP_LIMIT = 100_000  # frames arriving anywhere for one event: past it, copies are multiplying in a loop
+
+
+class FrameLoop(RuntimeError):
+    """A frame circled (or multiplied) in the network: a loop that nothing stopped."""
+
+
+class LearningSwitch:
+    """A legacy learning bridge (a Linux bridge), and the NORMAL pipeline of each nlbflow switch.
+
+    It learns a frame's source on the port it came in on, sends a frame for a learned MAC to that port only
+    (never back where it came from), and floods broadcasts and unknown destinations to every other port
+    that is up. `fdb` is its forwarding table (MAC -> port), as `bridge fdb show` lists it.
+    """
+
+    def __init__(self, ports: Iterable[int]) -> None:
+        self.ports: dict[int, bool] = dict.fromkeys(ports, True)  # port -> up
+        self.fdb: dict[str, int] = {}
+
+    def forward(self, in_port: int | None, frame: Frame) -> list[int]:
+        """The ports a frame leaves on. in_port None: the controller sent it (a packet-out to NORMAL), so
+        there is no port to learn it on and none to leave out."""
+        if in_port is not None and not is_multicast_mac(frame.eth_src):
+            self.fdb[frame.eth_src] = in_port
+        port = None if is_multicast_mac(frame.eth_dst) else self.fdb.get(frame.eth_dst)
+        if port is not None:
+            return [port] if port != in_port else []
+        return sorted(port for port, up in self.ports.items() if up and port != in_port)
+
+    def set_port(self, port: int, present: bool, up: bool) -> None:
+        """A port gone or down forgets what was learned on it, as a Linux bridge flushes its fdb."""
+        if present:
+            self.ports[port] = up
+        else:
+            self.ports.pop(port, None)
+        if not (present and up):
+            self.fdb = {mac: learned for mac, learned in self.fdb.items() if learned != port}
+
+
+@dataclass
+class NetSwitch:
+    """An nlbflow switch in a FakeNetwork: its flow table, its NORMAL pipeline (which also holds its ports)
+    and the OVS names of its ports."""
+
+    dpid: int
+    table: FakeOFTable
+    normal: LearningSwitch
+    names: dict[int, str] = field(default_factory=dict)
+
+
+class FakeNetwork:
+    """Several nlbflow switches driven by one NlbCore, learning switches, and hosts and links on their ports.
+
+    Every event (a host sending, the clock moving on, a port going down, a host moving) is followed through
+    every switch and link until nothing is left to deliver: frames a switch punts go through the core, and
+    what the core sends back (flow changes for any switch, packet-outs on any switch) is applied on the way.
+    Hosts do nothing by themselves: an event returns what each host received, and a test answers for them.
+    """
+
+    def __init__(self, core: NlbCore) -> None:
+        self.core = core
+        self.switches: dict[int, NetSwitch] = {}
+        self.learning: dict[str, LearningSwitch] = {}
+        self.hosts: dict[str, Endpoint] = {}
+        self.links: dict[Endpoint, Endpoint] = {}  # each link under both of its ends
+        self.connected: set[int] = set()
+        self.notes: list[Note] = []  # what the controller logged
+        self.crossed: list[tuple[Endpoint, Endpoint, Frame]] = []  # frames on links during the last event
+        self.now = 0.0  # the time the core is told; tick() moves it on
+        self._at: dict[Endpoint, str] = {}  # endpoint -> the host attached there
+        self._queue: deque[tuple[Node, int, Frame, int]] = deque()  # (node, in_port, frame, links crossed)
+        self._received: Received = {}
+
+    def add_switch(
+        self, dpid: int, ports: Iterable[int], names: Mapping[int, str] | None = None, table: FakeOFTable | None = None
+    ) -> NetSwitch:
+        """An nlbflow switch, not yet connected; table: the flows it already holds (a controller restart)."""
+        switch = NetSwitch(dpid, table or FakeOFTable(), LearningSwitch(ports), dict(names or {}))
+        self.switches[dpid] = switch
+        return switch
+
+    def add_learning_switch(self, name: str, ports: Iterable[int]) -> LearningSwitch:
+        self.learning[name] = LearningSwitch(ports)
+        return self.learning[name]
+
+    def attach(self, host: str, endpoint: Endpoint) -> None:
+        self.hosts[host] = endpoint
+        self._at[endpoint] = host
+
+    def link(self, a: Endpoint, b: Endpoint) -> None:
+        self.links[a], self.links[b] = b, a
+
+    def connect(self, *dpids: int) -> Received:
+        """These switches (every one when none is named) connect to the controller, which reads their flows
+        back: the flows it then sends, and its probes, are delivered."""
+        self._begin()
+        for dpid in dpids or sorted(self.switches):
+            switch = self.switches[dpid]
+            self.core.switch_connected(dpid, dict(switch.normal.ports), switch.names)
+            self.connected.add(dpid)
+            self._apply(dpid, self.core.flows_read_back(dpid, switch.table.flows.values(), self.now), 0)
+        return self._drain()
+
+    def disconnect(self, dpid: int) -> None:
+        """The switch loses its controller; it keeps its flows (fail_mode=secure), and what it punts is lost."""
+        self.core.switch_disconnected(dpid)
+        self.connected.discard(dpid)
+
+    def send(self, host: str, frame: Frame) -> Received:
+        """A host sends a frame: what every host received, one list entry per copy."""
+        self._begin()
+        self._queue.append((*self.hosts[host], frame, 0))
+        return self._drain()
+
+    def tick(self, seconds: float = 0.0) -> Received:
+        """Move the clock on, then run the core's periodic work on every connected switch."""
+        self.now += seconds
+        self._begin()
+        for dpid in sorted(self.connected):
+            self._apply(dpid, self.core.tick(dpid, self.now), 0)
+        return self._drain()
+
+    def set_port(self, endpoint: Endpoint, up: bool) -> Received:
+        """One port goes down or up; on an nlbflow switch, the core is told."""
+        self._begin()
+        self._set(endpoint, present=True, up=up)
+        return self._drain()
+
+    def set_link(self, endpoint: Endpoint, up: bool) -> Received:
+        """The link at this endpoint goes down or up: both of its ends."""
+        self._begin()
+        self._set(endpoint, present=True, up=up)
+        self._set(self.links[endpoint], present=True, up=up)
+        return self._drain()
+
+    def move_host(self, host: str, to: Endpoint, old_port: str = "down") -> Received:
+        """A host moves (a VM migration): its old port goes "down", or "gone" altogether, or stays "up" with
+        nobody behind it; its new port appears (or comes up)."""
+        self._begin()
+        old = self.hosts[host]
+        if old_port != "up":
+            self._set(old, present=old_port != "gone", up=False)
+        del self._at[old]
+        self.attach(host, to)
+        self._set(to, present=True, up=True)
+        return self._drain()
+
+    def set_fabric(self, fabric: Fabric) -> Received:
+        """A changed fabric (switch names, uplinks), pushed by the core to every switch."""
+        self._begin()
+        for dpid, work in sorted(self.core.set_fabric(fabric, self.now).items()):
+            self._apply(dpid, work, 0)
+        return self._drain()
+
+    def _begin(self) -> None:
+        self.crossed = []
+        self._received = {}
+
+    def _drain(self) -> Received:
+        steps = 0
+        while self._queue:
+            steps += 1
+            if steps > STEP_LIMIT:
+                self._queue.clear()
+                raise FrameLoop(f"more than {STEP_LIMIT} frames arrived for one event: copies multiply in a loop")
+            self._arrive(*self._queue.popleft())
+        return self._received
+
+    def _ports(self, node: Node) -> dict[int, bool]:
+        return self.learning[node].ports if isinstance(node, str) else self.switches[node].normal.ports
+
+    def _set(self, endpoint: Endpoint, present: bool, up: bool) -> None:
+        node, port = endpoint
+        if isinstance(node, str):
+            self.learning[node].set_port(port, present, up)
+            return
+        switch = self.switches[node]
+        switch.normal.set_port(port, present, up)
+        if node in self.connected:
+            self._apply(node, self.core.port_changed(node, port, present, up, self.now, switch.names.get(port)), 0)
+
+    def _arrive(self, node: Node, in_port: int, frame: Frame, hops: int) -> None:
+        """A frame enters a node: a learning switch forwards it, an nlbflow switch runs its flow table."""
+        if not self._ports(node).get(in_port):  # a port that is down or gone receives nothing
+            return
+        if isinstance(node, str):
+            for port in self.learning[node].forward(in_port, frame):
+                self._emit(node, port, frame, hops)
+            return
+        switch = self.switches[node]
+        for delivery in switch.table.forward(in_port, frame):
+            if delivery.port == CONTROLLER and node not in self.connected:
+                continue
+            if delivery.port == CONTROLLER:
+                _, work = self.core.packet_in(node, in_port, delivery.frame.to_arp(), self.now)
+                self._apply(node, work, hops)
+            elif delivery.port == NORMAL:
+                for port in switch.normal.forward(in_port, delivery.frame):
+                    self._emit(node, port, delivery.frame, hops)
+            else:
+                self._emit(node, delivery.port, delivery.frame, hops)
+
+    def _emit(self, node: Node, port: int, frame: Frame, hops: int) -> None:
+        """A frame leaves a node's port: to the host there, or over the link to the node at its other end."""
+        if not self._ports(node).get(port):  # nothing leaves on a port that is down or gone
+            return
+        endpoint = (node, port)
+        host = self._at.get(endpoint)
+        if host is not None:
+            self._received.setdefault(host, []).append(frame)
+            return
+        peer = self.links.get(endpoint)
+        if peer is None:
+            return
+        if hops >= HOP_LIMIT:
+            self._queue.clear()
+            raise FrameLoop(f"{frame} crossed {HOP_LIMIT} links, the last from {endpoint} to {peer}: a loop")
+        self.crossed.append((endpoint, peer, frame))
+        self._queue.append((*peer, frame, hops + 1))
+
+    def _apply(self, dpid: int, work: Work, hops: int) -> None:
+        """The core's answer to an event on switch dpid: flow changes on it and on other switches first, then
+        its packet-outs (in_port CONTROLLER unless the FrameOut names one, so they may leave on any port;
+        NORMAL_PORT: the switch's NORMAL)."""
+        self.switches[dpid].table.apply(work.diff)
+        for other, diff in work.other_switches:
+            self.switches[other].table.apply(diff)
+        self.notes += work.notes
+        for out in work.frames:
+            target = dpid if out.dpid is None else out.dpid
+            frame = Frame.from_arp(out.frame)
+            if out.port == NORMAL_PORT:  # in_port as the packet-out gives it: NORMAL never sends it back there
+                for port in self.switches[target].normal.forward(out.in_port, frame):
+                    self._emit(target, port, frame, hops)
+            else:
+                self._emit(target, out.port, frame, hops)

@@ -11,10 +11,15 @@ What is read at the start is checked with the config's own validators (flows/con
 edited by hand is held to the rules of a config file. A file that cannot be opened, read or validated
 stops the start and is never replaced: the message names the file and the problem. An older version's
 YAML state file is imported once, in one transaction, and kept beside it (`<name>.imported`).
+
+The fabric's switches (the config's `fabric.switches:`) are kept in the same database, one row of `switches`
+each, ordered by `previous` links too. A version-1 database (from before the fabric) is migrated in place
+at the start: the table is added, nothing else is touched.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
@@ -23,12 +28,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from urllib.parse import quote
 
-from flows.config import ConfigError, cluster_from_data, load_config, member_from_data, validate_registry
-from flows.model import Cluster, Member, Registry
+from flows.config import (
+    ConfigError,
+    cluster_from_data,
+    load_config,
+    member_from_data,
+    switch_from_data,
+    validate_fabric,
+    validate_registry,
+)
+from flows.model import Cluster, Fabric, Member, Registry, SwitchConfig
 from flows.state import startup_registry
 
 TEMP_SUFFIXES = (".tmp", ".tmp-wal", ".tmp-shm", ".tmp-journal")  # a temp file, and SQLite's files of it
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the switches table (version 1 is migrated in place)
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 NEVER_REPLACED = "the state file is never replaced silently: repair or remove it"
 SCHEMA = (
@@ -38,8 +51,12 @@ SCHEMA = (
     "CREATE TABLE members (cluster TEXT NOT NULL, ip TEXT NOT NULL, previous TEXT, mac TEXT, dpid TEXT,"
     " port INTEGER, PRIMARY KEY (cluster, ip))",
 )
+SWITCHES_TABLE = (
+    "CREATE TABLE switches (dpid TEXT NOT NULL PRIMARY KEY, previous TEXT, name TEXT, uplinks TEXT NOT NULL)"
+)
 CLUSTER_COLUMNS = ("name", "previous", "cluster_ip", "cluster_mac", "mode", "arp")
 MEMBER_COLUMNS = ("cluster", "ip", "previous", "mac", "dpid", "port")
+SWITCH_COLUMNS = ("dpid", "previous", "name", "uplinks")
 
 
 # --- the rows and the writes a change needs (pure) --------------------------------------------------------
@@ -152,36 +169,92 @@ def _before(clusters: tuple[Cluster, ...], index: int) -> str | None:
     return clusters[index - 1].name if index else None
 
 
+@dataclass(frozen=True)
+class SwitchRow:
+    """A configured switch as stored: its dpid (16 hex digits), its place, its name, its uplinks as JSON."""
+
+    dpid: str
+    previous: str | None  # the dpid of the switch before it; None for the first
+    name: str | None
+    uplinks: str  # a JSON list of port numbers and port names, as configured
+
+
+@dataclass(frozen=True)
+class FabricWrites:
+    """The rows of `switches` one change of the fabric deletes, inserts and updates."""
+
+    deleted: tuple[str, ...] = ()
+    inserted: tuple[SwitchRow, ...] = ()
+    updated: tuple[SwitchRow, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return len(self.deleted) + len(self.inserted) + len(self.updated)
+
+
+def switch_rows(fabric: Fabric) -> list[SwitchRow]:
+    previous = [None, *(f"{switch.dpid:016x}" for switch in fabric.switches)]
+    return [
+        SwitchRow(f"{switch.dpid:016x}", previous[index], switch.name, json.dumps(list(switch.uplinks)))
+        for index, switch in enumerate(fabric.switches)
+    ]
+
+
+def plan_fabric_writes(old: Fabric, new: Fabric) -> FabricWrites:
+    """The rows that turn the stored `old` into `new`, by dpid: a fabric is a few rows, compared whole."""
+    stored = {row.dpid: row for row in switch_rows(old)}
+    inserted: list[SwitchRow] = []
+    updated: list[SwitchRow] = []
+    for row in switch_rows(new):
+        before = stored.pop(row.dpid, None)
+        if before is None:
+            inserted.append(row)
+        elif before != row:
+            updated.append(row)
+    return FabricWrites(tuple(stored), tuple(inserted), tuple(updated))
+
+
 # --- the database ----------------------------------------------------------------------------------------
 
 
 class RegistryStore:
-    """The registry in one SQLite database: `registry` is what is committed; save() commits a new one."""
+    """The registry and the fabric in one SQLite database: `registry` and `fabric` are what is committed;
+    save() and save_fabric() commit new ones."""
 
-    def __init__(self, path: str, connection: sqlite3.Connection, registry: Registry) -> None:
+    def __init__(
+        self, path: str, connection: sqlite3.Connection, registry: Registry, fabric: Fabric, migrated: bool = False
+    ) -> None:
         self.path = path
         self.connection = connection
         self.registry = registry
+        self.fabric = fabric
+        self.migrated = migrated  # a version-1 database was migrated when it was opened
 
     @classmethod
-    def open(cls, path: str) -> RegistryStore:
+    def open(cls, path: str, seed_fabric: Fabric | None = None) -> RegistryStore:
         """The database at path, read and validated; ConfigError, with the connection closed, if it is not
-        one this version can use."""
+        one this version can use. A version-1 database gets the switches table, filled with seed_fabric
+        (the config's, as at a first start), in one transaction."""
         try:
             uri = f"file:{quote(os.path.abspath(path))}?mode=rw"
             connection = sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as error:
             raise _refused(path, "", f"cannot open the database: {error}") from None
         try:
-            registry = _read_registry(path, connection)
+            version = _version(path, connection)
+            seed = None if version == SCHEMA_VERSION else seed_fabric or Fabric()
+            registry, fabric = _read_state(path, connection, seed)
             _writable(path, connection)
+            migrated = version != SCHEMA_VERSION
+            if migrated:
+                _migrate(path, connection, fabric)
         except BaseException:
             connection.close()
             raise
-        return cls(path, connection, registry)
+        return cls(path, connection, registry, fabric, migrated)
 
     @classmethod
-    def create(cls, path: str, registry: Registry) -> RegistryStore:
+    def create(cls, path: str, registry: Registry, fabric: Fabric | None = None) -> RegistryStore:
         """A new database holding registry, whole or not at all: built as a temp file, then renamed to path.
 
         A -wal or -journal already at path belongs to a database that was moved or removed without it:
@@ -203,10 +276,11 @@ class RegistryStore:
             try:
                 _configure(connection)
                 with _transaction(connection):
-                    for statement in SCHEMA:
+                    for statement in (*SCHEMA, SWITCHES_TABLE):
                         connection.execute(statement)
                     connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     _execute(connection, plan_writes(Registry(), registry))
+                    _execute_fabric(connection, plan_fabric_writes(Fabric(), fabric or Fabric()))
             finally:
                 connection.close()  # checkpoints the WAL into the file and removes it
             os.replace(temp_path, path)
@@ -223,6 +297,14 @@ class RegistryStore:
         with _transaction(self.connection):
             _execute(self.connection, writes)
         self.registry = registry
+        return writes
+
+    def save_fabric(self, fabric: Fabric) -> FabricWrites:
+        """Commit fabric in one transaction, writing only the switches' rows that differ."""
+        writes = plan_fabric_writes(self.fabric, fabric)
+        with _transaction(self.connection):
+            _execute_fabric(self.connection, writes)
+        self.fabric = fabric
         return writes
 
     def close(self) -> None:
@@ -272,7 +354,19 @@ def _execute(connection: sqlite3.Connection, writes: Writes) -> None:
     )
 
 
-def _values(row: ClusterRow | MemberRow) -> tuple:
+def _execute_fabric(connection: sqlite3.Connection, writes: FabricWrites) -> None:
+    connection.executemany("DELETE FROM switches WHERE dpid = ?", [(dpid,) for dpid in writes.deleted])
+    connection.executemany(
+        f"INSERT INTO switches ({', '.join(SWITCH_COLUMNS)}) VALUES (?, ?, ?, ?)",
+        [_values(row) for row in writes.inserted],
+    )
+    connection.executemany(
+        "UPDATE switches SET previous = ?, name = ?, uplinks = ? WHERE dpid = ?",
+        [(*_values(row)[1:], row.dpid) for row in writes.updated],
+    )
+
+
+def _values(row: ClusterRow | MemberRow | SwitchRow) -> tuple:
     return tuple(getattr(row, field.name) for field in fields(row))
 
 
@@ -287,19 +381,45 @@ def _writable(path: str, connection: sqlite3.Connection) -> None:
         raise _refused(path, "", f"the database cannot be written: {error}") from None
 
 
-def _read_registry(path: str, connection: sqlite3.Connection) -> Registry:
-    """Every row, checked like a config file: the SQLite pages, the schema version, each field, the links
-    that order the rows, and what spans clusters and members (validate_registry)."""
+def _version(path: str, connection: sqlite3.Connection) -> int:
+    """The SQLite pages checked, then the schema version: this one, or 1 (migrated once it is read)."""
     try:
         check = connection.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise _refused(path, "", f"the database is damaged: {'; '.join(str(row[0]) for row in check[:3])}")
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-        if version != [(str(SCHEMA_VERSION),)]:
-            found = repr(version[0][0]) if version else "none"
-            raise _refused(path, "meta", f"schema version {found}; this version of nlbflow reads {SCHEMA_VERSION}")
+    except sqlite3.Error as error:
+        raise _refused(path, "", f"not a readable nlbflow database: {error}") from None
+    if version not in ([(str(SCHEMA_VERSION),)], [("1",)]):
+        found = repr(version[0][0]) if version else "none"
+        raise _refused(
+            path, "meta", f"schema version {found}; this version of nlbflow reads {SCHEMA_VERSION} (and migrates 1)"
+        )
+    return int(version[0][0])
+
+
+def _migrate(path: str, connection: sqlite3.Connection, fabric: Fabric) -> None:
+    """A version-1 database (from before the fabric) to this version, in one transaction: the switches
+    table, holding fabric, and the new version number; no other row is touched."""
+    try:
+        with _transaction(connection):
+            connection.execute(SWITCHES_TABLE)
+            _execute_fabric(connection, plan_fabric_writes(Fabric(), fabric))
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    except sqlite3.Error as error:
+        raise _refused(path, "", f"cannot migrate the database from schema version 1: {error}") from None
+
+
+def _read_state(path: str, connection: sqlite3.Connection, seed: Fabric | None) -> tuple[Registry, Fabric]:
+    """Every row, checked like a config file: each field, the links that order the rows, what spans
+    clusters and members (validate_registry), and what spans switches and pins (validate_fabric). A
+    version-1 database has no switches: seed (the config's) is checked against its registry instead."""
+    try:
         cluster_rows = connection.execute(f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM clusters").fetchall()
         member_rows_ = connection.execute(f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members").fetchall()
+        switch_rows_ = (
+            connection.execute(f"SELECT {', '.join(SWITCH_COLUMNS)} FROM switches").fetchall() if seed is None else []
+        )
     except sqlite3.Error as error:
         raise _refused(path, "", f"not a readable nlbflow database: {error}") from None
     members_of: dict[object, list[MemberRow]] = {}
@@ -318,7 +438,36 @@ def _read_registry(path: str, connection: sqlite3.Connection) -> Registry:
         validate_registry(registry, path)
     except ConfigError as error:
         raise _refused(path, error.key, error.problem) from None
-    return registry
+    if seed is not None:
+        try:
+            validate_fabric(seed, registry, path)
+        except ConfigError as error:
+            problem = f"{error.problem} (the config's fabric, to be stored as this version-1 database is migrated)"
+            raise ConfigError(path, error.key, problem) from None
+        return registry, seed
+    switches = _chain([SwitchRow(*values) for values in switch_rows_], "dpid", path, "switches")
+    try:
+        fabric = Fabric(switches=tuple(_switch(path, row) for row in switches))
+        validate_fabric(fabric, registry, path, key="switches")
+    except ConfigError as error:
+        raise _refused(path, error.key, error.problem) from None
+    return registry, fabric
+
+
+def _switch(path: str, row: SwitchRow) -> SwitchConfig:
+    """A switch from its row, through the validator of a config's switch entry."""
+    key = f"switches[dpid={row.dpid!r}]"
+    try:
+        uplinks = json.loads(row.uplinks) if isinstance(row.uplinks, str) else None
+    except ValueError:
+        uplinks = None
+    if not isinstance(uplinks, list):
+        raise ConfigError(path, f"{key}.uplinks", f"{row.uplinks!r} is not a JSON list of port numbers and names")
+    data = {"dpid": row.dpid, "uplinks": uplinks, **({"name": row.name} if row.name is not None else {})}
+    switch = switch_from_data(data, key, path)
+    if row.dpid != f"{switch.dpid:016x}":  # the key the next write looks the row up by
+        raise ConfigError(path, f"{key}.dpid", "expected 16 lower-case hex digits, as nlbflow writes it")
+    return switch
 
 
 def _cluster(path: str, row: ClusterRow, members: list[MemberRow]) -> Cluster:
@@ -382,18 +531,26 @@ class Opened:
     imported: str | None = None  # the YAML state file the registry was imported from
     kept_as: str | None = None  # where that YAML file is kept now
     not_read: str | None = None  # an older version's default YAML state file that is left unread
+    fabric_first_start: bool = False  # nothing held switches (a first start, an import, a version-1 database):
+    # the config's fabric.switches seeded the store's
+    fabric_ignored: bool = False  # the config names switches that the saved fabric does not hold as such
 
 
-def open_registry(path: str, configured: Registry, yaml_path: str | None = None) -> Opened:
+def open_registry(
+    path: str, configured: Registry, yaml_path: str | None = None, fabric: Fabric | None = None
+) -> Opened:
     """Open the registry at path, importing a YAML state file once, or create it from the config.
 
     path is an SQLite database, or a YAML state file an older version wrote there (imported, then kept as
     `<path>.imported`). With no file at path, yaml_path (the older default name, when the config names no
     state file) is imported if it exists; with neither, this is the first start and the config seeds it.
+    fabric (the config's fabric.switches) is taken the same way: stored where nothing held switches before
+    (the first start, an import, a version-1 database), else the saved fabric wins.
     """
+    configured_fabric = fabric or Fabric()
     kind = _kind(path)
     if kind == "sqlite":
-        store = RegistryStore.open(path)
+        store = RegistryStore.open(path, configured_fabric)
         leftover = yaml_path if yaml_path and os.path.exists(yaml_path) else None
         try:
             if leftover and _finish_import(leftover):
@@ -403,28 +560,54 @@ def open_registry(path: str, configured: Registry, yaml_path: str | None = None)
             raise ConfigError(
                 leftover, "", f"cannot remove this name of {imported_name(leftover)}: {_reason(error)}"
             ) from None
-        return Opened(store, False, startup_registry(configured, store.registry)[1], not_read=leftover)
+        return Opened(
+            store,
+            False,
+            startup_registry(configured, store.registry)[1],
+            not_read=leftover,
+            **_fabric_flags(configured_fabric, store),
+        )
     if kind == "yaml":
         source: str | None = path
     else:
         source = yaml_path if yaml_path and os.path.exists(yaml_path) else None
     if source is None:
-        return Opened(_created(path, configured), True, False)
+        store = _created(path, configured, configured_fabric)
+        return Opened(store, True, False, fabric_first_start=True)
     saved = load_yaml_state(source)
     try:
+        validate_fabric(configured_fabric, saved, source)
+    except ConfigError as error:
+        problem = f"{error.problem} (the config's fabric, checked against the registry of this YAML state file)"
+        raise ConfigError(source, error.key, problem) from None
+    try:
         kept_as = _keep(source)
-        store = RegistryStore.create(path, saved)
+        store = RegistryStore.create(path, saved, configured_fabric)
         if source != path:
             os.unlink(source)  # the file stays, as kept_as
             fsync_folder(os.path.dirname(os.path.abspath(source)))
     except (OSError, sqlite3.Error) as error:
         raise ConfigError(source, "", f"cannot import it into {path}: {_reason(error)}") from None
-    return Opened(store, False, startup_registry(configured, saved)[1], imported=source, kept_as=kept_as)
+    return Opened(
+        store,
+        False,
+        startup_registry(configured, saved)[1],
+        imported=source,
+        kept_as=kept_as,
+        fabric_first_start=True,
+    )
 
 
-def _created(path: str, registry: Registry) -> RegistryStore:
+def _fabric_flags(configured: Fabric, store: RegistryStore) -> dict:
+    """Whether the config's fabric was stored now (a migrated version-1 database) or is not applied."""
+    if store.migrated:
+        return {"fabric_first_start": True}
+    return {"fabric_ignored": bool(configured.switches) and configured != store.fabric}
+
+
+def _created(path: str, registry: Registry, fabric: Fabric) -> RegistryStore:
     try:
-        return RegistryStore.create(path, registry)
+        return RegistryStore.create(path, registry, fabric)
     except (OSError, sqlite3.Error) as error:
         raise ConfigError(path, "", f"cannot create the database: {_reason(error)}") from None
 

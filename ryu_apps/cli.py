@@ -286,7 +286,9 @@ def format_status(status: dict) -> str:
     located = sum(1 for _, member in members if member["located"])
     lines = [f"runtime: {status['runtime']}", f"switches: {len(switches)}"]
     for switch in switches:
-        lines.append(f"  {_dpid(switch['dpid'])}  ports {', '.join(str(port) for port in switch['ports']) or 'none'}")
+        ports = ", ".join(str(port) for port in switch.get("ports", [])) or "none"
+        lines.append(f"  {_switch_title(switch)}  ports {ports}")
+        lines += [f"    {line}" for line in _switch_lines(switch)]
         lines += _meter_lines(switch.get("meters", []))
     lines += [_shared_port(s["dpid"], shared) for s in switches for shared in s.get("shared_ports", [])]
     lines.append(f"members located: {located} of {len(members)}")
@@ -302,6 +304,71 @@ def format_status(status: dict) -> str:
     if counters:
         lines.append(_pairs(list(counters.items()), indent="  "))
     return "\n".join(lines)
+
+
+def _switch_title(switch: dict) -> str:
+    """The dpid as OVS prints it, its configured name, and whether it is connected (a status from a
+    controller without fabrics has neither: the dpid alone)."""
+    title = _dpid(switch["dpid"]) + (f" {switch['name']}" if switch.get("name") else "")
+    if "connected" in switch:
+        title += " (connected)" if switch["connected"] else " (not connected)"
+    return title
+
+
+def _uplinks(switch: dict) -> str:
+    """Each configured uplink and the port it is now: `5 -> port 5`, `patch-core -> unresolved`."""
+    shown = [
+        f"{uplink['uplink']} -> " + ("unresolved" if uplink["port"] is None else f"port {uplink['port']}")
+        for uplink in switch.get("uplinks", [])
+    ]
+    return ", ".join(shown) or "none"
+
+
+def _switch_members(switch: dict) -> str:
+    return ", ".join(f"{m['cluster']} {m['ip']} port {m['port']}" for m in switch.get("members", [])) or "none"
+
+
+def _switch_lines(switch: dict) -> list[str]:
+    """A switch's uplinks, the members located on it and its loop count, where the status has them."""
+    if "uplinks" not in switch:
+        return []
+    loops = switch.get("loops", 0)
+    warning = " (frames of nlbflow came back: a loop in the uplinks?)" if loops else ""
+    return [f"uplinks: {_uplinks(switch)}", f"members: {_switch_members(switch)}", f"loops: {loops}{warning}"]
+
+
+def format_switches(data: dict) -> str:
+    """GET /nlb/switches as a table, one row per switch configured or connected."""
+    switches = data["switches"]
+    if not switches:
+        return "no switches configured or connected"
+    return _table(
+        ("DPID", "NAME", "CONNECTED", "UPLINKS", "MEMBERS", "LOOPS"),
+        [
+            (
+                _dpid(s["dpid"]),
+                s["name"],
+                "yes" if s["connected"] else "no",
+                _uplinks(s),
+                len(s["members"]),
+                s["loops"],
+            )
+            for s in switches
+        ],
+    )
+
+
+def format_switch(switch: dict) -> str:
+    """One switch: its name, whether it is connected, its uplinks and where they are, its members."""
+    fields = [
+        ("switch", _dpid(switch["dpid"])),
+        ("name", switch["name"]),
+        ("connected", "yes" if switch["connected"] else "no"),
+        ("uplinks", _uplinks(switch)),
+        ("members", _switch_members(switch)),
+        ("loops", switch["loops"]),
+    ]
+    return "\n".join([_pairs(fields), *_pending(switch)])
 
 
 def _meter_lines(meters: list) -> list[str]:
@@ -338,11 +405,18 @@ def format_config(path: str, config: Config) -> str:
     """A valid config in brief: how many clusters and members, one line per cluster."""
     clusters = config.registry.clusters
     members = sum(len(cluster.members) for cluster in clusters)
+    switches = config.fabric.switches
     summary = f"{path}: valid, {_count(len(clusters), 'cluster')}, {_count(members, 'member')}"
-    if not clusters:
-        return summary
-    rows = [(c.name, c.cluster_ip, c.cluster_mac, c.mode.value, c.arp.value, len(c.members)) for c in clusters]
-    return summary + "\n" + _table(("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"), rows)
+    if switches:
+        summary += f", {len(switches)} {'switch' if len(switches) == 1 else 'switches'}"
+    blocks = [summary]
+    if clusters:
+        rows = [(c.name, c.cluster_ip, c.cluster_mac, c.mode.value, c.arp.value, len(c.members)) for c in clusters]
+        blocks.append(_table(("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"), rows))
+    if switches:
+        rows = [(_dpid(s.dpid), s.name, ", ".join(map(str, s.uplinks)) or None) for s in switches]
+        blocks.append(_table(("SWITCH", "NAME", "UPLINKS"), rows))
+    return "\n".join(blocks)
 
 
 def _entry(member: dict) -> str:
@@ -407,12 +481,16 @@ def _ovs_dpid(member: dict) -> dict:
 
 
 class Call(NamedTuple):
-    """One API request, and how to print its answer when it succeeds."""
+    """One API request, and how to print its answer when it succeeds.
+
+    With `before`, a GET of that path comes first and body is a function of its answer (None for a 404):
+    a change that keeps what the command line leaves out (`switch set`)."""
 
     method: str
     path: str
-    body: dict | None
+    body: dict | Callable[[dict | None], dict] | None
     render: Callable[[Any], str]
+    before: str | None = None
 
 
 def _segment(text: str) -> str:
@@ -498,6 +576,56 @@ def member_move(args: argparse.Namespace) -> Call:
         body,
         lambda member: f"updated member of cluster {args.cluster}\n{format_member(member)}",
     )
+
+
+def _switch_path(dpid: str) -> str:
+    return f"/nlb/switches/{_segment(dpid)}"
+
+
+def uplink_value(text: str) -> int | str:
+    """An --uplink: all digits is a port number, anything else a port name (the API judges both)."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def switch_list(args: argparse.Namespace) -> Call:
+    return Call("GET", "/nlb/switches", None, format_switches)
+
+
+def switch_show(args: argparse.Namespace) -> Call:
+    return Call("GET", _switch_path(args.dpid), None, format_switch)
+
+
+def switch_set(args: argparse.Namespace) -> Call:
+    """PUT the switch's name and uplinks: what is not given is kept from the switch's configuration now
+    (read first), so `--name` alone renames and `--uplink` alone replaces the uplinks."""
+    if args.name is not None and args.no_name:
+        raise UsageError("--name cannot go with --no-name")
+    if args.uplinks and args.no_uplinks:
+        raise UsageError("--uplink cannot go with --no-uplinks")
+    if args.name is None and not args.no_name and not args.uplinks and not args.no_uplinks:
+        raise UsageError("nothing to set: give --name, --no-name, --uplink or --no-uplinks")
+
+    def body(current: dict | None) -> dict:
+        name = None if args.no_name else args.name if args.name is not None else (current or {}).get("name")
+        if args.no_uplinks:
+            uplinks: list = []
+        elif args.uplinks:
+            uplinks = [uplink_value(text) for text in args.uplinks]
+        else:
+            uplinks = [uplink["uplink"] for uplink in (current or {}).get("uplinks", [])]
+        return {"name": name, "uplinks": uplinks}
+
+    path = _switch_path(args.dpid)
+    return Call("PUT", path, body, lambda switch: f"configured switch\n{format_switch(switch)}", before=path)
+
+
+def switch_remove(args: argparse.Namespace) -> Call:
+    def render(switch: dict) -> str:
+        name = f" ({switch['name']})" if switch["name"] else ""
+        uplinks = ", ".join(map(str, switch["uplinks"])) or "none"
+        return f"removed the configuration of switch {_dpid(switch['dpid'])}{name}, uplinks {uplinks}"
+
+    return Call("DELETE", _switch_path(args.dpid), None, render)
 
 
 def flows_audit(args: argparse.Namespace) -> Call:
@@ -639,6 +767,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--unpin", action="store_true", help="let the app locate the member itself")
     sub.add_argument("--mac", help="a new dedicated MAC")
 
+    switch = commands.add_parser("switch", help="list, show, set or remove the switches' names and uplinks")
+    switch_actions = switch.add_subparsers(dest="action", metavar="ACTION", required=True)
+    switch_dpid = "the switch: 16 hex digits as OVS prints it (0000000000000001), 0x hex, or a decimal integer"
+    leaf(switch_actions, "list", "list the switches configured or connected", switch_list)
+    sub = leaf(switch_actions, "show", "show a switch: its name, uplinks and the members on it", switch_show)
+    sub.add_argument("dpid", metavar="DPID", help=switch_dpid)
+    sub = leaf(
+        switch_actions,
+        "set",
+        "configure a switch's name and uplinks (PUT /nlb/switches/DPID); what is not given is kept",
+        switch_set,
+    )
+    sub.add_argument("dpid", metavar="DPID", help=switch_dpid)
+    sub.add_argument("--name", help="a label shown in status, audit and logs (1-63 letters, digits, '_', '.', '-')")
+    sub.add_argument("--no-name", action="store_true", help="remove the switch's name")
+    sub.add_argument(
+        "--uplink",
+        dest="uplinks",
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="a port toward other switches: an OpenFlow port number (all digits) or an OVS port name;"
+        " repeat for several; replaces the uplinks",
+    )
+    sub.add_argument("--no-uplinks", action="store_true", help="the switch has no uplinks")
+    sub = leaf(
+        switch_actions, "remove", "remove a switch's name and uplinks (the switch stays connected)", switch_remove
+    )
+    sub.add_argument("dpid", metavar="DPID", help=switch_dpid)
+
     sub = leaf(
         commands,
         "flows",
@@ -687,16 +845,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         client = Client(args.url, read_token(args.token_file) if args.token_file else None)
-        code, data = client.request(call.method, call.path, call.body)
+        body = call.body
+        if call.before is not None:
+            code, current = client.request("GET", call.before)
+            if code >= 400 and code != 404:
+                return _refused(code, current)
+            body = call.body(current if code < 400 else None)
+        code, data = client.request(call.method, call.path, body)
     except CliError as error:
         print(f"nlbflow: {error}", file=sys.stderr)
         return 1
     if code >= 400:
-        message = data.get("error") if isinstance(data, dict) else None
-        print(f"nlbflow: {code}: {message or json.dumps(data)}", file=sys.stderr)
-        return 1
+        return _refused(code, data)
     print(json.dumps(data, indent=2) if args.json else call.render(data))
     return 0
+
+
+def _refused(code: int, data: Any) -> int:
+    """An error answer: the API's message on one line, exit 1."""
+    message = data.get("error") if isinstance(data, dict) else None
+    print(f"nlbflow: {code}: {message or json.dumps(data)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from flows.arp import ARP_REQUEST, FrameOut
 from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.core import NlbCore, Work
+from flows.fabric_ops import check_pins
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec
 from flows.frames import Refusal
 from flows.locations import Level
@@ -34,7 +35,8 @@ from flows.meters import (
     reconcile_meters,
     watch_drops,
 )
-from flows.model import Config, Member, Registry
+from flows.model import Config, Fabric, Member, Registry
+from flows.registry_ops import RegistryError
 from flows.session import FLOW_ADD, FLOW_DELETE, Session, SessionPolicy
 from flows.state import beside_config, state_path, yaml_state_path
 from flows.store import open_registry, remove_stale_temp_files
@@ -211,14 +213,14 @@ class NlbFlow(BaseApp):
                 remove_stale_temp_files(yaml_state_file) if yaml_state_file else []
             ):
                 self.logger.warning("nlbflow: removed %s, the temp file of a write a crash interrupted", stale)
-            opened = open_registry(self.state_file, config.registry, yaml_state_file)
+            opened = open_registry(self.state_file, config.registry, yaml_state_file, config.fabric)
             token_file = config.controller.token_file
             token = read_token_file(beside_config(path, token_file)) if token_file else None
         except ConfigError as error:
             self.logger.error("nlbflow: %s", error)
             raise SystemExit(2) from None
         self.store = opened.store
-        self.core = NlbCore(replace(config, registry=self.store.registry))
+        self.core = NlbCore(replace(config, registry=self.store.registry, fabric=self.store.fabric))
         self.connections: dict[int, Connection] = {}  # dpid -> its current connection
         self.session_policy = SessionPolicy()
         self.change_lock = hub.BoundedSemaphore(1)
@@ -241,6 +243,18 @@ class NlbFlow(BaseApp):
             )
         if opened.config_ignored:
             self.logger.warning("nlbflow: the state file holds the registry; clusters in %s are not applied", path)
+        switches = ", ".join(
+            f"{switch.dpid:016x} ({switch.name or 'no name'}, uplinks {list(switch.uplinks)})"
+            for switch in self.core.fabric.switches
+        )
+        fabric_source = "config" if opened.fabric_first_start or opened.first_start else "state file"
+        self.logger.info("nlbflow fabric from %s: %s", fabric_source, switches or "no switches described")
+        if opened.fabric_ignored:
+            self.logger.warning(
+                "nlbflow: the state file holds the fabric; fabric.switches in %s are not applied "
+                "(change them with `nlbflow switch set`)",
+                path,
+            )
         listen = (config.controller.rest_host, config.controller.rest_port)
         try:
             api = RestApi(self, token, config.controller)
@@ -293,8 +307,9 @@ class NlbFlow(BaseApp):
             return
         present = msg.reason != datapath.ofproto.OFPPR_DELETE
         up = ofmsgs.port_is_up(datapath, msg.desc)
-        self.logger.info("dpid %s port %s: %s", datapath.id, msg.desc.port_no, "up" if up and present else "down")
         name = ofmsgs.port_name(msg.desc)
+        state = "up" if up and present else "down"
+        self.logger.info("dpid %s port %s (%s): %s", datapath.id, msg.desc.port_no, name, state)
         work = self.core.port_changed(datapath.id, msg.desc.port_no, present, up, time.monotonic(), name)
         before, after = self._port_meter_changes(conn)
         conn.enqueue(before)
@@ -376,6 +391,7 @@ class NlbFlow(BaseApp):
         with self.change_lock:
             self._wait_synced()
             registry, touched = mutate(self.core.registry)
+            check_pins(self.core.fabric, registry)  # no member pinned to an uplink
             self.store.save(registry)
             connections = list(self.connections.values())
             for dpid, work in self.core.set_registry(registry, time.monotonic()).items():
@@ -386,6 +402,45 @@ class NlbFlow(BaseApp):
             except TimeoutError as error:
                 raise TimeoutError(f"{error}; the change is saved and reaches it when it reconnects") from None
             return touched, pending
+
+    @property
+    def fabric(self) -> Fabric:
+        return self.core.fabric
+
+    def change_fabric(self, mutate: Callable[[Fabric], tuple[Fabric, T]]) -> tuple[T, list[str]]:
+        """As change(), for the description of the switches: refused (409) when a new uplink is a port where
+        a member is located now; persisted, pushed to every switch (its meters first), confirmed."""
+        with self.change_lock:
+            self._wait_synced()
+            fabric, touched = mutate(self.core.fabric)
+            conflicts = self.core.uplink_conflicts(fabric)
+            if conflicts:
+                raise RegistryError(409, f"uplinks: {'; '.join(conflicts)}")
+            self.store.save_fabric(fabric)
+            connections = list(self.connections.values())
+            for dpid, work in self.core.set_fabric(fabric, time.monotonic()).items():
+                conn = self.connections.get(dpid)
+                if conn is not None:
+                    before, after = self._port_meter_changes(conn)
+                    conn.enqueue(before)
+                    self._send(conn.datapath, work)
+                    conn.enqueue(after)
+            try:
+                pending = self._confirm(connections)
+            except TimeoutError as error:
+                raise TimeoutError(f"{error}; the change is saved and reaches it when it reconnects") from None
+            return touched, pending
+
+    def switch_views(self) -> list[dict]:
+        """Configured switches in their order, then those connected but not described."""
+        views = {view["dpid"]: view for view in self.core.switch_views()}
+        order = [switch.dpid for switch in self.core.fabric.switches]
+        return [views[dpid] for dpid in order] + [view for dpid, view in sorted(views.items()) if dpid not in order]
+
+    def switch_view(self, dpid: int) -> dict | None:
+        if self.core.fabric.switch(dpid) is None and dpid not in self.core.switches:
+            return None
+        return self.core.switch_view(dpid)
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]:
         return self.core.locations(cluster_name, member)
@@ -659,7 +714,8 @@ class NlbFlow(BaseApp):
         configs = self._request(conn, ofmsgs.meter_config_request(conn.datapath))
         installed = [ofmsgs.meter_from_config(conn.datapath, config) for config in configs]
         self._check_current(conn)
-        expected = expected_meters(self.core.settings, self.core.switches[conn.dpid].ports)
+        state = self.core.switches[conn.dpid]
+        expected = expected_meters(self.core.settings, state.ports, state.uplinks)
         messages = ofmsgs.meter_messages(conn.datapath, reconcile_meters(expected, installed))
         conn.enqueue([Outgoing(message) for message in messages])
         conn.meters = frozenset(expected)
@@ -670,7 +726,7 @@ class NlbFlow(BaseApp):
         state = self.core.switches.get(conn.dpid)
         if conn.meters is None or state is None:  # not synchronised yet: the sync does it
             return [], []
-        expected = expected_meters(self.core.settings, state.ports)
+        expected = expected_meters(self.core.settings, state.ports, state.uplinks)
         before, after = around_flows(reconcile_meters(expected, conn.meters))
         conn.meters = frozenset(expected)
         return (

@@ -267,22 +267,26 @@ class PacketOut:
         self.buf = OFP_HEADER.pack(self.version, self.msg_type, OFP_HEADER.size + len(self.body), self.xid) + self.body
 
 
-def packet_out(datapath, ports: Iterable[int], data: bytes) -> PacketOut:
-    """A frame leaving through `ports`; in_port CONTROLLER lets it leave through the port its request came
-    in on. The output actions carry the framework's default max_len, as OFPActionOutput(port) does."""
+def packet_out(datapath, ports: Iterable[int], data: bytes, in_port: int | None = None) -> PacketOut:
+    """A frame leaving through `ports`; in_port CONTROLLER (None) lets it leave through the port its request
+    came in on, a port given is one NORMAL never sends it back to (a frame from an uplink). The output
+    actions carry the framework's default max_len, as OFPActionOutput(port) does."""
     ofp = datapath.ofproto
     ports = tuple(ports)
     actions = b"".join(ACTION_OUTPUT.pack(ofp.OFPAT_OUTPUT, ACTION_OUTPUT.size, port, ofp.OFPCML_MAX) for port in ports)
-    body = PACKET_OUT_BODY.pack(ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, len(actions)) + actions + data
+    source = ofp.OFPP_CONTROLLER if in_port is None else in_port
+    body = PACKET_OUT_BODY.pack(ofp.OFP_NO_BUFFER, source, len(actions)) + actions + data
     return PacketOut(ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT, body, ports)
 
 
 def packet_outs(datapath, frames: Iterable[FrameOut]) -> list[PacketOut]:
-    """One packet-out per distinct frame, with an output per port."""
-    ports_by_frame: dict[ArpFrame, list[int]] = {}
+    """One packet-out per distinct frame and in_port, with an output per port."""
+    ports_by_frame: dict[tuple[ArpFrame, int | None], list[int]] = {}
     for frame_out in frames:
-        ports_by_frame.setdefault(frame_out.frame, []).append(frame_out.port)
-    return [packet_out(datapath, ports, arp_bytes(frame)) for frame, ports in ports_by_frame.items()]
+        ports_by_frame.setdefault((frame_out.frame, frame_out.in_port), []).append(frame_out.port)
+    return [
+        packet_out(datapath, ports, arp_bytes(frame), in_port) for (frame, in_port), ports in ports_by_frame.items()
+    ]
 
 
 def work_messages(datapath, work: Work) -> list:

@@ -1,7 +1,8 @@
 """The REST API: a small webob WSGI app, the same under Ryu and os-ken (os-ken has no ryu.app.wsgi).
 
 It only translates HTTP to calls on a service (the running app, or a stand-in in tests): registry
-changes are pure functions from flows/registry_ops.py, and the service persists and pushes them.
+changes are pure functions from flows/registry_ops.py, the switches' configuration changes from
+flows/fabric_ops.py, and the service persists and pushes them.
 
 Before any of that it refuses what a web page could forge (docs/rest-api.md, "What a web page cannot
 do"): a Host that is not the API's own (DNS rebinding), an Origin or Sec-Fetch-Site of another site, and a
@@ -22,8 +23,8 @@ from typing import Any, Protocol, TypeVar
 from webob import Request, Response
 from webob.dec import wsgify
 
-from flows import registry_ops
-from flows.model import Cluster, ControllerSettings, Member, Registry
+from flows import fabric_ops, registry_ops
+from flows.model import Cluster, ControllerSettings, Fabric, Member, Registry, SwitchConfig
 from flows.registry_diff import diff_registries
 from flows.registry_ops import RegistryError
 from flows.state import cluster_data
@@ -50,6 +51,10 @@ _ROUTE_TABLE = (  # method, path template, RestApi method that serves it
     ("GET", "/nlb/flows", "audit"),
     ("POST", "/nlb/flows/reconcile", "reconcile"),
     ("GET", "/nlb/status", "status"),
+    ("GET", "/nlb/switches", "list_switches"),
+    ("GET", "/nlb/switches/{dpid}", "show_switch"),
+    ("PUT", "/nlb/switches/{dpid}", "put_switch"),
+    ("DELETE", "/nlb/switches/{dpid}", "remove_switch"),
 )
 ROUTES = tuple((method, template) for method, template, _ in _ROUTE_TABLE)
 
@@ -62,6 +67,20 @@ class Service(Protocol):
     def change(self, mutate: Callable[[Registry], tuple[Registry, T]]) -> tuple[T, list[str]]:
         """Apply a registry change: persist it, push it to every switch, then return what it touched and
         the switches (dpids in hex) that went away before confirming it: it reaches them on reconnect."""
+
+    @property
+    def fabric(self) -> Fabric:
+        """The switches as configured (names, uplinks), as saved."""
+
+    def change_fabric(self, mutate: Callable[[Fabric], tuple[Fabric, T]]) -> tuple[T, list[str]]:
+        """Apply a change of the switches' configuration as change() does a registry change; raises
+        RegistryError(409) itself when a new uplink is a port where a member is located now."""
+
+    def switch_views(self) -> list[dict]:
+        """Every switch configured or connected, as the entries of status()["switches"]."""
+
+    def switch_view(self, dpid: int) -> dict | None:
+        """One such entry; None for a switch neither configured nor connected."""
 
     def locations(self, cluster_name: str, member: Member) -> list[dict]: ...
 
@@ -274,7 +293,32 @@ class RestApi:
         member, pending = self.service.change(lambda registry: registry_ops.remove_member(registry, name, ip))
         return 200, {**self._member(name, member, located=False), "pending_switches": pending}
 
-    # --- switches ---------------------------------------------------------------------------------
+    # --- the switches' configuration ----------------------------------------------------------------
+
+    def list_switches(self, request: Request) -> tuple[int, Any]:
+        return 200, {"switches": self.service.switch_views()}
+
+    def show_switch(self, request: Request, dpid: str) -> tuple[int, Any]:
+        number = fabric_ops.parse_dpid(dpid)
+        view = self.service.switch_view(number)
+        if view is None:
+            raise RegistryError(404, f"dpid: no switch {number:016x} is configured or connected")
+        return 200, view
+
+    def put_switch(self, request: Request, dpid: str) -> tuple[int, Any]:
+        """The switch's name and uplinks, created or replaced whole; a field left out is none."""
+        body = _body(request)
+        switch, pending = self.service.change_fabric(
+            lambda fabric: fabric_ops.put_switch(fabric, self.service.registry, dpid, body)
+        )
+        return 200, {**self.service.switch_view(switch.dpid), "pending_switches": pending}
+
+    def remove_switch(self, request: Request, dpid: str) -> tuple[int, Any]:
+        """The switch's configuration goes (it has no name and no uplinks now); the switch stays connected."""
+        switch, pending = self.service.change_fabric(lambda fabric: fabric_ops.remove_switch(fabric, dpid))
+        return 200, {**_switch(switch), "pending_switches": pending}
+
+    # --- the flows in the switches ----------------------------------------------------------------
 
     def audit(self, request: Request) -> tuple[int, Any]:
         return 200, self.service.audit()
@@ -301,6 +345,11 @@ class RestApi:
             "port": member.port,
             "located": self.service.locations(cluster_name, member) if located else [],
         }
+
+
+def _switch(switch: SwitchConfig) -> dict:
+    """A switch's configuration, as the body of PUT /nlb/switches/{dpid} and the config's entry hold it."""
+    return {"dpid": switch.dpid, "name": switch.name, "uplinks": list(switch.uplinks)}
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -838,3 +838,189 @@ def test_export_then_apply_dry_run_shows_no_change_and_an_edit_shows_just_that(l
     assert cli.main(["--url", url, "apply", str(path)]) == 0
     assert capsys.readouterr().out.startswith("applied: clusters 0 added, 0 removed, 1 changed, 0 unchanged")
     assert controller.registry.cluster_named("web").arp.value == "relay"
+
+
+# Switches
+
+HV1 = {
+    "dpid": 1,
+    "name": "hv1",
+    "connected": True,
+    "uplinks": [{"uplink": 5, "port": 5}, {"uplink": "patch-core", "port": None}],
+    "members": [{"cluster": "web", "ip": "10.0.0.11", "port": 1}],
+    "loops": 0,
+}
+HV2 = {"dpid": 2, "name": None, "connected": False, "uplinks": [], "members": [], "loops": 3}
+
+
+def test_switch_list_prints_a_row_per_switch(api, capsys):
+    api.answer("GET", "/nlb/switches", 200, {"switches": [HV1, HV2]})
+    assert run(api, "switch", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(lines[0]) == ["DPID", "NAME", "CONNECTED", "UPLINKS", "MEMBERS", "LOOPS"]
+    assert columns(lines[1]) == ["0000000000000001", "hv1", "yes", "5 -> port 5, patch-core -> unresolved", "1", "0"]
+    assert columns(lines[2]) == ["0000000000000002", "-", "no", "none", "0", "3"]
+
+
+def test_switch_list_says_so_when_there_is_none(api, capsys):
+    api.answer("GET", "/nlb/switches", 200, {"switches": []})
+    assert run(api, "switch", "list") == 0
+    assert capsys.readouterr().out == "no switches configured or connected\n"
+
+
+def test_switch_show_prints_its_uplinks_and_members(api, capsys):
+    api.answer("GET", "/nlb/switches/0x1", 200, HV1)
+    assert run(api, "switch", "show", "0x1") == 0
+    out = capsys.readouterr().out
+    assert "uplinks    5 -> port 5, patch-core -> unresolved" in out
+    assert "members    web 10.0.0.11 port 1" in out
+    assert "name       hv1" in out and "connected  yes" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "body"),
+    [
+        (["--name", "hv9"], {"name": "hv9", "uplinks": [5, "patch-core"]}),
+        (["--uplink", "7"], {"name": "hv1", "uplinks": [7]}),
+        (
+            ["--uplink", "7", "--uplink", "patch-core", "--uplink", "0x5"],
+            {"name": "hv1", "uplinks": [7, "patch-core", "0x5"]},
+        ),
+        (["--no-uplinks"], {"name": "hv1", "uplinks": []}),
+        (["--no-name", "--uplink", "eth1"], {"name": None, "uplinks": ["eth1"]}),
+    ],
+)
+def test_switch_set_replaces_what_is_given_and_keeps_the_rest(api, capsys, options, body):
+    api.answer("GET", "/nlb/switches/0000000000000001", 200, HV1)
+    api.answer("PUT", "/nlb/switches/0000000000000001", 200, {**HV1, "pending_switches": []})
+    assert run(api, "switch", "set", "0000000000000001", *options) == 0
+    assert [request.method for request in api.requests] == ["GET", "PUT"]
+    assert api.last.body == body
+    assert capsys.readouterr().out.startswith("configured switch\nswitch     0000000000000001\n")
+
+
+def test_switch_set_of_a_switch_not_configured_yet_sends_only_what_is_given(api):
+    api.answer("PUT", "/nlb/switches/3", 200, {**HV2, "dpid": 3, "name": "hv3", "pending_switches": []})
+    assert run(api, "switch", "set", "3", "--name", "hv3") == 0
+    assert api.last[:3] == ("PUT", "/nlb/switches/3", {"name": "hv3", "uplinks": []})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "nothing to set"),
+        (["--name", "a", "--no-name"], "--name cannot go with --no-name"),
+        (["--uplink", "5", "--no-uplinks"], "--uplink cannot go with --no-uplinks"),
+    ],
+)
+def test_switch_set_refuses_contradictory_or_empty_options_before_sending(api, capsys, options, message):
+    with pytest.raises(SystemExit) as exited:
+        run(api, "switch", "set", "1", *options)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert api.requests == []
+
+
+def test_switch_remove_sends_delete_and_names_what_went(api, capsys):
+    api.answer("DELETE", "/nlb/switches/1", 200, {"dpid": 1, "name": "hv1", "uplinks": [5, "patch-core"]})
+    assert run(api, "switch", "remove", "1") == 0
+    assert api.last[:2] == ("DELETE", "/nlb/switches/1")
+    assert (
+        capsys.readouterr().out == "removed the configuration of switch 0000000000000001 (hv1), uplinks 5, patch-core\n"
+    )
+
+
+def test_status_shows_each_switch_with_its_name_uplinks_members_and_loops(api, capsys):
+    status = {**STATUS, "switches": [{**HV1, "ports": [1, 5]}, {**HV2, "ports": []}]}
+    api.answer("GET", "/nlb/status", 200, status)
+    assert run(api, "status") == 0
+    out = capsys.readouterr().out
+    assert "  0000000000000001 hv1 (connected)  ports 1, 5\n" in out
+    assert (
+        "    uplinks: 5 -> port 5, patch-core -> unresolved\n    members: web 10.0.0.11 port 1\n    loops: 0\n" in out
+    )
+    assert "  0000000000000002 (not connected)  ports none\n" in out
+    assert "    loops: 3 (frames of nlbflow came back: a loop in the uplinks?)" in out
+
+
+def test_check_config_lists_the_configured_switches(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("fabric:\n  switches:\n    - {dpid: 1, name: hv1, uplinks: [5, patch-core]}\n    - {dpid: 2}\n")
+    assert cli.main(["check-config", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}: valid, 0 clusters, 0 members, 2 switches"
+    assert [columns(line) for line in lines[1:]] == [
+        ["SWITCH", "NAME", "UPLINKS"],
+        ["0000000000000001", "hv1", "5, patch-core"],
+        ["0000000000000002", "-", "-"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("switches", "problem"),
+    [
+        ("[{dpid: 1}, {dpid: 1}]", "fabric.switches[1].dpid: dpid 0000000000000001 is already"),
+        ("[{dpid: 1, name: a}, {dpid: 2, name: a}]", "fabric.switches[1].name: the name 'a' is already"),
+        ("[{dpid: 1, uplinks: [5, 5]}]", "fabric.switches[0].uplinks[1]: the uplink 5 is already"),
+        ("[{dpid: 1, uplinks: [2]}]", "fabric.switches[0].uplinks[0]: port 2 of dpid 0000000000000001 is where member"),
+        ("[{dpid: 1x}]", "fabric.switches[0].dpid: '1x' is not a datapath id"),
+    ],
+)
+def test_check_config_refuses_bad_switches_naming_the_key(tmp_path, capsys, switches, problem):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"fabric:\n  switches: {switches}\n"
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, dpid: 1, port: 2}]}]\n"
+    )
+    assert cli.main(["check-config", str(path)]) == 1
+    assert problem in capsys.readouterr().err
+
+
+def test_switch_set_show_and_remove_against_the_real_api(live_api, capsys):
+    url, controller = live_api
+    assert cli.main(["--url", url, "switch", "set", "0000000000000001", "--name", "hv1b"]) == 0
+    assert "uplinks    5 -> port 5, patch-core -> port 4" in capsys.readouterr().out, "the uplinks are kept"
+    assert controller.fabric.switch(1).uplinks == (5, "patch-core")
+    assert cli.main(["--url", url, "switch", "set", "1", "--uplink", "6", "--uplink", "trunk"]) == 0
+    capsys.readouterr()
+    assert controller.fabric.switch(1).name == "hv1b" and controller.fabric.switch(1).uplinks == (6, "trunk")
+    assert cli.main(["--url", url, "switch", "list"]) == 0
+    assert "6 -> port 6, trunk -> port 5" in capsys.readouterr().out
+    assert cli.main(["--url", url, "switch", "remove", "1"]) == 0
+    assert capsys.readouterr().out.startswith("removed the configuration of switch 0000000000000001 (hv1b)")
+    assert controller.fabric.switches == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["switch", "show", "1g"], "400: dpid: '1g' is not a datapath id"),
+        (["switch", "set", "0x", "--name", "x"], "400: dpid: '0x' is not a datapath id"),
+        (["switch", "remove", "12345678901234567890123"], "400: dpid: '12345678901234567890123'"),
+        (["switch", "remove", "2"], "404: dpid: no switch 0000000000000002 is configured"),
+        (["switch", "set", "1", "--uplink", "6", "--uplink", "6"], "400: uplinks[1]: the uplink 6 is already"),
+        (["switch", "set", "1", "--uplink", "t", "--uplink", "t"], "400: uplinks[1]: the uplink 't' is already"),
+        (["switch", "set", "1", "--uplink", "0"], "400: uplinks[0]: 0 is not a switch port"),
+        (["switch", "set", "1", "--uplink", "a b"], "400: uplinks[0]: 'a b' is not a port name"),
+        (["switch", "set", "1", "--name", "a b"], "400: name: 'a b' is not a valid name"),
+        (["switch", "set", "2", "--name", "hv1"], "409: name: 'hv1' is already the name of switch 0000000000000001"),
+        (["switch", "set", "1", "--uplink", "2"], "409: uplinks[0]: port 2 of dpid 0000000000000001 is where member"),
+        (["switch", "set", "1", "--uplink", "3"], "409: uplinks: port 3 of switch 0000000000000001 is where member"),
+        (["switch", "set", "1", "--uplink", "vm3"], "409: uplinks: port 3 of switch 0000000000000001 is where"),
+        (
+            ["member", "move", "web", "10.0.0.11", "--dpid", "1", "--port", "5"],
+            "409: port 5 of dpid 0000000000000001 is where member 10.0.0.11 of cluster 'web' is pinned",
+        ),
+    ],
+)
+def test_every_switch_refusal_through_the_cli_is_one_line_and_changes_nothing(live_api, capsys, argv, message):
+    url, controller = live_api
+    before = (controller.fabric, controller.registry)
+    assert cli.main(["--url", url, *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nlbflow: {message}"), err
+    assert err.count("\n") == 1
+    assert (controller.fabric, controller.registry) == before
+    from tests.unit.test_rest import load_fabric
+
+    assert load_fabric(controller.state_file) == before[0]

@@ -9,7 +9,7 @@ import yaml
 from flows import config as config_module
 from flows import cookies
 from flows.config import ConfigError, load_config, parse_config
-from flows.model import ArpMode, Cluster, Config, Member, Registry, Settings
+from flows.model import ArpMode, Cluster, Config, Fabric, Member, Registry, Settings, SwitchConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
 
@@ -639,3 +639,163 @@ def test_registry_from_data_without_validation_leaves_the_conflicts_to_the_calle
         validate_registry(registry, "request")
     with pytest.raises(ConfigError, match=r"clusters\[1\]\.name"):
         registry_from_data(twice, "request")
+
+
+# --- fabric.switches ------------------------------------------------------------------------------------
+
+PINNED_WEB = """
+clusters:
+  - name: web
+    cluster_ip: 10.0.0.100
+    members: [{ip: 10.0.0.11, dpid: "0000000000000001", port: 2}]
+"""
+
+
+def fabric_config(switches: str) -> str:
+    entries = textwrap.indent(textwrap.dedent(switches), "    ")
+    return f"fabric:\n  normal_fallback: true\n  switches:\n{entries}{PINNED_WEB}"
+
+
+def test_fabric_switches_are_read_in_order_with_every_dpid_form_and_uplink_kind():
+    config = parse(
+        fabric_config(
+            """
+            - {dpid: "0000000000000001", name: hv1, uplinks: [5, patch-core, "7"]}
+            - {dpid: 0x2}
+            - {dpid: 3, uplinks: []}
+            """
+        )
+    )
+    assert config.fabric == Fabric(
+        switches=(
+            SwitchConfig(dpid=1, name="hv1", uplinks=(5, "patch-core", "7")),
+            SwitchConfig(dpid=2),
+            SwitchConfig(dpid=3),
+        )
+    )
+    assert config.fabric.switch(1).name == "hv1" and config.fabric.switch(9) is None
+    assert config.settings.normal_fallback is True
+
+
+@pytest.mark.parametrize("text", ["", "fabric: {}", "fabric: {switches: []}", "fabric: {source_masking: true}"])
+def test_no_switches_is_an_empty_fabric(text):
+    assert parse(text).fabric == Fabric()
+
+
+@pytest.mark.parametrize(
+    ("switches", "key", "problem"),
+    [
+        pytest.param("{}", "fabric.switches", "expected a list, got a mapping", id="not-a-list"),
+        pytest.param("[{name: hv1}]", "fabric.switches[0].dpid", "required key is missing", id="no-dpid"),
+        pytest.param("[{dpid: 1, port: 2}]", "fabric.switches[0].port", "unknown key", id="unknown-key"),
+        pytest.param("[{dpid: 0000000000000010x}]", "fabric.switches[0].dpid", "not a datapath id", id="bad-dpid"),
+        pytest.param("[{dpid: '12'}]", "fabric.switches[0].dpid", "not a datapath id", id="dpid-short-hex"),
+        pytest.param("[{dpid: -1}]", "fabric.switches[0].dpid", "not a datapath id", id="dpid-negative"),
+        pytest.param("[{dpid: 1, name: 7}]", "fabric.switches[0].name", "expected a string", id="name-int"),
+        pytest.param("[{dpid: 1, name: 'a b'}]", "fabric.switches[0].name", "not a valid name", id="name-space"),
+        pytest.param("[{dpid: 1, uplinks: 5}]", "fabric.switches[0].uplinks", "expected a list", id="uplinks-int"),
+        pytest.param(
+            "[{dpid: 1, uplinks: [5, 0]}]", "fabric.switches[0].uplinks[1]", "not a switch port", id="uplink-0"
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [0xffffff00]}]",
+            "fabric.switches[0].uplinks[0]",
+            "OpenFlow reserves the rest",
+            id="uplink-reserved",
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [true]}]", "fabric.switches[0].uplinks[0]", "not a switch port", id="uplink-bool"
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: ['']}]", "fabric.switches[0].uplinks[0]", "is not a port name", id="uplink-empty"
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: ['patch core']}]",
+            "fabric.switches[0].uplinks[0]",
+            "is not a port name",
+            id="uplink-space",
+        ),
+        pytest.param(
+            '[{dpid: 1, uplinks: ["a\\tb"]}]', "fabric.switches[0].uplinks[0]", "is not a port name", id="uplink-tab"
+        ),
+        pytest.param(
+            f"[{{dpid: 1, uplinks: [{'x' * 256}]}}]",
+            "fabric.switches[0].uplinks[0]",
+            "is not a port name",
+            id="uplink-too-long",
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [{port: 5}]}]", "fabric.switches[0].uplinks[0]", "not a switch port", id="uplink-map"
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [010]}]",
+            "fabric.switches[0].uplinks[0]",
+            "'010' is ambiguous: write 10 for the port number",
+            id="uplink-leading-zero",
+        ),
+        pytest.param(
+            '[{dpid: 1, uplinks: ["a\u0085b"]}]', "fabric.switches[0].uplinks[0]", "is not a port name", id="uplink-c1"
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [5, 6, 5]}]",
+            "fabric.switches[0].uplinks[2]",
+            "the uplink 5 is already uplinks[0] of this switch",
+            id="uplink-number-twice",
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [core, core]}]",
+            "fabric.switches[0].uplinks[1]",
+            "the uplink 'core' is already uplinks[0] of this switch",
+            id="uplink-name-twice",
+        ),
+        pytest.param(
+            "[{dpid: 1}, {dpid: '0000000000000001'}]",
+            "fabric.switches[1].dpid",
+            "dpid 0000000000000001 is already the dpid of fabric.switches[0]",
+            id="dpid-twice",
+        ),
+        pytest.param(
+            "[{dpid: 1, name: hv1}, {dpid: 2, name: hv1}]",
+            "fabric.switches[1].name",
+            "the name 'hv1' is already the name of fabric.switches[0]",
+            id="name-twice",
+        ),
+        pytest.param(
+            "[{dpid: 1, uplinks: [7, 2]}]",
+            "fabric.switches[0].uplinks[1]",
+            "port 2 of dpid 0000000000000001 is where member 10.0.0.11 of cluster 'web' is pinned",
+            id="member-pinned-to-uplink",
+        ),
+    ],
+)
+def test_rejects_bad_switches(switches, key, problem):
+    error = rejection(f"fabric:\n  switches: {switches}\n{PINNED_WEB}")
+    assert error.key == key
+    assert problem in error.problem, error.problem
+
+
+def test_an_uplink_named_like_the_pinned_port_or_on_another_switch_is_no_conflict():
+    config = parse(fabric_config('- {dpid: 1, uplinks: ["2"]}\n- {dpid: 2, uplinks: [2]}\n'))
+    assert config.fabric.switch(1).uplinks == ("2",) and config.fabric.switch(2).uplinks == (2,)
+    assert config.fabric.switch(2).name is None
+
+
+def test_switch_from_data_takes_the_dpid_of_a_rest_put_from_its_caller():
+    switch = config_module.switch_from_data({"name": "hv1", "uplinks": [5]}, "", "request", dpid=7)
+    assert switch == SwitchConfig(dpid=7, name="hv1", uplinks=(5,))
+    with pytest.raises(ConfigError) as caught:
+        config_module.switch_from_data({"dpid": 7}, "", "request", dpid=7)
+    assert caught.value.key == "dpid" and "unknown key" in caught.value.problem
+
+
+def test_the_example_configs_commented_switches_are_valid_once_uncommented():
+    text = EXAMPLE.read_text()
+    start = text.index("  # switches:")
+    lines = text[start:].split("\n\n")[0].splitlines()
+    uncommented = "\n".join("  " + line[4:] if line.startswith("  # ") else line for line in lines)
+    config = parse(text[:start] + uncommented + "\n" + text[start:].split("\n\n", 1)[1])
+    assert [(s.dpid, s.name, s.uplinks) for s in config.fabric.switches] == [
+        (1, "hv1", (5, "patch-core")),
+        (2, "hv2", ("patch-core",)),
+    ]
+    assert len(config.registry.clusters) == 3

@@ -71,6 +71,13 @@ def test_every_port_gets_its_own_meter_and_all_share_one_total_meter():
     assert port_meter_id(0xFF00) == port_meter_id(0x12345) == SHARED_PORT_METER_ID
 
 
+def test_an_uplink_carries_every_member_behind_it_so_its_meter_has_the_totals_rate():
+    meters = {meter.meter_id: meter for meter in expected_meters(SETTINGS, (1, 2, 6), uplinks=(6, 9))}
+    assert meters[port_meter_id(6)] == MeterSpec(TOTAL_METER_ID + 6, 400, 400)
+    assert meters[port_meter_id(1)] == MeterSpec(TOTAL_METER_ID + 1, 50, 50)
+    assert port_meter_id(9) not in meters, "an uplink that is no port of the switch has no meter"
+
+
 def test_meters_are_reconciled_by_difference_and_others_meters_are_never_touched():
     expected = expected_meters(SETTINGS, (1, 2))
     installed = [

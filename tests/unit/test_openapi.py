@@ -22,6 +22,7 @@ BODY_ROUTES = {
     ("PUT", "/nlb/registry"),
     ("POST", "/nlb/clusters/{name}/members"),
     ("PATCH", "/nlb/clusters/{name}/members/{ip}"),
+    ("PUT", "/nlb/switches/{dpid}"),
 }
 # The routes that wait for the switches (a change's barriers, flow-stats): 504 when one does not answer in time.
 SWITCH_ROUTES = {
@@ -34,6 +35,8 @@ SWITCH_ROUTES = {
     ("DELETE", "/nlb/clusters/{name}/members/{ip}"),
     ("GET", "/nlb/flows"),
     ("POST", "/nlb/flows/reconcile"),
+    ("PUT", "/nlb/switches/{dpid}"),
+    ("DELETE", "/nlb/switches/{dpid}"),
 }
 
 
@@ -72,8 +75,10 @@ def expected_errors(method: str, path: str) -> set[str]:
         errors.add("404")
     if (method, path) in BODY_ROUTES:
         errors |= {"400", "413", "415"}
-    if method in ("POST", "PUT", "PATCH") and path.startswith(("/nlb/clusters", "/nlb/registry")):
+    if method in ("POST", "PUT", "PATCH") and path.startswith(("/nlb/clusters", "/nlb/registry", "/nlb/switches")):
         errors.add("409")
+    if "{dpid}" in path:
+        errors.add("400")  # a malformed dpid
     return errors
 
 
@@ -275,3 +280,29 @@ def test_the_bulk_answers_are_what_the_doc_says(tmp_path):
         problems = mismatches(answer, response["content"]["application/json"]["schema"])
         assert not problems, f"{method} {path}: {problems}"
     assert mismatches({"added": [], "extra": 1}, {"$ref": "#/components/schemas/Diff"}), "the check can fail"
+
+
+def test_the_switch_answers_are_what_the_doc_says(tmp_path):
+    """GET /nlb/switches, GET, PUT and DELETE /nlb/switches/{dpid}, as served, against the doc."""
+    from tests.unit.test_rest import StandInController, call
+
+    controller = StandInController(str(tmp_path / "state.db"))
+    served = [
+        ("GET", "/nlb/switches", None, "200"),
+        ("GET", "/nlb/switches/0000000000000001", None, "200"),
+        ("PUT", "/nlb/switches/2", {"name": "hv2", "uplinks": [1, "patch-hv1"]}, "200"),
+        ("PUT", "/nlb/switches/2", {"uplinks": [1, 1]}, "400"),
+        ("PUT", "/nlb/switches/1", {"uplinks": [2]}, "409"),
+        ("DELETE", "/nlb/switches/2", None, "200"),
+        ("GET", "/nlb/switches/2", None, "404"),
+    ]
+    for method, path, body, status in served:
+        got_status, answer = call(controller, method, path, body)
+        assert str(got_status) == status, (path, answer)
+        template = "/nlb/switches/{dpid}" if path.startswith("/nlb/switches/") else path
+        response = resolve(OPERATIONS[method, template]["responses"][status])
+        problems = mismatches(answer, response["content"]["application/json"]["schema"])
+        assert not problems, f"{method} {path}: {problems}"
+    dpid = resolve(SPEC["components"]["parameters"]["dpid"])["schema"]["pattern"]
+    for text, accepted in [("0000000000000001", True), ("0x1", True), ("12", True), ("01", False), ("0x", False)]:
+        assert bool(re.fullmatch(dpid, text)) == accepted, text

@@ -13,12 +13,17 @@ from webob import Request
 
 from flows.config import parse_config
 from flows.core import NlbCore
+from flows.fabric_ops import check_pins
 from flows.frames import Refusal
 from flows.model import ControllerSettings
+from flows.registry_ops import RegistryError
 from flows.store import RegistryStore
 from ryu_apps.rest import ROUTES, RestApi
 
 CONFIG = """
+fabric:
+  switches:
+    - {dpid: "0000000000000001", name: hv1, uplinks: [5, patch-core]}
 clusters:
   - name: web
     cluster_ip: 10.0.0.100
@@ -37,24 +42,82 @@ PINNED_AT_2 = {  # where the pinned member is, as the API shows it: never heard 
 }
 
 
+PORT_NAMES = {1: {1: "vm1", 2: "vm2", 3: "vm3", 4: "patch-core", 5: "trunk", 6: "vm6"}}  # dpid -> port -> name
+
+
 class StandInController:
-    """The service the API calls: the real core and store, no switch."""
+    """The service the API calls: the real core and store, no switch.
+
+    Switch 1 is connected (ports 1-6, named as in PORT_NAMES); member 10.0.0.11 is learned on its port 3
+    (`learned`), 10.0.0.12 pinned on port 2. The switch views are built here from the fabric, the ports'
+    names and where members are, as the core's status entries are."""
 
     def __init__(self, state_file: str) -> None:
-        self.core = NlbCore(parse_config(CONFIG))
-        self.core.switch_connected(1, dict.fromkeys([1, 2, 3], True))
+        config = parse_config(CONFIG)
+        self.core = NlbCore(config)
+        self.core.switch_connected(1, dict.fromkeys(PORT_NAMES[1], True))
+        self.learned = {1: {("web", "10.0.0.11"): 3}}
         self.state_file = state_file
-        self.store = RegistryStore.create(state_file, self.core.registry)
+        self.store = RegistryStore.create(state_file, self.core.registry, config.fabric)
 
     @property
     def registry(self):
         return self.core.registry
 
+    @property
+    def fabric(self):
+        return self.store.fabric
+
     def change(self, mutate):
         registry, touched = mutate(self.core.registry)
+        check_pins(self.fabric, registry)  # as the controller does after every registry change
         self.store.save(registry)
         self.core.set_registry(registry, now=0.0)
         return touched, []
+
+    def change_fabric(self, mutate):
+        fabric, touched = mutate(self.fabric)
+        for switch in fabric.switches:
+            located = self._located(switch.dpid)
+            for uplink in switch.uplinks:
+                port = self._resolved(switch.dpid, uplink)
+                for (cluster, ip), where in located.items():
+                    if where == port:
+                        raise RegistryError(
+                            409,
+                            f"uplinks: port {port} of switch {switch.dpid:016x} is where member {ip} of cluster"
+                            f" {cluster!r} is located now",
+                        )
+        self.store.save_fabric(fabric)
+        return touched, []
+
+    def _located(self, dpid):
+        return {**self.core.located_ports(dpid), **self.learned.get(dpid, {})}
+
+    def _resolved(self, dpid, uplink):
+        if isinstance(uplink, int):
+            return uplink
+        return next((port for port, name in PORT_NAMES.get(dpid, {}).items() if name == uplink), None)
+
+    def switch_views(self):
+        dpids = [switch.dpid for switch in self.fabric.switches]
+        dpids += sorted(dpid for dpid in PORT_NAMES if dpid not in dpids)
+        return [self.switch_view(dpid) for dpid in dpids]
+
+    def switch_view(self, dpid):
+        switch = self.fabric.switch(dpid)
+        if switch is None and dpid not in PORT_NAMES:
+            return None
+        uplinks = switch.uplinks if switch else ()
+        located = sorted(self._located(dpid).items(), key=lambda item: item[1])
+        return {
+            "dpid": dpid,
+            "name": switch.name if switch else None,
+            "connected": dpid in PORT_NAMES,
+            "uplinks": [{"uplink": uplink, "port": self._resolved(dpid, uplink)} for uplink in uplinks],
+            "members": [{"cluster": cluster, "ip": ip, "port": port} for (cluster, ip), port in located],
+            "loops": 0,
+        }
 
     def locations(self, cluster_name, member):
         return self.core.locations(cluster_name, member)
@@ -111,9 +174,21 @@ def load_state(path: str):
     return store.registry
 
 
+def load_fabric(path: str):
+    store = RegistryStore.open(path)
+    store.close()
+    return store.fabric
+
+
 def unchanged(controller) -> tuple:
-    """What a refused request must leave as it was: the registry and the store."""
-    return controller.registry, load_state(controller.state_file)
+    """What a refused request must leave as it was: the registry, the fabric, the store and the switch views."""
+    return (
+        controller.registry,
+        load_state(controller.state_file),
+        controller.fabric,
+        load_fabric(controller.state_file),
+        call(controller, "GET", "/nlb/switches"),
+    )
 
 
 def test_list_and_show_clusters(controller):
@@ -189,7 +264,7 @@ def test_flows_reconcile_and_status_come_from_the_controller(controller):
     assert call(controller, "POST", "/nlb/flows/reconcile") == (200, {"switches": {}, "reconciled": True})
     status, body = call(controller, "GET", "/nlb/status")
     assert status == 200
-    switch = {"dpid": 1, "ports": [1, 2, 3], "ports_down": [], "shared_ports": [], "connected": True}
+    switch = {"dpid": 1, "ports": [1, 2, 3, 4, 5, 6], "ports_down": [], "shared_ports": [], "connected": True}
     assert [{key: each[key] for key in switch} for each in body["switches"]] == [switch]
     status_view = {**PINNED_AT_2, "confirmed_ago": None, "checking": False}  # the status adds when it was heard
     assert body["clusters"][0]["members"][1] == {"ip": "10.0.0.12", "located": [status_view]}
@@ -499,11 +574,11 @@ def test_a_refused_request_names_the_field_and_changes_nothing(controller, metho
 def test_every_route_needs_the_token_when_one_is_configured(controller):
     before = controller.registry
     for method, template in ROUTES:
-        path = template.replace("{name}", "web").replace("{ip}", "10.0.0.11")
+        path = template.replace("{name}", "web").replace("{ip}", "10.0.0.11").replace("{dpid}", "1")
         for token in (None, "wrong"):
             status, body = call(controller, method, path, {}, token=token, api_token="s3cret")
             assert (status, list(body)) == (401, ["error"]), (method, path, token)
-    assert controller.registry == before
+    assert controller.registry == before and controller.fabric == parse_config(CONFIG).fabric
     assert call(controller, "GET", "/nlb/clusters", token="s3cret", api_token="s3cret")[0] == 200
     status, _ = call(
         controller, "POST", "/nlb/clusters", {"name": "a", "cluster_ip": "10.9.0.1"}, token="s3cret", api_token="s3cret"
@@ -624,3 +699,150 @@ def test_a_wildcard_listener_takes_any_of_its_ip_literals_but_no_other_name(cont
 def test_patch_may_still_unpin_with_dpid_and_port_null(controller):
     status, body = call(controller, "PATCH", "/nlb/clusters/web/members/10.0.0.12", {"dpid": None, "port": None})
     assert (status, body["dpid"], body["port"], body["mac"]) == (200, None, None, "02:de:0a:00:00:0c")
+
+
+# --- the switches ----------------------------------------------------------------------------------------
+
+HV1 = {
+    "dpid": 1,
+    "name": "hv1",
+    "connected": True,
+    "uplinks": [{"uplink": 5, "port": 5}, {"uplink": "patch-core", "port": 4}],
+    "members": [{"cluster": "web", "ip": "10.0.0.12", "port": 2}, {"cluster": "web", "ip": "10.0.0.11", "port": 3}],
+    "loops": 0,
+}
+
+
+def test_list_and_show_switches(controller):
+    assert call(controller, "GET", "/nlb/switches") == (200, {"switches": [HV1]})
+    for form in ("0000000000000001", "0x1", "1"):
+        assert call(controller, "GET", f"/nlb/switches/{form}") == (200, HV1)
+
+
+def test_put_creates_and_replaces_a_switch_and_saves_it(controller):
+    status, body = call(controller, "PUT", "/nlb/switches/0x2", {"name": "hv2", "uplinks": [1, "eth9"]})
+    assert (status, body["name"], body["connected"]) == (200, "hv2", False)
+    assert body["uplinks"] == [{"uplink": 1, "port": 1}, {"uplink": "eth9", "port": None}]
+    assert body["pending_switches"] == []
+    status, body = call(controller, "PUT", "/nlb/switches/0000000000000001", {"uplinks": ["trunk"]})
+    assert (status, body["name"], body["uplinks"]) == (200, None, [{"uplink": "trunk", "port": 5}])
+    assert [s.dpid for s in load_fabric(controller.state_file).switches] == [1, 2], "replaced in place"
+    assert load_fabric(controller.state_file) == controller.fabric
+    assert [s["dpid"] for s in call(controller, "GET", "/nlb/switches")[1]["switches"]] == [1, 2]
+
+
+def test_delete_removes_the_configuration_and_the_connected_switch_stays(controller):
+    status, body = call(controller, "DELETE", "/nlb/switches/1")
+    assert (status, body) == (
+        200,
+        {"dpid": 1, "name": "hv1", "uplinks": [5, "patch-core"], "pending_switches": []},
+    )
+    assert load_fabric(controller.state_file).switches == ()
+    status, body = call(controller, "GET", "/nlb/switches/1")
+    assert (status, body["name"], body["uplinks"], body["connected"]) == (200, None, [], True)
+    assert call(controller, "DELETE", "/nlb/switches/1")[0] == 404
+
+
+SWITCH_REFUSALS = [
+    pytest.param("GET", "/nlb/switches/0x", None, 400, "dpid: '0x' is not a datapath id", id="get-bad-dpid"),
+    pytest.param("GET", "/nlb/switches/7", None, 404, "dpid: no switch 0000000000000007", id="get-unknown"),
+    pytest.param("PUT", "/nlb/switches/g1", {}, 400, "dpid: 'g1' is not a datapath id", id="put-bad-dpid"),
+    pytest.param(
+        "PUT", "/nlb/switches/00000000000000001", {}, 400, "dpid: '00000000000000001'", id="put-17-hex-digits"
+    ),
+    pytest.param("DELETE", "/nlb/switches/x", None, 400, "dpid: 'x' is not a datapath id", id="delete-bad-dpid"),
+    pytest.param("DELETE", "/nlb/switches/2", None, 404, "dpid: no switch 0000000000000002", id="delete-unknown"),
+    pytest.param("PUT", "/nlb/switches/1", {"dpid": 1}, 400, "dpid: unknown field", id="dpid-in-body"),
+    pytest.param("PUT", "/nlb/switches/1", {"uplink": [5]}, 400, "uplink: unknown field", id="unknown-field"),
+    pytest.param("PUT", "/nlb/switches/1", [5], 400, "the body must be a JSON object", id="not-an-object"),
+    pytest.param("PUT", "/nlb/switches/1", {"name": "h v"}, 400, "name: 'h v' is not a valid name", id="bad-name"),
+    pytest.param("PUT", "/nlb/switches/1", {"uplinks": [0]}, 400, "uplinks[0]: 0 is not a switch port", id="port-0"),
+    pytest.param("PUT", "/nlb/switches/1", {"uplinks": ["a\tb"]}, 400, "uplinks[0]: 'a\\tb'", id="name-with-tab"),
+    pytest.param(
+        "PUT", "/nlb/switches/1", {"uplinks": [5, 5]}, 400, "uplinks[1]: the uplink 5 is already", id="number-twice"
+    ),
+    pytest.param(
+        "PUT", "/nlb/switches/1", {"uplinks": ["t", "t"]}, 400, "uplinks[1]: the uplink 't' is", id="name-twice"
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/switches/1",
+        {"uplinks": [2]},
+        409,
+        "uplinks[0]: port 2 of dpid 0000000000000001 is where member 10.0.0.12 of cluster 'web' is pinned",
+        id="pinned-member-port",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/switches/1",
+        {"uplinks": [3]},
+        409,
+        "uplinks: port 3 of switch 0000000000000001 is where member 10.0.0.11 of cluster 'web' is located now",
+        id="learned-member-port",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/switches/1",
+        {"uplinks": ["vm3"]},
+        409,
+        "uplinks: port 3 of switch 0000000000000001 is where member 10.0.0.11",
+        id="learned-member-port-by-name",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/switches/2",
+        {"name": "hv1"},
+        409,
+        "name: 'hv1' is already the name of switch 0000000000000001",
+        id="switch-name-twice",
+    ),
+    pytest.param(
+        "PATCH",
+        "/nlb/clusters/web/members/10.0.0.11",
+        {"dpid": 1, "port": 5},
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.11 of cluster 'web' is pinned",
+        id="member-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters/web/members",
+        {"ip": "10.0.0.20", "dpid": "0000000000000001", "port": 5},
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.20",
+        id="new-member-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/clusters/web",
+        {"cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "dpid": 1, "port": 5}]},
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.11",
+        id="put-cluster-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/registry",
+        {
+            "clusters": [
+                {"name": "web", "cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "dpid": 1, "port": 5}]}
+            ]
+        },
+        409,
+        "port 5 of dpid 0000000000000001 is where member 10.0.0.11",
+        id="put-registry-pinned-to-an-uplink",
+    ),
+    pytest.param(
+        "PUT", "/nlb/switches/1", {"uplinks": ["05"]}, 400, "uplinks[0]: '05' is ambiguous", id="uplink-leading-zero"
+    ),
+    pytest.param("POST", "/nlb/switches", {}, 405, "POST is not allowed on /nlb/switches", id="post-switches"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "error"), SWITCH_REFUSALS)
+def test_a_refused_switch_request_names_the_field_and_changes_nothing(controller, method, path, body, status, error):
+    before = unchanged(controller)
+    got_status, got_body = call(controller, method, path, body)
+    assert (got_status, list(got_body)) == (status, ["error"])
+    assert got_body["error"].startswith(error), got_body["error"]
+    assert unchanged(controller) == before

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from flows.config import ConfigError, config_from_data, parse_config
-from flows.model import Registry
+from flows.model import Fabric, Registry, SwitchConfig
 from flows.registry_ops import add_member, remove_member, update_member
 from flows.state import cluster_data
 from flows.store import (
@@ -483,6 +483,50 @@ CORRUPT = {
         lambda p: edited(p, "INSERT INTO members (cluster, ip) VALUES ('gone', '10.9.0.1')"),
         "a cluster that has no row in clusters",
     ),
+    "switch-uplink-not-a-port": (
+        lambda p: edited(p, "INSERT INTO switches VALUES ('0000000000000001', NULL, 'hv1', '[5, 0]')"),
+        "switches[dpid='0000000000000001'].uplinks[1]: 0 is not a switch port",
+    ),
+    "switch-uplinks-not-json": (
+        lambda p: edited(p, "INSERT INTO switches VALUES ('0000000000000001', NULL, 'hv1', '[5, ')"),
+        "switches[dpid='0000000000000001'].uplinks: '[5, ' is not a JSON list",
+    ),
+    "switch-dpid-not-a-dpid": (
+        lambda p: edited(p, "INSERT INTO switches VALUES ('1', NULL, 'hv1', '[]')"),
+        "switches[dpid='1'].dpid: '1' is not a datapath id",
+    ),
+    "switch-dpid-upper-case": (
+        lambda p: edited(p, "INSERT INTO switches VALUES ('000000000000000A', NULL, NULL, '[]')"),
+        "expected 16 lower-case hex digits",
+    ),
+    "switch-name-twice": (
+        lambda p: edited(
+            p,
+            "INSERT INTO switches VALUES ('0000000000000001', NULL, 'hv1', '[]')",
+            "INSERT INTO switches VALUES ('0000000000000002', '0000000000000001', 'hv1', '[]')",
+        ),
+        "switches[1].name: the name 'hv1' is already the name of switches[0]",
+    ),
+    "switch-uplink-twice": (
+        lambda p: edited(p, "INSERT INTO switches VALUES ('0000000000000001', NULL, NULL, '[\"a\", \"a\"]')"),
+        "switches[0].uplinks[1]: the uplink 'a' is already uplinks[0]",
+    ),
+    "switch-order": (
+        lambda p: edited(
+            p,
+            "INSERT INTO switches VALUES ('0000000000000001', NULL, NULL, '[]')",
+            "INSERT INTO switches VALUES ('0000000000000002', NULL, NULL, '[]')",
+        ),
+        "are both first (column previous)",
+    ),
+    "member-pinned-to-an-uplink": (
+        lambda p: edited(
+            p,
+            "UPDATE members SET dpid = '0000000000000001', port = 5 WHERE ip = '10.0.0.1'",
+            "INSERT INTO switches VALUES ('0000000000000001', NULL, NULL, '[5]')",
+        ),
+        "switches[0].uplinks[0]: port 5 of dpid 0000000000000001 is where member 10.0.0.1 of cluster 'c0' is pinned",
+    ),
     "invalid-yaml": (lambda p: p.write_text("clusters: [\n"), "invalid YAML"),
     "duplicate-key": (
         lambda p: p.write_text("clusters:\n  - name: web\n    cluster_ip: 10.0.0.100\n    name: db\n"),
@@ -604,3 +648,185 @@ def test_a_save_that_fails_halfway_leaves_the_last_committed_registry_and_the_st
     store.connection.execute("DROP TRIGGER full")
     store.save(bigger)
     assert RegistryStore.open(store.path).registry == bigger
+
+
+# --- the fabric's switches -------------------------------------------------------------------------------
+
+FABRIC = Fabric(
+    switches=(
+        SwitchConfig(1, "hv1", (5, "patch-core")),
+        SwitchConfig(2**64 - 1, None, ("7",)),
+        SwitchConfig(3, "hv3", ()),
+    )
+)
+
+
+def switch_table(path) -> list[tuple]:
+    connection = sqlite3.connect(path)
+    try:
+        return sorted(connection.execute("SELECT * FROM switches"))
+    finally:
+        connection.close()
+
+
+def test_the_fabric_round_trips_in_order_with_numbers_and_names_kept_apart(tmp_path):
+    path = str(tmp_path / "state.db")
+    RegistryStore.create(path, web_config().registry, FABRIC).close()
+    store = RegistryStore.open(path)
+    assert store.fabric == FABRIC and store.registry == web_config().registry
+    assert store.fabric.switch(2**64 - 1).uplinks == ("7",), "a port named 7 stays a name"
+    assert ("ffffffffffffffff", "0000000000000001", None, '["7"]') in switch_table(path)
+    store.close()
+
+
+def test_save_fabric_writes_only_the_rows_that_changed_and_keeps_the_order(tmp_path):
+    path = str(tmp_path / "state.db")
+    store = RegistryStore.create(path, web_config().registry, FABRIC)
+    changed = Fabric(switches=(FABRIC.switches[0], SwitchConfig(2**64 - 1, "hv2", ()), FABRIC.switches[2]))
+    assert store.save_fabric(changed).rows == 1
+    assert store.save_fabric(changed).rows == 0, "no change, no write"
+    without_first = Fabric(switches=changed.switches[1:])
+    writes = store.save_fabric(without_first)
+    assert (writes.deleted, [row.dpid for row in writes.updated]) == (("0000000000000001",), ["ffffffffffffffff"])
+    appended = Fabric(switches=(*without_first.switches, SwitchConfig(9, None, (1,))))
+    assert store.save_fabric(appended).rows == 1
+    store.close()
+    reopened = RegistryStore.open(path)
+    assert reopened.fabric == appended and reopened.registry == web_config().registry
+    reopened.close()
+
+
+def version_1_database(path: str, registry: Registry) -> None:
+    """A database as nlbflow wrote it before the fabric: schema version 1, no switches table."""
+    RegistryStore.create(path, registry).close()
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TABLE switches")
+    connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    connection.commit()
+    connection.close()
+
+
+def test_a_version_1_database_is_migrated_in_place_losing_nothing_and_takes_the_configs_fabric(tmp_path):
+    path = str(tmp_path / "state.db")
+    registry = web_config(pinned=True).registry
+    version_1_database(path, registry)
+    configured = Fabric(switches=(SwitchConfig(1, "hv1", (7, "patch-core")),))
+
+    opened = open_registry(path, registry, fabric=configured)
+    assert (opened.first_start, opened.fabric_first_start, opened.fabric_ignored) == (False, True, False)
+    assert (opened.store.registry, opened.store.fabric) == (registry, configured)
+    opened.store.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT value FROM meta").fetchall() == [("2",)]
+    connection.close()
+
+    again = open_registry(path, registry, fabric=Fabric(switches=(SwitchConfig(1, "other"),)))
+    assert (again.fabric_first_start, again.fabric_ignored) == (False, True), "the saved fabric wins"
+    assert again.store.fabric == configured
+    again.store.close()
+
+
+def test_a_version_1_database_whose_registry_pins_a_member_to_a_configured_uplink_is_refused_untouched(tmp_path):
+    path = tmp_path / "state.db"
+    version_1_database(str(path), web_config(pinned=True).registry)
+    before = fingerprint(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        open_registry(str(path), Registry(), fabric=Fabric(switches=(SwitchConfig(1, None, (2,)),)))
+    assert "member 10.0.0.12 of cluster 'web' is pinned" in str(caught.value)
+    assert "the config's fabric" in str(caught.value)
+    assert fingerprint(tmp_path) == before
+
+
+def test_the_first_start_stores_the_configs_fabric_and_later_starts_keep_the_saved_one(tmp_path):
+    path = str(tmp_path / "state.db")
+    first = open_registry(path, web_config().registry, fabric=FABRIC)
+    assert (first.first_start, first.fabric_first_start, first.store.fabric) == (True, True, FABRIC)
+    first.store.save_fabric(Fabric(switches=FABRIC.switches[:1]))
+    first.store.close()
+    second = open_registry(path, web_config().registry, fabric=FABRIC)
+    assert (second.fabric_first_start, second.fabric_ignored) == (False, True)
+    assert second.store.fabric == Fabric(switches=FABRIC.switches[:1]), "what the API removed stays removed"
+    second.store.close()
+    third = open_registry(path, web_config().registry)
+    assert third.fabric_ignored is False, "a config without switches is not reported as ignored"
+    third.store.close()
+
+
+def test_an_imported_yaml_state_file_takes_the_configs_fabric(tmp_path):
+    yaml_path = tmp_path / "nlbflow-state.yaml"
+    yaml_path.write_text("clusters: [{name: web, cluster_ip: 10.0.0.100}]\n")
+    opened = open_registry(str(tmp_path / "nlbflow-state.db"), Registry(), str(yaml_path), fabric=FABRIC)
+    assert (opened.imported, opened.fabric_first_start, opened.store.fabric) == (str(yaml_path), True, FABRIC)
+    opened.store.close()
+
+
+SAVE_FABRIC_IN_A_LOOP = textwrap.dedent(
+    """
+    import sys
+    from flows.model import Fabric, SwitchConfig
+    from flows.store import RegistryStore
+    store = RegistryStore.open(sys.argv[1])
+    for n in range(1, 100000):
+        store.save_fabric(Fabric(switches=tuple(SwitchConfig(d, f"s{d}", (n, f"p{n}")) for d in range(1, 4))))
+        print(n, flush=True)  # acknowledged: committed
+    """
+)
+
+
+def test_kill_9_while_saving_the_fabric_leaves_the_last_committed_one_whole(tmp_path):
+    path = tmp_path / "state.db"
+    RegistryStore.create(str(path), web_config().registry).close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVE_FABRIC_IN_A_LOOP, str(path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    acknowledged = 0
+    stop_after = random.Random().randrange(20, 200)  # a moment the test does not choose
+    for line in saver.stdout:
+        acknowledged = int(line)
+        if acknowledged >= stop_after:
+            break
+    saver.kill()
+    saver.wait()
+    for line in saver.stdout:  # what was committed and printed before the kill landed
+        acknowledged = int(line)
+
+    store = RegistryStore.open(str(path))
+    uplinks = {switch.uplinks for switch in store.fabric.switches}
+    assert len(uplinks) == 1, "the three switches of one save, never of two"
+    ((n, name),) = uplinks
+    assert acknowledged <= n <= acknowledged + 1 and name == f"p{n}"
+    assert [switch.dpid for switch in store.fabric.switches] == [1, 2, 3]
+    assert store.registry == web_config().registry
+    store.close()
+
+
+KILLED_WHILE_MIGRATING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from flows import store
+    from flows.model import Fabric, SwitchConfig
+    write = store._execute_fabric
+    def write_then_die(connection, writes):  # kill -9 inside the migration's transaction, before COMMIT
+        write(connection, writes)
+        os.kill(os.getpid(), signal.SIGKILL)
+    store._execute_fabric = write_then_die
+    store.RegistryStore.open(sys.argv[1], Fabric(switches=(SwitchConfig(1, "hv1", (7,)),)))
+    """
+)
+
+
+def test_kill_9_while_migrating_leaves_the_version_1_database_which_the_next_start_migrates(tmp_path):
+    path = tmp_path / "state.db"
+    registry = web_config(pinned=True).registry
+    version_1_database(str(path), registry)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_MIGRATING, str(path)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT value FROM meta").fetchall() == [("1",)], "the migration is all or nothing"
+    connection.close()
+    configured = Fabric(switches=(SwitchConfig(1, "hv1", (7,)),))
+    store = RegistryStore.open(str(path), configured)
+    assert (store.migrated, store.registry, store.fabric) == (True, registry, configured)
+    store.close()
