@@ -614,6 +614,17 @@ class Lab:
         else:
             self.vsctl(*(word for end in link.ends for word in ("--", "del-port", end.bridge, end.iface)))
 
+    def renumber_link(self, link: Link, bridge: str, ofport: int) -> Link:
+        """Give the link's end on `bridge` another OpenFlow port number (OVS deletes the port and adds it
+        again under the new number, same name); returns the link as it is now (also in `links`)."""
+        end = link.end_on(bridge)
+        self._check_free_port(bridge, ofport)
+        self.vsctl("set", "interface", end.iface, f"ofport_request={ofport}")
+        moved = replace(end, ofport=self._ofport(end.iface, ofport))
+        renumbered = replace(link, ends=tuple(moved if e == end else e for e in link.ends))
+        self.links[link.name] = renumbered
+        return renumbered
+
     def add_member(
         self,
         name: str,

@@ -20,10 +20,11 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
-from tests.lab.appkit import ARP_MODES, RUNTIMES, VIP, dm
+from tests.lab.appkit import APP_COOKIES, ARP_MODES, RUNTIMES, VIP, dm
 from tests.lab.fabrickit import (
     BURST_SIZE,
     OWN_MACS,
+    PATCH_PORT,
     FabricLab,
     answered_pairs,
     app_flows,
@@ -259,6 +260,31 @@ class TestLinkedDirectly(FabricChecks):
     def fabric(self, linked_directly: FabricLab) -> FabricLab:
         return linked_directly
 
+    def test_the_patch_link_removed_added_again_and_renumbered_is_followed_by_its_name(self, fabric: FabricLab):
+        """hv1 names its uplink by port name: while the patch port is gone the name is unresolved, and it
+        is found again when the port comes back, also under another port number."""
+        lab, hv1 = fabric.lab, fabric.switches["hv1"].name
+        across = cross_pairs(fabric)
+        local = [(s, d) for s, d in member_pairs(fabric) if fabric.switch_of(s) == fabric.switch_of(d)]
+        wait_uplink_port(fabric, "hv1", PATCH_PORT)
+        assert unreachable_pairs(fabric, across, count=1) == []
+
+        lab.set_link(fabric.uplinks["hv1"], False)
+        wait_uplink_port(fabric, "hv1", None)
+        assert answered_pairs(fabric, across, count=1) == []
+        assert unreachable_pairs(fabric, local, count=1) == [], log_tail(lab)
+        lab.set_link(fabric.uplinks["hv1"], True)
+        wait_uplink_port(fabric, "hv1", PATCH_PORT)
+        assert wait_reachable(fabric, across) == [], log_tail(lab)
+
+        for port in (PATCH_PORT + 1, PATCH_PORT):  # to another number, and back: the fixture's lab again
+            link = lab.renumber_link(fabric.uplinks["hv1"], hv1, port)
+            fabric.uplinks = {"hv1": link, "hv2": link}
+            wait_uplink_port(fabric, "hv1", port)
+            assert wait_reachable(fabric, across) == [], log_tail(lab)
+            cluster_flow = [f for f in lab.dump_flows(APP_COOKIES, bridge=hv1) if f"dl_dst={CLUSTER_MAC}" == f.match]
+            assert [f.actions for f in cluster_flow] == [f"output:1,output:2,output:{port}"]
+
 
 def wait_port_down(fabric: FabricLab, label: str, port: int, down: bool, timeout: float = 15.0) -> None:
     """Wait until the app's status shows a switch's port down (or up again)."""
@@ -274,3 +300,12 @@ def gratuitous_arps(capture: Capture, ip: str) -> list[tuple[int, str]]:
     ARP from that IP: in relay mode a peer refreshing its entry meanwhile gets the sender's own answer."""
     frames = [f for f in capture.frames if ARP in f and f[ARP].psrc == f[ARP].pdst == ip]
     return sorted((f[ARP].op, f[ARP].hwsrc) for f in frames)
+
+
+def wait_uplink_port(fabric: FabricLab, label: str, port: int | None, timeout: float = 15.0) -> None:
+    """Wait until the status shows the switch's one uplink resolved to `port` (None: unresolved)."""
+    deadline = time.monotonic() + timeout
+    while [u["port"] for u in switch_status(fabric, label)["uplinks"]] != [port]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{label}'s uplink never on port {port}:\n{log_tail(fabric.lab)}")
+        time.sleep(0.2)
