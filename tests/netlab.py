@@ -621,7 +621,8 @@ class Lab:
         self._check_free_port(bridge, ofport)
         self.vsctl("set", "interface", end.iface, f"ofport_request={ofport}")
         moved = replace(end, ofport=self._ofport(end.iface, ofport))
-        renumbered = replace(link, ends=tuple(moved if e == end else e for e in link.ends))
+        first, second = link.ends
+        renumbered = replace(link, ends=(moved, second) if first == end else (first, moved))
         self.links[link.name] = renumbered
         return renumbered
 

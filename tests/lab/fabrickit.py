@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
 
@@ -39,7 +39,6 @@ class FabricLab:
     """A built topology: its switches by label (hv1, hv2), hosts, and the links between the switches."""
 
     lab: Lab
-    kind: str  # "A" (through a Linux bridge) or "B" (two OVS bridges linked directly)
     switches: dict[str, OvsBridge]
     members: list[Host]
     client: Host
@@ -49,7 +48,6 @@ class FabricLab:
     runtime: str = ""
     arp: str = ""
     config_path: Path | None = None
-    member_switch: dict[str, str] = field(default_factory=dict)  # member name -> switch label, as built
 
     def switch_of(self, host: Host) -> str:
         """The label (hv1, hv2) of the OVS bridge a host is on now; "" for the Linux bridge."""
@@ -82,7 +80,7 @@ def build_topology_a(lab: Lab, member_macs: Sequence[str] | None = None) -> Fabr
     other = lab.add_host("o2", OTHER_MAC, [OTHER_ADDRESS], ofport=3, bridge=switches["hv2"].name)
     client = lab.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], bridge=bridge)
     outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], bridge=bridge)
-    return FabricLab(lab, "A", switches, members, client, [outsider, other], uplinks, bridge)
+    return FabricLab(lab, switches, members, client, [outsider, other], uplinks, bridge)
 
 
 def build_topology_b(lab: Lab, member_macs: Sequence[str] | None = None) -> FabricLab:
@@ -94,7 +92,7 @@ def build_topology_b(lab: Lab, member_macs: Sequence[str] | None = None) -> Fabr
     members = _add_members(lab, switches, member_macs)
     client = lab.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], ofport=3, bridge=switches["hv1"].name)
     other = lab.add_host("o2", OTHER_MAC, [OTHER_ADDRESS], ofport=3, bridge=switches["hv2"].name)
-    return FabricLab(lab, "B", switches, members, client, [other], {"hv1": patch, "hv2": patch})
+    return FabricLab(lab, switches, members, client, [other], {"hv1": patch, "hv2": patch})
 
 
 def _add_members(lab: Lab, switches: dict[str, OvsBridge], macs: Sequence[str] | None) -> list[Host]:
