@@ -17,7 +17,12 @@ concerns (for status, the old full scans per member and switch). Medians and spr
 full / incremental. Times are the CPU time of this process (time.process_time()): what the controller
 would spend, which a busy machine's other processes do not inflate. Asserts nothing.
 
-    python -m bench.core [--short]     (NLBFLOW_BENCH_SHORT=1 is --short: 100 and 1,000 members, few rounds)
+With --uplinks each switch's uplink port is an uplink of the fabric (docs/fabric.md, issue 9): every switch
+then holds a transit flow per member of the others, and a member found on one switch changes its cluster's
+flows on every switch, so the baseline of a learned location (and of a fresh switch's) is the full
+recomputation of every switch.
+
+    python -m bench.core [--short] [--uplinks]   (NLBFLOW_BENCH_SHORT=1 is --short: 100 and 1,000 members)
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from flows.core import COUNTERS, NlbCore
 from flows.flowspec import expected_flows, reconcile
 from flows.frames import Refusal
 from flows.locations import How
-from flows.model import Cluster, Config, Member, Registry
+from flows.model import Cluster, Config, Member, Registry, SwitchConfig
+from flows.model import Fabric as FabricConfig
 
 CLIENT_IP, CLIENT_MAC = "10.250.0.50", "52:54:00:00:00:50"
 NOW = 100.0  # the clock stands still: every probe answer comes within confirm_seconds of its probe
@@ -84,10 +90,20 @@ class Fabric:
                 Cluster(name, ip, unicast_cluster_mac(ip), members=tuple(Member(a, dedicated_mac(a)) for a in ips))
             )
         self.registry = Registry(clusters=tuple(built))
+        self.config = FabricConfig()  # the nlbflow fabric: no uplinks, unless with_uplinks()
         self.home = {}  # (cluster, member ip) -> (dpid, port)
         for i, (cluster, member) in enumerate((c, m) for c in built for m in c.members):
             self.home[(cluster.name, member.ip)] = (i % switches + 1, i // switches + 1)
         self.added = 0
+
+    def with_uplinks(self) -> None:
+        self.config = FabricConfig(
+            switches=tuple(SwitchConfig(dpid, uplinks=(self.uplink,)) for dpid in range(1, self.switches + 1))
+        )
+
+    def concerned(self, dpid: int) -> list[int]:
+        """The switches whose flows a member found on dpid can change: every one with uplinks, else dpid."""
+        return list(range(1, self.switches + 1)) if self.config.switches else [dpid]
 
     def ports(self, dpid: int) -> dict[int, bool]:
         taken = [port for (switch, port) in self.home.values() if switch == dpid]
@@ -132,7 +148,7 @@ def unicast_poll(cluster: Cluster, ip: str) -> ArpFrame:
 def located_core(fabric: Fabric, unlocated: set[tuple[str, str]], read_back: set[int]) -> NlbCore:
     """Every switch connected, every member located by its own ARP except `unlocated`; the switches in
     read_back have their flows read back (empty) and hold every expected flow."""
-    core = NlbCore(Config(registry=fabric.registry))
+    core = NlbCore(Config(registry=fabric.registry, fabric=fabric.config))
     for dpid in range(1, fabric.switches + 1):
         core.switch_connected(dpid, fabric.ports(dpid))
     for cluster in fabric.registry.clusters:
@@ -150,7 +166,10 @@ def full_recomputation(core: NlbCore, dpid: int) -> None:
     """What every event cost before issue 8: every flow of the switch from scratch, and the difference."""
     state = core.switches[dpid]
     located = core.located_ports(dpid)
-    flows = expected_flows(core.registry, core.settings, located, state.down_ports, state.held, state.ports)
+    elsewhere = {key for key in core.heard_on if any(other != dpid for other in core.heard_on[key])}
+    flows = expected_flows(
+        core.registry, core.settings, located, state.down_ports, state.held, state.ports, state.uplinks, elsewhere
+    )
     reconcile(flows, state.installed)
 
 
@@ -196,8 +215,12 @@ def legacy_status(core: NlbCore, now: float) -> dict:
     }
 
 
-def measure(members: int, clusters: int, switches: int, rounds: Rounds) -> dict[str, tuple[list, list, str]]:
+def measure(
+    members: int, clusters: int, switches: int, rounds: Rounds, uplinks: bool = False
+) -> dict[str, tuple[list, list, str]]:
     fabric = Fabric(members, clusters, switches)
+    if uplinks:
+        fabric.with_uplinks()
     keys = list(fabric.home)
     reserved = keys[:: max(1, len(keys) // rounds.events)][: rounds.events]
     core = located_core(fabric, set(reserved), set(range(1, switches + 1)))
@@ -221,7 +244,7 @@ def learned_locations(core: NlbCore, fabric: Fabric, unlocated: list) -> tuple[l
         dpid, port = fabric.home[key]
         answer = probe_answer(core.registry.cluster_named(key[0]), key[1])
         learned.append(timed(lambda: core.packet_in(dpid, port, answer, NOW)))  # noqa: B023
-        full.append(timed(lambda: full_recomputation(core, dpid)))  # noqa: B023
+        full.append(sum(timed(lambda: full_recomputation(core, each)) for each in fabric.concerned(dpid)))  # noqa: B023
     assert all(key in core.located_ports(fabric.home[key][0]) for key in unlocated)
     return learned, full, ""
 
@@ -284,7 +307,8 @@ def fresh_switch(fabric: Fabric, count: int) -> tuple[list, list, str]:
         for n, (port, answer) in enumerate(answers):
             core.packet_in(dpid, port, answer, NOW)
             if n % sample_every == 0:  # the baseline, sampled; its time is taken out of the incremental's
-                sampled.append(timed(lambda: full_recomputation(core, dpid)))  # noqa: B023
+                concerned = [each for each in fabric.concerned(dpid) if core.switches[each].installed is not None]
+                sampled.append(sum(timed(lambda: full_recomputation(core, each)) for each in concerned))  # noqa: B023
         fresh.append((time.process_time() - start) * 1000 - sum(sampled))
         full.append(sum(sampled) / len(sampled) * (len(answers) + 1))
         assert len(core.located_ports(dpid)) == len(fresh_members)
@@ -309,16 +333,17 @@ def report(members: int, clusters: int, switches: int, results: dict[str, tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="100 and 1,000 members only, few rounds")
+    parser.add_argument("--uplinks", action="store_true", help="every switch's uplink port is a fabric uplink")
     args = parser.parse_args()
     short = args.short or os.environ.get("NLBFLOW_BENCH_SHORT") == "1"
     sizes, rounds = (SHORT_SIZES, SHORT_ROUNDS) if short else (FULL_SIZES, FULL_ROUNDS)
     print(
-        f"bench.core ({'short' if short else 'full'}): milliseconds per event; targets at 10,000 members in 1,000"
-        " clusters on 10 switches"
+        f"bench.core ({'short' if short else 'full'}{', uplinks' if args.uplinks else ''}): milliseconds per"
+        " event; targets at 10,000 members in 1,000 clusters on 10 switches"
     )
     for members, clusters in sizes:
         for switches in SWITCHES:
-            report(members, clusters, switches, measure(members, clusters, switches, rounds))
+            report(members, clusters, switches, measure(members, clusters, switches, rounds, args.uplinks))
 
 
 if __name__ == "__main__":
