@@ -3,7 +3,8 @@
 Run as root from the repo root: `python -m tests.demo [--runtime osken|ryu] [--arp proxy|relay]`
 (`make demo` does it). Everything happens in a throw-away lab (tests/netlab.py): namespaces, a private
 userspace Open vSwitch and the controller, all removed at the end, even on failure or Ctrl-C.
-The exit code is 0 only if the problem was reproduced and every check of the fix passed.
+The exit code is 0 only if the problem was reproduced and every check of the fix passed. A last section
+puts members on two OVS bridges joined by a Linux bridge, one app driving both (issue 9).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.lab.appkit import (
     serve_load_balanced,
     write_config,
 )
+from tests.lab.fabrickit import build_topology_a, members_in_status, start_fabric
 from tests.netlab import BRIDGE, CLUSTER_MAC, CLUSTER_VIP, Flow, Host, Lab, LabError
 
 PURPOSES = {
@@ -292,6 +294,77 @@ def show_load_balancing(lab: Lab, members: list[Host], client: Host, outsider: H
     )
 
 
+def show_fabric(args: argparse.Namespace, checks: Checks) -> None:
+    """Members on two switches, joined by a plain learning switch: one app drives both OVS bridges."""
+    heading(
+        "6. Several switches",
+        "Two OVS bridges, hv1 and hv2 (two hypervisors), each its own OpenFlow switch with its own connection\n"
+        "to the one controller, and each with an uplink into a Linux bridge, an ordinary learning switch that\n"
+        "also holds the client. Two members on each hypervisor:",
+    )
+    lab = Lab(dpid=None)
+    try:
+        with lab:
+            fabric = build_topology_a(lab)
+            print(f"  {'host':<5} {'role':<7} {'addresses':<28} {'MAC':<18} switch port")
+            for host in [*fabric.members, fabric.client, *fabric.others]:
+                role = "member" if host in fabric.members else "client" if host is fabric.client else "other"
+                where = fabric.switch_of(host) or "lb (Linux bridge)"
+                port = f"{where} {host.ofport}" if host.ofport is not None else where
+                print(f"  {host.name:<5} {role:<7} {', '.join(host.addresses):<28} {host.mac:<18} {port}")
+            for label in fabric.switches:
+                print(f"  {label}'s uplink: port {fabric.uplink_port(label)} ({fabric.uplinks[label].ends[0].iface})")
+            start_fabric(fabric, args.runtime, args.arp)
+            print(f"\n  Config {fabric.config_path} (hv1's uplink by port name, hv2's by port number):")
+            print("".join(f"    {line}\n" for line in fabric.config_path.read_text().splitlines()), end="")
+            print("\n  The app located every member on its own switch (GET /nlb/status):")
+            for label in fabric.switches:
+                located = ", ".join(f"{ip} on port {port}" for ip, port in members_in_status(fabric, label))
+                print(f"    {label}: {located}")
+
+            print("\n  Member-to-member ping by DIP, across the switches and the Linux bridge:")
+            results = ping_matrix(lab, fabric.members, count=2)
+            checks.check(all(results.values()), "fabric: every member should ping every peer's DIP")
+            print("\n  Neighbour tables: the peers' dedicated MACs, on this switch and on the other.")
+            for member in fabric.members:
+                table = lab.neigh(member)
+                for peer in fabric.members:
+                    if peer is member:
+                        continue
+                    entry = table.get(peer.ip)
+                    mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
+                    here = "same switch" if fabric.switch_of(peer) == fabric.switch_of(member) else "other switch"
+                    note = f"{owner_of(mac, fabric.members)}, {here}"
+                    print(f"    {member.name}: {peer.ip:<10} -> {mac or '(none)':<17}  {state:<10} {note}")
+                    checks.check(
+                        mac == dedicated_mac(peer.ip), f"fabric: {member.name} should hold {peer.name}'s dedicated MAC"
+                    )
+            client = fabric.client
+            pinged = lab.ping(client, VIP)
+            print(
+                f"\n  {client.name} pings the VIP {VIP} (every member gets each request): {'ok' if pinged else 'FAIL'}"
+            )
+            checks.check(pinged, f"fabric: {client.name} should ping the VIP")
+            learned = [e for e in lab.linux_fdb(fabric.linux_bridge) if not e.permanent]
+            names = {fabric.uplinks[label].ends[1].iface: f"uplink of {label}" for label in fabric.switches}
+            names.update({h.switch_iface: h.name for h in [client, *fabric.others]})
+            print(f"\n  The Linux bridge's table (bridge fdb show br {fabric.linux_bridge}), learned entries:")
+            for entry in sorted(learned, key=lambda e: (e.iface, e.mac)):
+                port = names.get(entry.iface, "?")
+                note = owner_of(entry.mac, fabric.members) or f"{port}'s MAC"
+                print(f"    {entry.mac}  on {entry.iface:<12} ({port}): {note}")
+            print("  Members' frames cross it with their dedicated MACs, so it never learns the cluster MAC and floods")
+            print("  frames for it to both hypervisors, where each switch hands them to its own members only.")
+            checks.check(
+                bool(learned) and CLUSTER_MAC not in {e.mac for e in learned},
+                "fabric: the Linux bridge should never learn the cluster MAC",
+            )
+    finally:
+        leftovers = lab.leftovers()
+        print(f"  Left behind: {', '.join(leftovers)}" if leftovers else "  Torn down the multi-switch lab.")
+        checks.check(not leftovers, "teardown: the multi-switch lab should leave nothing behind")
+
+
 def run(args: argparse.Namespace, checks: Checks) -> None:
     lab = Lab()
     try:
@@ -318,6 +391,7 @@ def run(args: argparse.Namespace, checks: Checks) -> None:
         else:
             print(f"  Torn down: {len(lab.namespaces)} namespaces deleted, processes stopped, {lab.workdir} removed.")
         checks.check(not leftovers, "teardown: the lab should leave nothing behind")
+    show_fabric(args, checks)
 
 
 def main(argv: list[str] | None = None) -> int:

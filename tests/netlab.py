@@ -1,4 +1,4 @@
-"""A throw-away network lab: one Open vSwitch bridge and hosts, each in a network namespace of its own.
+"""A throw-away network lab: Open vSwitch bridges and hosts, each host in a network namespace of its own.
 
 The lab exists so that lab tests see real Linux stacks (ARP cache, probes, TCP) behind a real switch.
 Everything lives in namespaces the lab creates and deletes: a *switch namespace* holds a private
@@ -6,6 +6,10 @@ ovsdb-server and a userspace (`netdev`) ovs-vswitchd, the switch ends of the vet
 and every host gets a namespace with its veth end as `eth0`. No lab namespace has a default route, so
 lab traffic cannot leave the lab. Teardown stops every process the lab started by its pid and deletes
 its namespaces, even if setup failed halfway, the test raised or the process got SIGTERM.
+
+By default the lab has one OVS bridge, br0. A multi-switch lab adds more OVS bridges to the same
+ovs-vswitchd (each its own OpenFlow switch with its own dpid and controller connection), Linux bridges
+(plain learning switches) and links between them; hosts attach to any of them.
 
 The lab is IPv4 only: IPv6 is off in its namespaces so that captures hold no router solicitations.
 Standard library and scapy only; runs under Python 3.9 (Ryu) and 3.11 (os-ken).
@@ -28,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import scapy.layers.inet  # noqa: F401 - registers Ether, ARP, IP, TCP and UDP, so that rdpcap dissects them
@@ -194,19 +198,62 @@ class LabError(RuntimeError):
 
 @dataclass(frozen=True)
 class Host:
-    """A host namespace whose `eth0` is plugged into br0 at `ofport` through `switch_iface`."""
+    """A host namespace whose `eth0` is plugged into `bridge` (at `ofport`) through `switch_iface`."""
 
     name: str
     netns: str
     mac: str
     addresses: tuple[str, ...]  # "ip/prefix", in the order they were added
-    ofport: int
+    ofport: int | None  # None on a Linux bridge, which numbers no ports
     switch_iface: str
+    bridge: str = BRIDGE
 
     @property
     def ip(self) -> str:
         """The first address without its prefix: a member's DIP, a client's only address."""
         return self.addresses[0].split("/")[0]
+
+
+@dataclass(frozen=True)
+class OvsBridge:
+    """An OVS bridge of the lab: an OpenFlow switch of its own, connected to the lab's controller."""
+
+    name: str
+    dpid: int
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    """One end of a link between two bridges: the interface (or patch port) on `bridge`."""
+
+    bridge: str
+    iface: str
+    ofport: int | None  # None on a Linux bridge
+
+
+@dataclass(frozen=True)
+class Link:
+    """A cable between two bridges of the switch namespace: a veth pair, or two OVS patch ports."""
+
+    name: str
+    kind: str  # "veth" or "patch"
+    ends: tuple[LinkEnd, LinkEnd]
+
+    def end_on(self, bridge: str) -> LinkEnd:
+        """The link's end on `bridge`."""
+        for end in self.ends:
+            if end.bridge == bridge:
+                return end
+        raise LabError(f"link {self.name} has no end on {bridge}")
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    """One entry of a Linux bridge's forwarding table (`bridge fdb show`): where it learned `mac`."""
+
+    mac: str
+    iface: str
+    permanent: bool  # the bridge's own addresses and its ports' MACs, not learned from traffic
 
 
 @dataclass(frozen=True)
@@ -318,10 +365,11 @@ class Lab:
 
     Use as a context manager, or call close(). The bridge's controller is tcp:127.0.0.1:6653 inside the
     switch namespace from the start: adding or removing a bridge's first controller later makes OVS
-    flush the bridge's flows.
+    flush the bridge's flows. With `dpid=None` the lab starts without br0, for a multi-switch lab that
+    names its bridges itself (add_ovs_bridge, add_linux_bridge, add_link).
     """
 
-    def __init__(self, prefix: str | None = None, dpid: int = 1) -> None:
+    def __init__(self, prefix: str | None = None, dpid: int | None = 1) -> None:
         self.prefix = prefix or _unused_prefix()
         if not _NAME_RE.match(self.prefix) or len(self.prefix) > 8:
             raise ValueError(f"lab prefix {self.prefix!r}: up to 8 lower-case letters and digits")
@@ -329,6 +377,9 @@ class Lab:
         self.dpid = dpid
         self.switch_netns = f"{self.prefix}-sw"
         self.hosts: dict[str, Host] = {}
+        self.ovs_bridges: dict[str, OvsBridge] = {}
+        self.linux_bridges: list[str] = []
+        self.links: dict[str, Link] = {}
         self.namespaces: list[str] = []
         self.processes: list[ProcessRecord] = []
         self._popens: list[subprocess.Popen] = []
@@ -367,14 +418,52 @@ class Lab:
         self.vsctl("--no-wait", "init")
         self.run(None, "ovs-vswitchd", "--disable-system", "--pidfile", "--detach", "--log-file", env=self._ovs_env)
         self._record_pidfile("ovs-vswitchd")
-        # Out-of-band: the controller is on loopback, never reached through br0.
+        if self.dpid is not None:
+            self._add_ovs_bridge(BRIDGE, self.dpid)
+
+    def _add_ovs_bridge(self, bridge: str, dpid: int) -> OvsBridge:
+        if bridge in self.ovs_bridges or any(b.dpid == dpid for b in self.ovs_bridges.values()):
+            raise ValueError(f"bridge {bridge!r} or dpid {dpid:016x} already in the lab")
+        # Out-of-band: the controller is on loopback, never reached through a bridge.
         self.vsctl(
-            *("add-br", BRIDGE),
-            *("--", "set", "bridge", BRIDGE, "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure"),
-            *("--", "set", "bridge", BRIDGE, f"other-config:datapath-id={self.dpid:016x}"),
-            *("--", "set-controller", BRIDGE, CONTROLLER_TARGET),
-            *("--", "set", "controller", BRIDGE, "connection-mode=out-of-band"),
+            *("add-br", bridge),
+            *("--", "set", "bridge", bridge, "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure"),
+            *("--", "set", "bridge", bridge, f"other-config:datapath-id={dpid:016x}"),
+            *("--", "set-controller", bridge, CONTROLLER_TARGET),
+            *("--", "set", "controller", bridge, "connection-mode=out-of-band"),
         )
+        self.ovs_bridges[bridge] = OvsBridge(bridge, dpid)
+        return self.ovs_bridges[bridge]
+
+    def add_ovs_bridge(self, name: str, dpid: int) -> OvsBridge:
+        """Another OVS bridge `<prefix><name>` in the lab's ovs-vswitchd: its own OpenFlow switch (`dpid`),
+        set up as br0 is, with its own connection to the lab's controller."""
+        return self._add_ovs_bridge(self._switch_name(name, "bridge"), dpid)
+
+    def add_linux_bridge(self, name: str) -> str:
+        """A Linux bridge `<prefix><name>` in the switch namespace: a plain learning switch; returns its name.
+
+        No STP (ports forward at once, as on an edge switch) and no multicast snooping (multicast floods,
+        as on a switch that knows no IGMP); MAC entries age after 300 s, the usual default.
+        """
+        bridge = self._switch_name(name, "bridge")
+        if bridge in self.linux_bridges or bridge in self.ovs_bridges:
+            raise ValueError(f"bridge {bridge!r} already in the lab")
+        self.run(
+            None,
+            *("ip", "link", "add", bridge, "type", "bridge"),
+            *("stp_state", "0", "mcast_snooping", "0", "ageing_time", "30000"),
+        )
+        self.run(None, "ip", "link", "set", bridge, "up")
+        self.linux_bridges.append(bridge)
+        return bridge
+
+    def _switch_name(self, name: str, what: str, suffix: str = "") -> str:
+        """`<prefix><name><suffix>`, checked: a name in the switch namespace must fit IFNAMSIZ."""
+        full = self.prefix + name + suffix
+        if not _NAME_RE.match(name) or len(full) > _IFNAMSIZ:
+            raise ValueError(f"{what} name {name!r}: lower-case letters and digits, at most {_IFNAMSIZ} with prefix")
+        return full
 
     def _record_pidfile(self, daemon: str) -> None:
         pid = int((self.workdir / f"{daemon}.pid").read_text().strip())
@@ -391,14 +480,19 @@ class Lab:
                 host, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
             )
 
-    def add_host(self, name: str, mac: str, addresses: Sequence[str], ofport: int) -> Host:
-        """A namespace `<prefix>-<name>` whose eth0 (`mac`, `addresses`) is br0's port `ofport`."""
-        switch_iface = self.prefix + name
-        if not _NAME_RE.match(name) or len(switch_iface) > _IFNAMSIZ:
-            raise ValueError(f"host name {name!r}: lower-case letters and digits, at most {_IFNAMSIZ} with prefix")
-        if name in self.hosts or any(h.ofport == ofport for h in self.hosts.values()):
-            raise ValueError(f"host {name!r} or ofport {ofport} already in the lab")
-        host = Host(name, f"{self.prefix}-{name}", mac.lower(), tuple(addresses), ofport, switch_iface)
+    def add_host(
+        self, name: str, mac: str, addresses: Sequence[str], ofport: int | None = None, bridge: str = BRIDGE
+    ) -> Host:
+        """A namespace `<prefix>-<name>` whose eth0 (`mac`, `addresses`) is plugged into `bridge`.
+
+        On an OVS bridge the switch end is port `ofport` (None: the number OVS picks); on a Linux bridge
+        `ofport` must be None.
+        """
+        switch_iface = self._switch_name(name, "host")
+        if name in self.hosts:
+            raise ValueError(f"host {name!r} already in the lab")
+        self._check_free_port(bridge, ofport)
+        host = Host(name, f"{self.prefix}-{name}", mac.lower(), tuple(addresses), ofport, switch_iface, bridge)
         self._add_netns(host)
         _host_cmd(
             *f"ip link add eth0 netns {host.netns} type veth peer name {switch_iface} netns {self.switch_netns}".split()
@@ -410,18 +504,139 @@ class Lab:
         # Mandatory: with TX offload on, TCP through the userspace datapath hangs (method.md, lab facts).
         self.run(host, "ethtool", "-K", "eth0", "tx", "off")
         self.run(None, "ip", "link", "set", switch_iface, "up")
-        self.vsctl("add-port", BRIDGE, switch_iface, "--", "set", "interface", switch_iface, f"ofport_request={ofport}")
-        got = self.vsctl("get", "interface", switch_iface, "ofport").strip()
-        if got != str(ofport):
-            raise LabError(f"{switch_iface} got ofport {got}, not {ofport}")
+        host = replace(host, ofport=self._attach(switch_iface, bridge, ofport))
         self.hosts[name] = host
         return host
 
+    def _check_free_port(self, bridge: str, ofport: int | None) -> None:
+        """`bridge` is one of the lab's, and `ofport` (if any) is free on it (Linux bridges number nothing)."""
+        if bridge in self.linux_bridges:
+            if ofport is not None:
+                raise ValueError(f"{bridge} is a Linux bridge: it has no OpenFlow port {ofport}")
+            return
+        if bridge not in self.ovs_bridges:
+            raise ValueError(f"no bridge {bridge!r} in the lab")
+        ends = [(h.bridge, h.ofport) for h in self.hosts.values()]
+        ends += [(end.bridge, end.ofport) for link in self.links.values() for end in link.ends]
+        if ofport is not None and (bridge, ofport) in ends:
+            raise ValueError(f"ofport {ofport} of {bridge} already in use")
+
+    def _attach(self, iface: str, bridge: str, ofport: int | None, detach: Sequence[str] = ()) -> int | None:
+        """Make `iface` a port of `bridge`, after the `detach` vsctl commands (one transaction with the
+        attach on OVS); returns its OpenFlow port number (None on a Linux bridge)."""
+        if bridge in self.linux_bridges:
+            if detach:
+                self.vsctl(*detach)
+            self.run(None, "ip", "link", "set", iface, "master", bridge)
+            return None
+        self.vsctl(*detach, *("--", "add-port", bridge, iface), *_port_request(iface, ofport))
+        return self._ofport(iface, ofport)
+
+    def _ofport(self, iface: str, wanted: int | None) -> int:
+        """The OpenFlow port number OVS gave `iface`; it must be `wanted`, if that was asked for."""
+        got = self.vsctl("get", "interface", iface, "ofport").strip()
+        if not got.isdigit() or int(got) <= 0 or (wanted is not None and int(got) != wanted):
+            raise LabError(f"{iface} got ofport {got}, not {wanted or 'a port number'}")
+        return int(got)
+
+    def move_host(self, host: Host, bridge: str, ofport: int | None = None) -> Host:
+        """Move the switch end of the host's veth to `bridge` (port `ofport`), as a VM migration does:
+        the host keeps its namespace, MAC, addresses and neighbour table. Returns the host as it is now
+        (also in `hosts`)."""
+        if bridge == host.bridge:
+            raise ValueError(f"{host.name} is on {bridge} already")
+        self._check_free_port(bridge, ofport)
+        if host.bridge in self.linux_bridges:
+            self.run(None, "ip", "link", "set", host.switch_iface, "nomaster")
+            detach: tuple[str, ...] = ()
+        else:
+            detach = ("--", "del-port", host.bridge, host.switch_iface)
+        moved = replace(host, bridge=bridge, ofport=self._attach(host.switch_iface, bridge, ofport, detach))
+        self.hosts[host.name] = moved
+        return moved
+
+    def add_link(
+        self,
+        name: str,
+        a: str,
+        b: str,
+        *,
+        ofport_a: int | None = None,
+        ofport_b: int | None = None,
+        kind: str = "veth",
+    ) -> Link:
+        """A cable between bridges `a` and `b` (OVS or Linux): a veth pair `<prefix><name>a` on a and
+        `<prefix><name>b` on b, or (`kind="patch"`, OVS bridges only) two OVS patch ports of those names."""
+        iface_a, iface_b = self._switch_name(name, "link", "a"), self._switch_name(name, "link", "b")
+        if name in self.links or a == b:
+            raise ValueError(f"link {name!r} already in the lab, or a loop on {a}")
+        self._check_free_port(a, ofport_a)
+        self._check_free_port(b, ofport_b)
+        if kind == "patch":
+            if a not in self.ovs_bridges or b not in self.ovs_bridges:
+                raise ValueError("patch ports join two OVS bridges")
+            ends = self._add_patch_ports((LinkEnd(a, iface_a, ofport_a), LinkEnd(b, iface_b, ofport_b)))
+            ports = [end.ofport for end in ends]
+        elif kind == "veth":
+            self.run(None, "ip", "link", "add", iface_a, "type", "veth", "peer", "name", iface_b)
+            for iface in (iface_a, iface_b):
+                # As on host ends: offloads would hand the userspace datapath frames it cannot send on.
+                self.run(None, "ethtool", "-K", iface, "tx", "off")
+                self.run(None, "ip", "link", "set", iface, "up")
+            ports = [self._attach(iface_a, a, ofport_a), self._attach(iface_b, b, ofport_b)]
+        else:
+            raise ValueError(f"link kind {kind!r}: veth or patch")
+        link = Link(name, kind, (LinkEnd(a, iface_a, ports[0]), LinkEnd(b, iface_b, ports[1])))
+        self.links[name] = link
+        return link
+
+    def _add_patch_ports(self, ends: tuple[LinkEnd, LinkEnd]) -> tuple[LinkEnd, LinkEnd]:
+        """Two OVS patch ports, each the other's peer, in one transaction (a patch port whose peer does not
+        exist yet does not come up); returns the ends with the port numbers OVS gave them."""
+        commands: list[str] = []
+        for end, peer in zip(ends, reversed(ends)):
+            commands += ["--", "add-port", end.bridge, end.iface, "--", "set", "interface", end.iface, "type=patch"]
+            commands += [f"options:peer={peer.iface}"]
+            commands += [f"ofport_request={end.ofport}"] if end.ofport is not None else []
+        self.vsctl(*commands)
+        first, second = (replace(end, ofport=self._ofport(end.iface, end.ofport)) for end in ends)
+        return first, second
+
+    def set_link(self, link: Link, up: bool) -> None:
+        """Take a link down or up, as a cable pulled or plugged in. A veth pair: its b end goes down, so
+        the a end loses its carrier (on an OVS bridge, the port's link goes down). Patch ports have no
+        carrier and ignore `ovs-ofctl mod-port down`: both are deleted, and added again with the same
+        names and port numbers."""
+        if link.kind == "veth":
+            self.run(None, "ip", "link", "set", link.ends[1].iface, "up" if up else "down")
+        elif up:
+            self._add_patch_ports(link.ends)
+        else:
+            self.vsctl(*(word for end in link.ends for word in ("--", "del-port", end.bridge, end.iface)))
+
+    def renumber_link(self, link: Link, bridge: str, ofport: int) -> Link:
+        """Give the link's end on `bridge` another OpenFlow port number (OVS deletes the port and adds it
+        again under the new number, same name); returns the link as it is now (also in `links`)."""
+        end = link.end_on(bridge)
+        self._check_free_port(bridge, ofport)
+        self.vsctl("set", "interface", end.iface, f"ofport_request={ofport}")
+        moved = replace(end, ofport=self._ofport(end.iface, ofport))
+        first, second = link.ends
+        renumbered = replace(link, ends=(moved, second) if first == end else (first, moved))
+        self.links[link.name] = renumbered
+        return renumbered
+
     def add_member(
-        self, name: str, dip: str, ofport: int, vip: str = CLUSTER_VIP, cluster_mac: str = CLUSTER_MAC
+        self,
+        name: str,
+        dip: str,
+        ofport: int | None,
+        vip: str = CLUSTER_VIP,
+        cluster_mac: str = CLUSTER_MAC,
+        bridge: str = BRIDGE,
     ) -> Host:
         """An NLB member in unicast mode: NIC MAC = cluster MAC, DIP (with prefix) then VIP/32 on eth0."""
-        return self.add_host(name, cluster_mac, [dip, vip], ofport)
+        return self.add_host(name, cluster_mac, [dip, vip], ofport, bridge)
 
     def add_typical_cluster(self) -> tuple[list[Host], Host]:
         """Members m1..m3 (MEMBER_DIPS) on ofports 1..3 and client c1 (CLIENT_ADDRESS) on ofport 4."""
@@ -451,32 +666,32 @@ class Lab:
         """`ovs-vsctl` against the lab's ovsdb-server; returns stdout."""
         return self.run(None, "ovs-vsctl", "--timeout=10", *args, env=self._ovs_env).stdout
 
-    def ofctl(self, command: str, *args: str, check: bool = True) -> str:
-        """`ovs-ofctl -O OpenFlow13 <command> br0 <args>`; returns stdout."""
+    def ofctl(self, command: str, *args: str, check: bool = True, bridge: str = BRIDGE) -> str:
+        """`ovs-ofctl -O OpenFlow13 <command> <bridge> <args>`; returns stdout."""
         return self.run(
-            None, "ovs-ofctl", "-O", "OpenFlow13", command, BRIDGE, *args, check=check, env=self._ovs_env
+            None, "ovs-ofctl", "-O", "OpenFlow13", command, bridge, *args, check=check, env=self._ovs_env
         ).stdout
 
     def appctl(self, *args: str) -> str:
         """`ovs-appctl <args>` (ovs-vswitchd unless `-t` says otherwise); returns stdout."""
         return self.run(None, "ovs-appctl", *args, env=self._ovs_env).stdout
 
-    def add_flow(self, flow: str) -> None:
+    def add_flow(self, flow: str, bridge: str = BRIDGE) -> None:
         """Add one flow in ovs-ofctl syntax, e.g. "actions=NORMAL"."""
-        self.ofctl("add-flow", flow)
+        self.ofctl("add-flow", flow, bridge=bridge)
 
-    def del_flows(self, match: str = "") -> None:
+    def del_flows(self, match: str = "", bridge: str = BRIDGE) -> None:
         """Delete the flows `match` selects (all of them by default)."""
-        self.ofctl("del-flows", *([match] if match else []))
+        self.ofctl("del-flows", *([match] if match else []), bridge=bridge)
 
-    def dump_flows(self, cookie_mask: str | None = None, table: int | None = None) -> list[Flow]:
-        """br0's flows, optionally only those whose cookie matches "0xC/0xM" or of one table."""
+    def dump_flows(self, cookie_mask: str | None = None, table: int | None = None, bridge: str = BRIDGE) -> list[Flow]:
+        """A bridge's flows, optionally only those whose cookie matches "0xC/0xM" or of one table."""
         selector = []
         if cookie_mask:
             selector.append(f"cookie={cookie_mask}")
         if table is not None:
             selector.append(f"table={table}")
-        text = self.ofctl("dump-flows", *([",".join(selector)] if selector else []))
+        text = self.ofctl("dump-flows", *([",".join(selector)] if selector else []), bridge=bridge)
         return [parse_flow(line) for line in text.splitlines() if " actions=" in line]
 
     # --- hosts: reachability ----------------------------------------------------------------------
@@ -669,17 +884,23 @@ class Lab:
         self.run(None, "ip", "link", "set", host.switch_iface, "up" if up else "down")
 
     def port_tx_packets(self, host: Host) -> int:
-        """Frames br0 has sent out of the host's port (ovs-ofctl dump-ports)."""
-        out = self.ofctl("dump-ports", str(host.ofport))
+        """Frames the host's OVS bridge has sent out of its port (ovs-ofctl dump-ports)."""
+        out = self.ofctl("dump-ports", str(host.ofport), bridge=host.bridge)
         found = re.search(r"tx pkts=(\d+)", out)
         if found is None:
             raise LabError(f"no tx counter for port {host.ofport} in:\n{out}")
         return int(found.group(1))
 
-    def fdb(self) -> list[tuple[int, str]]:
-        """OVS's MAC learning table (`ovs-appctl fdb/show br0`) as (port, MAC) pairs."""
-        rows = self.appctl("fdb/show", BRIDGE).splitlines()[1:]
+    def fdb(self, bridge: str = BRIDGE) -> list[tuple[int, str]]:
+        """OVS's MAC learning table (`ovs-appctl fdb/show <bridge>`) as (port, MAC) pairs."""
+        rows = self.appctl("fdb/show", bridge).splitlines()[1:]
         return [(int(row.split()[0]), row.split()[2]) for row in rows if row.split() and row.split()[0].isdigit()]
+
+    def linux_fdb(self, bridge: str) -> list[FdbEntry]:
+        """A Linux bridge's forwarding table (`bridge fdb show br <bridge>`): the entries the bridge holds
+        (learned, and its ports' own MACs), not the multicast lists of its ports' devices ("self")."""
+        entries = json.loads(self.run(None, "bridge", "-j", "fdb", "show", "br", bridge).stdout or "[]")
+        return [FdbEntry(e["mac"], e["ifname"], e.get("state") == "permanent") for e in entries if "master" in e]
 
     # --- capture ----------------------------------------------------------------------------------
 
@@ -786,33 +1007,37 @@ class Lab:
         runtime, config_path, extra_args, app = self._controller_args
         return self.start_controller(runtime, config_path, extra_args, app)
 
-    def controller_connected(self) -> bool:
-        """Whether ovs-vswitchd holds a TCP connection to the controller port right now.
-
-        The socket, not the Controller table: OVS refreshes `is_connected` there only every 5 s or so.
-        """
+    def controller_connections(self) -> int:
+        """How many TCP connections ovs-vswitchd holds to the controller port right now: one per OVS bridge
+        that is connected. The sockets, not the Controller table: OVS refreshes `is_connected` there only
+        every 5 s or so."""
         sockets = self.run(None, "ss", "-Htn", "state", "established", f"( dport = :{CONTROLLER_PORT} )").stdout
-        return bool(sockets.strip())
+        return len(sockets.strip().splitlines())
+
+    def controller_connected(self) -> bool:
+        """Whether every OVS bridge of the lab is connected to the controller right now."""
+        return self.controller_connections() >= max(len(self.ovs_bridges), 1)
 
     def wait_connected(self, timeout: float = 30.0) -> None:
-        """Wait until br0 is connected to the controller; raise LabError (with the log) if it never is.
+        """Wait until every OVS bridge is connected to the controller; raise LabError (with the log) if not.
 
         OVS retries a lost controller after 1, 2, 4, then every 8 s, so a restart can take that long.
         """
         self._wait_connection(True, timeout)
 
     def wait_disconnected(self, timeout: float = 15.0) -> None:
-        """Wait until br0 has noticed that its controller is gone."""
+        """Wait until every OVS bridge has noticed that its controller is gone."""
         self._wait_connection(False, timeout)
 
     def _wait_connection(self, connected: bool, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.controller_connected() != connected:
+        while (not self.controller_connected()) if connected else self.controller_connections() > 0:
             if connected and self._controller is not None and self._controller.poll() is not None:
                 raise LabError(f"controller exited with {self._controller.returncode}:\n{self.controller_log()}")
             if time.monotonic() > deadline:
                 state = "connect to" if connected else "lose"
-                raise LabError(f"br0 did not {state} its controller in {timeout} s:\n{self.controller_log()}")
+                bridges = ", ".join(self.ovs_bridges) or "no bridge"
+                raise LabError(f"{bridges} did not {state} the controller in {timeout} s:\n{self.controller_log()}")
             time.sleep(0.1)
 
     def controller_log(self) -> str:
@@ -932,6 +1157,11 @@ def parse_flow(line: str) -> Flow:
         n_bytes=int(stats.get("n_bytes", "0")),
         duration=float(stats.get("duration", "0s").rstrip("s")),
     )
+
+
+def _port_request(iface: str, ofport: int | None) -> tuple[str, ...]:
+    """The vsctl command that asks OVS for a port number, if one is wanted."""
+    return () if ofport is None else ("--", "set", "interface", iface, f"ofport_request={ofport}")
 
 
 def list_netns() -> list[str]:
