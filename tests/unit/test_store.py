@@ -266,15 +266,13 @@ SAVE_IN_A_LOOP = textwrap.dedent(
 )
 
 
-def test_kill_9_while_saving_leaves_every_committed_change_and_nothing_half_written(tmp_path):
-    path = tmp_path / "state.db"
-    RegistryStore.create(str(path), registry_of([{"name": "web", "cluster_ip": "10.200.0.100"}])).close()
+def killed_while_saving(program: str, path) -> int:
+    """Run a program that saves in a loop (printing each committed save), kill -9 it at a moment the test
+    does not choose, and return how many saves it acknowledged."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    saver = subprocess.Popen(
-        [sys.executable, "-c", SAVE_IN_A_LOOP, str(path)], env=env, stdout=subprocess.PIPE, text=True
-    )
+    saver = subprocess.Popen([sys.executable, "-c", program, str(path)], env=env, stdout=subprocess.PIPE, text=True)
     acknowledged = 0
-    stop_after = random.Random().randrange(20, 200)  # a moment the test does not choose
+    stop_after = random.Random().randrange(20, 200)
     for line in saver.stdout:
         acknowledged = int(line)
         if acknowledged >= stop_after:
@@ -283,6 +281,13 @@ def test_kill_9_while_saving_leaves_every_committed_change_and_nothing_half_writ
     saver.wait()
     for line in saver.stdout:  # what was committed and printed before the kill landed
         acknowledged = int(line)
+    return acknowledged
+
+
+def test_kill_9_while_saving_leaves_every_committed_change_and_nothing_half_written(tmp_path):
+    path = tmp_path / "state.db"
+    RegistryStore.create(str(path), registry_of([{"name": "web", "cluster_ip": "10.200.0.100"}])).close()
+    acknowledged = killed_while_saving(SAVE_IN_A_LOOP, path)
 
     members = RegistryStore.open(str(path)).registry.cluster_named("web").members
     assert acknowledged <= len(members) <= acknowledged + 1, "every acknowledged change, at most one more"
@@ -776,20 +781,7 @@ SAVE_FABRIC_IN_A_LOOP = textwrap.dedent(
 def test_kill_9_while_saving_the_fabric_leaves_the_last_committed_one_whole(tmp_path):
     path = tmp_path / "state.db"
     RegistryStore.create(str(path), web_config().registry).close()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    saver = subprocess.Popen(
-        [sys.executable, "-c", SAVE_FABRIC_IN_A_LOOP, str(path)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    acknowledged = 0
-    stop_after = random.Random().randrange(20, 200)  # a moment the test does not choose
-    for line in saver.stdout:
-        acknowledged = int(line)
-        if acknowledged >= stop_after:
-            break
-    saver.kill()
-    saver.wait()
-    for line in saver.stdout:  # what was committed and printed before the kill landed
-        acknowledged = int(line)
+    acknowledged = killed_while_saving(SAVE_FABRIC_IN_A_LOOP, path)
 
     store = RegistryStore.open(str(path))
     uplinks = {switch.uplinks for switch in store.fabric.switches}
