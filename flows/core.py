@@ -779,6 +779,12 @@ class NlbCore:
     ) -> Work:
         """The end of every event on one switch: its own flow changes, those it caused on the others, and
         the ports that became shared."""
+        state, where = self.switches.get(dpid), self.where.get(dpid)
+        quiet = not (touched or punt_ports or self._relocated_on or self._fabric_changed)
+        if quiet and where is not None and not where.relocated and (state is None or not state.unsent):
+            # most packet-ins change nothing: no flow to recompute anywhere, nothing withheld to retry
+            shared = self._shared_port_notes(dpid) if self.placements[dpid].unchecked else ()
+            return Work(frames=frames, notes=(*notes, *shared))
         touched_on = self._settle({dpid: set(touched)})
         diff = self._update(dpid, touched_on.pop(dpid), punt_ports)
         others = self._diffs(touched_on)
