@@ -680,24 +680,14 @@ class NlbCore:
         or passed on from another uplink, and now entering by another uplink than that one. Over a tree a
         frame enters a switch by one way only; a loop brings it in by both. A member that repeats a frame
         (keepalived sends its gratuitous ARPs back to back) repeats it by the same way."""
-        if not self._names_member(frame):
-            return False
-        if now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS and self._still_here(dpid, frame):
+        cluster = self._registry.cluster_for_mac(frame.sha)
+        if cluster is None or cluster.member_for_ip(frame.spa) is None:  # every member's VIP announcement is
+            return False  # the same frame: only a frame naming one member says there is a loop
+        still_here = (cluster.name, frame.spa) in self._placement(dpid).located  # else it moved and repeats
+        if now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS and still_here:
             return True
         passed_at, came_in = state.passed.get(frame, (float("-inf"), None))
         return now - passed_at <= LOOP_SECONDS and in_port != came_in
-
-    def _names_member(self, frame: ArpFrame) -> bool:
-        """A frame whose arp_spa is a member's DIP: only such a frame is one member's alone (every member
-        sends the same VIP announcement), so only its coming back says there is a loop."""
-        cluster = self._registry.cluster_for_mac(frame.sha)
-        return cluster is not None and cluster.member_for_ip(frame.spa) is not None
-
-    def _still_here(self, dpid: int, frame: ArpFrame) -> bool:
-        """Whether the member a frame names still sits on this switch: a frame this switch sent that comes
-        back then came round a loop; a member that has just moved elsewhere repeats itself."""
-        cluster = self._registry.cluster_for_mac(frame.sha)
-        return (cluster.name, frame.spa) in self._placement(dpid).located
 
     def _looped(self, dpid: int, in_port: int, now: float) -> tuple[Note, ...]:
         """A frame this switch sent out of an uplink came back in on one: the uplinks form a loop, which

@@ -12,7 +12,7 @@ topology (a member moved, an uplink down) puts it back before it ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from itertools import permutations
 
@@ -93,20 +93,22 @@ def test_with_normal_only_members_on_different_switches_cannot_reach_each_other_
 # --- with the app: what both topologies must do ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
-def through_a_linux_bridge(request, lab_available) -> Iterator[FabricLab]:
+def running(request, build: Callable[[Lab], FabricLab]) -> Iterator[FabricLab]:
+    """A topology with the app running on it in the fixture's (runtime, arp mode); nothing left after."""
     runtime, arp = request.param
     with Lab(dpid=None) as lab:
-        yield start_fabric(build_topology_a(lab), runtime, arp)
+        yield start_fabric(build(lab), runtime, arp)
     assert lab.leftovers() == []
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
+def through_a_linux_bridge(request, lab_available) -> Iterator[FabricLab]:
+    yield from running(request, build_topology_a)
 
 
 @pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
 def linked_directly(request, lab_available) -> Iterator[FabricLab]:
-    runtime, arp = request.param
-    with Lab(dpid=None) as lab:
-        yield start_fabric(build_topology_b(lab), runtime, arp)
-    assert lab.leftovers() == []
+    yield from running(request, build_topology_b)
 
 
 class FabricChecks:
