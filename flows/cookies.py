@@ -33,6 +33,9 @@ class Purpose(IntEnum):
     PUNT_PORT = 8  # a port's punted frames pass that port's meter (storms, flows/meters.py)
     PUNT_TOTAL = 9  # then the total meter, then the controller
     MEMBER_TRANSIT = 10  # eth_dst = dedicated MAC of a member on another switch -> every uplink, unchanged
+    ARP_SENDER = 11  # switch mode: a member's ARP from where it is located, recognised and tagged with its DM
+    ARP_ANSWER = 12  # switch mode: a request for a peer's DIP answered inside the switch (claims 1-5)
+    ARP_SPREAD = 13  # switch mode: a member's ARP to outsiders unchanged, to peers with its DM (invariant 1)
 
 
 def cluster_id(cluster_name: str) -> int:

@@ -42,6 +42,7 @@ from flows.locations import (
     SwitchLocations,
 )
 from flows.model import Cluster, Config, Fabric, Member, Registry
+from flows.responder import uses_switch_mode
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
 LOOP_SECONDS = 1.0  # a member's frame sent out of an uplink that comes back on one within this long came
@@ -103,6 +104,11 @@ class SwitchState:
     def __post_init__(self) -> None:
         self.live_ports = {port for port, up in self.ports.items() if up}
         self.down_ports = set(self.ports) - self.live_ports
+
+    @property
+    def edge_ports(self) -> set[int]:
+        """The ports that are no uplink: hosts and members (a switch-mode spread sends to them)."""
+        return set(self.ports) - self.uplinks
 
     def set_port(self, port: int, present: bool, up: bool) -> None:
         self.live_ports.discard(port)
@@ -225,6 +231,7 @@ class NlbCore:
         self._fabric_changed: set[str] = set()  # clusters with a member now placed on other switches than before
         self._relocated_on: set[int] = set()  # switches whose learned locations an event on another changed
         self._base_flows = base_flows(self.settings)
+        self._switch_mode_of: tuple[Registry | None, set[str]] = (None, set())
         for cluster in self._registry.clusters:
             self._count_unlocated(cluster)
 
@@ -237,6 +244,14 @@ class NlbCore:
     def fabric(self) -> Fabric:
         """Changed only through set_fabric()."""
         return self._fabric
+
+    @property
+    def _switch_mode_clusters(self) -> set[str]:
+        """The clusters whose flows send to every edge port (flows/responder.py), kept per registry value."""
+        if self._switch_mode_of[0] is not self._registry:
+            names = {cluster.name for cluster in self._registry.clusters if uses_switch_mode(cluster)}
+            self._switch_mode_of = (self._registry, names)
+        return self._switch_mode_of[1]
 
     def placed_on(self, key: object) -> Iterable[int]:
         """The switches a member sits on: the one it is pinned to, else those whose learned locations hold it."""
@@ -493,6 +508,8 @@ class NlbCore:
         touched = self._resolve(dpid) if was != (present, state.names.get(port)) else set()
         touched |= {name for name, _ in self._placement(dpid).by_port.get(port, ())}
         touched |= state.holding.get(port, set())
+        if was[0] != present:  # a switch-mode cluster's spread sends to every edge port
+            touched |= self._switch_mode_clusters
         return self._work(dpid, touched, notes=notes, punt_ports=(port,))
 
     def packet_in(self, dpid: int, in_port: int, frame: ArpFrame, now: float) -> tuple[ArpDecision, Work]:
@@ -889,9 +906,8 @@ class NlbCore:
         elsewhere = PlacedElsewhere(self, dpid)
         for cluster in self._registry.clusters:
             held = self._held(state, placement, cluster)
-            flows = cluster_flows(
-                cluster, self.settings, placement.located, state.down_ports, held, state.uplinks, elsewhere
-            )
+            located, down, edge = placement.located, state.down_ports, state.edge_ports
+            flows = cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere, edge)
             state.flows.clusters[cluster.name] = tuple(flows)
         expected = set(state.flows.all(self._registry))
         # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
@@ -918,8 +934,8 @@ class NlbCore:
                 state.hold(name, frozenset())
             else:
                 held = self._held(state, placement, cluster)
-                located, down = placement.located, state.down_ports
-                new = tuple(cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere))
+                located, down, edge = placement.located, state.down_ports, state.edge_ports
+                new = tuple(cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere, edge))
                 state.flows.clusters[name] = new
             if old != new:
                 old_set, new_set = set(old), set(new)

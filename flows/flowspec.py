@@ -59,6 +59,29 @@ class SetField:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Copy n_bits of one field into another (OVS's Nicira `move`), low bits first: what the switch's own ARP
+    answers use for the fields that come from the request (docs/switch-mode.md)."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class InPort:
+    """Output back out of the port the frame came in on (OFPP_IN_PORT): where an in-switch answer goes."""
+
+
+@dataclass(frozen=True)
+class WriteMetadata:
+    """Set the pipeline's 64-bit metadata (the OpenFlow instruction, kept before goto-table): the switch
+    carries a member's dedicated MAC in it from the table that recognises the sender to those that use it."""
+
+    value: int
+
+
+@dataclass(frozen=True)
 class GotoTable:
     """Continue in another table (the OpenFlow instruction, kept last among a flow's actions)."""
 
@@ -79,7 +102,7 @@ class Unrecognized:
     text: str
 
 
-Action = Union[Output, ToController, Normal, SetField, GotoTable, Meter, Unrecognized]
+Action = Union[Output, ToController, Normal, SetField, Move, InPort, WriteMetadata, GotoTable, Meter, Unrecognized]
 Match = tuple[tuple[str, object], ...]
 
 
@@ -93,6 +116,12 @@ def action_text(action: Action) -> str:
         return "NORMAL"
     if isinstance(action, SetField):
         return f"set_field:{action.value}->{action.field}"
+    if isinstance(action, Move):
+        return f"move:{action.src}[0..{action.n_bits - 1}]->{action.dst}[]"
+    if isinstance(action, InPort):
+        return "IN_PORT"
+    if isinstance(action, WriteMetadata):
+        return f"write_metadata:{action.value:#x}"
     if isinstance(action, GotoTable):
         return f"goto_table:{action.table_id}"
     if isinstance(action, Meter):
@@ -270,12 +299,14 @@ def cluster_flows(
     held_ports: AbstractSet[int] = frozenset(),
     uplinks: AbstractSet[int] = frozenset(),
     elsewhere: Container[tuple[str, str]] = NOWHERE_ELSE,
+    edge_ports: AbstractSet[int] = frozenset(),
 ) -> list[FlowSpec]:
     """One cluster's flows on one switch: they depend on nothing but the cluster, where its members sit
     there, which of those ports are down, the delivery ports it held at start, the switch's uplinks and
     which members sit on another switch (elsewhere), so a change elsewhere never needs them recomputed
     (flows/core.py keeps them per cluster). An uplink that is down keeps its place in the flows: a link
-    flapping changes no flow."""
+    flapping changes no flow. In switch mode (flows/responder.py) they depend on the switch's edge ports too
+    (its ports that are not uplinks), where the spread sends a member's ARP unchanged."""
     flows: list[FlowSpec] = []
     located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
     located = [(member, port) for member, port in located if port is not None]
@@ -298,6 +329,11 @@ def cluster_flows(
                 flows.append(
                     source_masking_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
                 )
+    if responder.uses_switch_mode(cluster):
+        toward = tuple(sorted(uplinks))
+        flows += responder.switch_mode_flows(
+            cluster, settings.normal_fallback, located, down_ports, toward, edge_ports, elsewhere
+        )
     ports = ({port for _, port in located} | set(held_ports)) - set(down_ports)
     flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports | set(uplinks)))
     return flows
@@ -325,7 +361,8 @@ def expected_flows(
     flows = base_flows(settings) + [punt_port_flow(port) for port in sorted(set(switch_ports))]
     for cluster in registry.clusters:
         held = (held_ports or {}).get(cluster.name, frozenset())
-        flows += cluster_flows(cluster, settings, member_ports, down_ports, held, uplinks, elsewhere)
+        edge = set(switch_ports) - set(uplinks)
+        flows += cluster_flows(cluster, settings, member_ports, down_ports, held, uplinks, elsewhere, edge)
     return flows
 
 
@@ -359,3 +396,7 @@ def diff_order(flow: FlowSpec) -> tuple[int, int, str]:
 
 
 EMPTY_DIFF = FlowDiff(to_add=(), to_delete=())
+
+
+# Last: the switch-mode flows (flows/responder.py) are built from the specs above.
+from flows import responder  # noqa: E402

@@ -20,6 +20,7 @@ class ArpMode(str, Enum):
 
     PROXY = "proxy"  # the controller answers with the peer's dedicated MAC (claims 1-5)
     RELAY = "relay"  # the peer answers and the fabric revises its reply (claims 12-18)
+    SWITCH = "switch"  # the switch answers by flows, without the controller (claims 1-5, docs/switch-mode.md)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class Settings:
     source_masking: bool = True  # a member's frames leave with its dedicated MAC as source, never the cluster MAC
     punt_rate_per_port: int = 100  # packets/s one port may send the controller (flows/meters.py)
     punt_rate_total: int = 1000  # packets/s all ports together may send the controller
+    slow_path_rate: int = 25000  # packets/s the switch may run through its slow path (switch-mode ARP, flows/meters.py)
     locations: LocationSettings = field(default_factory=LocationSettings)
 
 

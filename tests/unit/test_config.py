@@ -166,7 +166,7 @@ def test_rejects_empty_non_string_and_malformed_names(name, problem):
         (VIP + "cluster_mac: 03:bf:0a:00:00:64", "cluster_mac", "03:bf:0a:00:00:64 is a multicast MAC"),
         (VIP + "cluster_mac: 00:00:00:00:00:00", "cluster_mac", "00:00:00:00:00:00 is the zero MAC"),
         (VIP + "mode: broadcast", "mode", "'broadcast' is not a cluster mode (expected unicast, multicast or igmp)"),
-        (VIP + "arp: answer", "arp", "'answer' is not an ARP mode (expected proxy or relay)"),
+        (VIP + "arp: answer", "arp", "'answer' is not an ARP mode (expected switch, proxy or relay)"),
         (VIP + "arp: [proxy]", "arp", "['proxy'] is not an ARP mode"),
         (VIP + "members: [{ip: 10.0.0.300}]", "members[0].ip", "'10.0.0.300' is not an IPv4 address"),
         (

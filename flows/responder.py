@@ -1,0 +1,246 @@
+"""Switch mode (`arp: switch`): the method done by flows, so a member's ARP never waits for the controller.
+
+Three stages, for the ARP of a member the app located (docs/switch-mode.md):
+
+- the forwarding table recognises the sender: its cluster MAC as `arp_sha`, and its DIP, the VIP or 0.0.0.0
+  as `arp_spa`, from the port it is located on (or, for a member on another switch, from an uplink). The
+  flow writes the sender's dedicated MAC into the pipeline metadata. Anything else a member could not have
+  sent from there is not recognised and goes to the controller, which judges it as in the other modes;
+- the answer table answers a request for a peer's DIP out of the port it came in on, never a member about
+  its own address (those flows come first) and never for an address that is no member's;
+- the spread table does what the controller's spread does (flows/arp.py, _spread): the frame unchanged to
+  the other hosts, then the sender's dedicated MAC moved from the metadata into `eth_src` and `arp_sha`
+  for the uplinks and the peers.
+
+Like every other spec these are pure values; they depend on the same inputs as the cluster's other flows,
+plus the switch's edge ports (the spread sends to the ports where no member is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Container, Sequence
+from collections.abc import Set as AbstractSet
+
+from flows.addresses import ZERO_IP
+from flows.cookies import Purpose, make_cookie
+from flows.flowspec import (
+    ETH_TYPE_ARP,
+    FORWARDING_TABLE,
+    PUNT_TABLE,
+    Action,
+    FlowSpec,
+    GotoTable,
+    InPort,
+    Move,
+    Normal,
+    Output,
+    SetField,
+    WriteMetadata,
+    make_match,
+)
+from flows.model import ArpMode, Cluster, Member
+
+ANSWER_TABLE = 4  # after the punt tables (goto-table only goes forward): requests for a peer answered here
+SPREAD_TABLE = 5  # then the hygiene spread
+
+PRIORITY_ARP_SENDER = 350  # above the cluster's ARP punt: a recognised sender is handled by the switch
+PRIORITY_OWN_ADDRESS = 300  # never answer a member about its own address
+PRIORITY_ANSWER = 200
+PRIORITY_ASK_CONTROLLER = 360  # forwarding table, above the senders: a request for a peer not located yet
+# goes to the controller, which probes for it (the punt tables come before the answer table, and goto-table
+# only goes forward)
+PRIORITY_SPREAD_ADDRESSED = 200  # addressed to a peer's dedicated MAC, or to the cluster MAC
+PRIORITY_SPREAD_BROADCAST = 100
+PRIORITY_SPREAD_OTHER = 0  # addressed to some other host
+MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # eth_dst value/mask: broadcast and multicast
+
+ARP_REQUEST = 1
+ARP_REPLY = 2
+MAC_BITS = 48
+IPV4_BITS = 32
+SENDER_MAC = (Move("metadata", "eth_src", MAC_BITS), Move("metadata", "arp_sha", MAC_BITS))
+
+
+def uses_switch_mode(cluster: Cluster) -> bool:
+    """Only unicast clusters need ARP handled at all (in the multicast modes NICs keep their own MACs)."""
+    return cluster.unicast and cluster.arp == ArpMode.SWITCH
+
+
+def mac_value(mac: str) -> int:
+    """A MAC as the integer the metadata holds."""
+    return int(mac.replace(":", ""), 16)
+
+
+def switch_mode_flows(
+    cluster: Cluster,
+    normal_fallback: bool,
+    located: Sequence[tuple[Member, int]],
+    down_ports: AbstractSet[int],
+    uplinks: Sequence[int],
+    edge_ports: AbstractSet[int],
+    elsewhere: Container[tuple[str, str]],
+) -> list[FlowSpec]:
+    """The cluster's switch-mode flows on one switch: located are its members here (in registry order) and
+    their ports, uplinks the switch's present uplinks (sorted), edge_ports its other ports, elsewhere the
+    members located on another switch. A switch with no member of the cluster and none behind an uplink
+    holds none: no requester can be there."""
+    here = {member.ip for member, _ in located}
+    remote = [member for member in cluster.members if member.ip not in here]
+    behind_uplinks = bool(uplinks) and any((cluster.name, member.ip) in elsewhere for member in remote)
+    if not located and not behind_uplinks:
+        return []
+    flows = _sender_flows(cluster, located, uplinks, remote)
+    flows += _answer_flows(cluster, located, down_ports, uplinks, elsewhere)
+    flows += _spread_flows(cluster, normal_fallback, located, down_ports, uplinks, edge_ports)
+    return flows
+
+
+def _sender_flows(
+    cluster: Cluster, located: Sequence[tuple[Member, int]], uplinks: Sequence[int], remote: Sequence[Member]
+) -> list[FlowSpec]:
+    """Recognise the sender, from where it can be: its own port (its DIP, or the VIP or 0.0.0.0 for the
+    first member on that port, as the controller recognises a sender by its port), or an uplink for a member
+    not here. A DAD probe (0.0.0.0) skips the answers: it is never answered."""
+    flows = []
+    first_on_port: dict[int, Member] = {}
+    for member, port in located:
+        first_on_port.setdefault(port, member)
+        flows.append(_sender_flow(cluster, member, port, member.ip, ANSWER_TABLE))
+    for port, member in sorted(first_on_port.items()):
+        flows.append(_sender_flow(cluster, member, port, cluster.cluster_ip, ANSWER_TABLE))
+        flows.append(_sender_flow(cluster, member, port, ZERO_IP, SPREAD_TABLE))
+    for uplink in uplinks:
+        flows += [_sender_flow(cluster, member, uplink, member.ip, SPREAD_TABLE) for member in remote]
+    return flows
+
+
+def _sender_flow(cluster: Cluster, member: Member, port: int, sender_ip: str, table_id: int) -> FlowSpec:
+    return FlowSpec(
+        priority=PRIORITY_ARP_SENDER,
+        cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
+        match=make_match(in_port=port, eth_type=ETH_TYPE_ARP, arp_sha=cluster.cluster_mac, arp_spa=sender_ip),
+        actions=(WriteMetadata(mac_value(member.dedicated_mac)), GotoTable(table_id)),
+        table_id=FORWARDING_TABLE,
+    )
+
+
+def _answer_flows(
+    cluster: Cluster,
+    located: Sequence[tuple[Member, int]],
+    down_ports: AbstractSet[int],
+    uplinks: Sequence[int],
+    elsewhere: Container[tuple[str, str]],
+) -> list[FlowSpec]:
+    """Claims 1-5 in the switch: the answer for every peer the switch can deliver to (here on a port that is
+    up, or on another switch behind the uplinks); a request for a peer not located yet goes to the
+    controller, which probes for it; nothing else is answered."""
+    flows = [
+        FlowSpec(
+            priority=PRIORITY_OWN_ADDRESS,
+            cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
+            match=make_match(metadata=mac_value(member.dedicated_mac), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
+            actions=(GotoTable(SPREAD_TABLE),),
+            table_id=ANSWER_TABLE,
+        )
+        for member, _ in located
+    ]
+    reachable = {member.ip for member, port in located if port not in down_ports}
+    for target in cluster.members:
+        if target.ip in reachable or (uplinks and (cluster.name, target.ip) in elsewhere):
+            flows.append(answer_flow(cluster, target))
+        else:
+            flows.append(
+                FlowSpec(
+                    priority=PRIORITY_ASK_CONTROLLER,
+                    cookie=make_cookie(Purpose.ARP_PUNT, cluster.name, target.ip),
+                    match=_request_for(cluster, target),
+                    actions=(GotoTable(PUNT_TABLE),),
+                    table_id=FORWARDING_TABLE,
+                )
+            )
+    flows.append(
+        FlowSpec(
+            priority=0,
+            cookie=make_cookie(Purpose.ARP_SPREAD, cluster.name),
+            match=make_match(eth_type=ETH_TYPE_ARP, arp_sha=cluster.cluster_mac),
+            actions=(GotoTable(SPREAD_TABLE),),
+            table_id=ANSWER_TABLE,
+        )
+    )
+    return flows
+
+
+def answer_flow(cluster: Cluster, target: Member) -> FlowSpec:
+    """The proxy answer (flows/arp.py, proxy_reply) built from the request itself: its sender IP becomes the
+    target IP, everything else is the peer's or the cluster's, and it leaves where the request came in."""
+    return FlowSpec(
+        priority=PRIORITY_ANSWER,
+        cookie=make_cookie(Purpose.ARP_ANSWER, cluster.name, target.ip),
+        match=_request_for(cluster, target),
+        actions=(
+            Move("arp_spa", "arp_tpa", IPV4_BITS),
+            SetField("eth_dst", cluster.cluster_mac),
+            SetField("arp_tha", cluster.cluster_mac),
+            SetField("arp_spa", target.ip),
+            SetField("arp_sha", target.dedicated_mac),
+            SetField("eth_src", target.dedicated_mac),
+            SetField("arp_op", ARP_REPLY),
+            InPort(),
+        ),
+        table_id=ANSWER_TABLE,
+    )
+
+
+def _request_for(cluster: Cluster, target: Member) -> tuple:
+    """A cluster member's request for this peer (a member of another cluster is an outsider to it)."""
+    return make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_sha=cluster.cluster_mac, arp_tpa=target.ip)
+
+
+def _spread_flows(
+    cluster: Cluster,
+    normal_fallback: bool,
+    located: Sequence[tuple[Member, int]],
+    down_ports: AbstractSet[int],
+    uplinks: Sequence[int],
+    edge_ports: AbstractSet[int],
+) -> list[FlowSpec]:
+    """Invariant 1 in the switch, as flows/arp.py's _spread: the other hosts get the frame as it came, the
+    uplinks get it with the sender's dedicated MAC as Ethernet source, the peers with it as `arp_sha` too.
+    OpenFlow never outputs a frame back to its in_port, so the sender never gets its own frame."""
+    ports_here = {port for _, port in located}
+    peers = _outputs(ports_here - set(down_ports))
+    outsiders = _outputs(set(edge_ports) - ports_here)
+    up = _outputs(uplinks)
+    flows = []
+    for member in cluster.members:
+        port = next((port for m, port in located if m == member), None)
+        if port is not None:
+            actions: tuple[Action, ...] = (*SENDER_MAC, SetField("eth_dst", cluster.cluster_mac), Output(port))
+        else:  # on another switch, or nowhere yet: up, where it may be
+            actions = (SENDER_MAC[0], *up) if up else ()
+        flows.append(_spread_flow(cluster, member, PRIORITY_SPREAD_ADDRESSED, cluster.entry_mac(member), actions))
+    to_cluster = (SENDER_MAC[0], *up, SENDER_MAC[1], *peers)
+    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_ADDRESSED, cluster.cluster_mac, to_cluster))
+    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_BROADCAST, MULTICAST_BIT, (*outsiders, *to_cluster)))
+    to_host = (SENDER_MAC[0], Normal()) if normal_fallback else (*outsiders, SENDER_MAC[0], *up)
+    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_OTHER, None, to_host))
+    return flows
+
+
+def _spread_flow(
+    cluster: Cluster, member: Member | None, priority: int, eth_dst: object, actions: tuple[Action, ...]
+) -> FlowSpec:
+    fields: dict[str, object] = {"eth_type": ETH_TYPE_ARP, "arp_sha": cluster.cluster_mac}
+    if eth_dst is not None:
+        fields["eth_dst"] = eth_dst
+    return FlowSpec(
+        priority=priority,
+        cookie=make_cookie(Purpose.ARP_SPREAD, cluster.name, member.ip if member else None),
+        match=make_match(**fields),
+        actions=actions,
+        table_id=SPREAD_TABLE,
+    )
+
+
+def _outputs(ports: Collection[int]) -> tuple[Output, ...]:
+    return tuple(Output(port) for port in sorted(ports))
