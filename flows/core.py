@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
-from flows.cookies import Purpose, cluster_id, decode_cookie
+from flows.cookies import Purpose, cluster_id, decode_cookie, member_id
 from flows.fabric import Resolved, resolve_uplinks, uplink_ports
 from flows.flowspec import (
     EMPTY_DIFF,
@@ -100,6 +100,7 @@ class SwitchState:
     passed: dict[ArpFrame, tuple[float, int]] = field(default_factory=dict)  # passed on from an uplink -> (when,
     # the uplink it came in on)
     loop_warned: float = float("-inf")
+    counted: dict[FlowSpec, int] = field(default_factory=dict)  # n_packets of the flows counters_read() watches
 
     def __post_init__(self) -> None:
         self.live_ports = {port for port, up in self.ports.items() if up}
@@ -232,6 +233,7 @@ class NlbCore:
         self._relocated_on: set[int] = set()  # switches whose learned locations an event on another changed
         self._base_flows = base_flows(self.settings)
         self._switch_mode_of: tuple[Registry | None, set[str]] = (None, set())
+        self._members_by_id: tuple[Registry | None, dict[tuple[int, int], MemberKey]] = (None, {})
         for cluster in self._registry.clusters:
             self._count_unlocated(cluster)
 
@@ -540,6 +542,42 @@ class NlbCore:
             else:
                 self._remember(state.emitted, sent_up, now)
         return decision, self._work(dpid, set(), frames=decision.outputs, notes=judgement.notes)
+
+    @property
+    def counts_traffic(self) -> bool:
+        """Whether the app should read the flow counters that say switch-mode members are still there."""
+        return bool(self._switch_mode_clusters)
+
+    def counters_read(self, dpid: int, counters: Iterable[tuple[FlowSpec, int]], now: float) -> None:
+        """Packet counts of a switch's ARP_SENDER and SOURCE_MASKING flows (flow, n_packets). In switch mode
+        the switch answers a member's ARP itself, so no packet-in says the member is still on its port: a
+        count that grew on a flow matching that port and that member's frames says it instead, and the member
+        is not probed as a quiet one (docs/switch-mode.md)."""
+        state, where = self.switches.get(dpid), self.where.get(dpid)
+        if state is None or where is None:
+            return
+        seen = {}
+        for flow, packets in counters:
+            seen[flow] = packets
+            if packets <= state.counted.get(flow, 0):
+                continue
+            key = self._counted_member(flow)
+            port = dict(flow.match).get("in_port")
+            if key is not None and key[0] in self._switch_mode_clusters and isinstance(port, int):
+                where.heard_by_counter(key, port, now)
+        state.counted = seen
+
+    def _counted_member(self, flow: FlowSpec) -> MemberKey | None:
+        fields = decode_cookie(flow.cookie)
+        if fields.purpose not in (Purpose.ARP_SENDER, Purpose.SOURCE_MASKING):
+            return None
+        if self._members_by_id[0] is not self._registry:
+            by_id = {}
+            for cluster in self._registry.clusters:
+                for member in cluster.members:
+                    by_id.setdefault((cluster_id(cluster.name), member_id(member.ip)), (cluster.name, member.ip))
+            self._members_by_id = (self._registry, by_id)
+        return self._members_by_id[1].get((fields.cluster_id, fields.member_id))
 
     def tick(self, dpid: int, now: float) -> Work:
         """The periodic work for one switch (the app calls it about every second; it stays cheap): moves

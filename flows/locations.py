@@ -202,6 +202,13 @@ class SwitchLocations:
     def heard_pinned(self, key: MemberKey, now: float) -> None:
         self.pinned_heard[key] = now
 
+    def heard_by_counter(self, key: MemberKey, port: int, now: float) -> None:
+        """A flow that only the member's own frames on its port match has counted more packets (switch mode,
+        where the switch handles its ARP): it is still there, as if a packet-in had said so."""
+        location = self.located.get(key)
+        if location is not None and location.port == port and key not in self.claims:
+            location.heard, location.checking_since, location.unanswered = now, None, 0
+
     def stranger(self, port: int, mac: str) -> None:
         """A source that is no member of those on the port: the port is shared with other hosts."""
         self.strangers.setdefault(port, set()).add(mac)

@@ -19,6 +19,7 @@ from typing import TypeVar
 from flows.arp import ARP_REQUEST, FrameOut
 from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
+from flows.cookies import Purpose
 from flows.core import NlbCore, Work
 from flows.fabric_ops import check_pins
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec
@@ -61,6 +62,7 @@ TICK_SECONDS = 1.0  # confirmation timeouts and re-probes (flows/locations.py) a
 REPLY_TIMEOUT_SECONDS = 10.0
 RECONNECT_WAIT_SECONDS = 5.0  # a change waits this long for a switch that dropped mid-change to be back
 METER_WATCH_SECONDS = 2.0
+COUNTS_PER_IDLE_PERIOD = 3  # switch mode: flow counters are read this often per idle_seconds (_count_traffic)
 SEND_BATCH = 64  # messages the sender joins into one socket write at most (packet-outs are ~100 bytes)
 
 cfg.CONF.register_opts(
@@ -265,6 +267,7 @@ class NlbFlow(BaseApp):
         hub.spawn(self.rest_server.serve_forever)
         hub.spawn(self._tick)
         hub.spawn(self._watch_meters)
+        hub.spawn(self._count_traffic)
         self.logger.info("nlbflow REST API on http://%s:%s/nlb/ (token %s)", *listen, "required" if token else "off")
 
     # --- events -----------------------------------------------------------------------------------
@@ -763,6 +766,24 @@ class NlbFlow(BaseApp):
                     self.logger.info(
                         "dpid %s: meter %#x (%s) stopped dropping", conn.dpid, meter_id, meter_target(meter_id)
                     )
+
+    def _count_traffic(self) -> None:
+        """Switch mode: read the counters of the flows only a member's own frames match, so that a member the
+        switch serves without packet-ins is known to be there and not probed as a quiet one."""
+        while True:
+            hub.sleep(self.core.settings.locations.idle_seconds / COUNTS_PER_IDLE_PERIOD)
+            if not self.core.counts_traffic:
+                continue
+            for conn in list(self.connections.values()):
+                try:
+                    counters = [
+                        (ofmsgs.spec_from_stats(conn.datapath, entry), entry.packet_count)
+                        for purpose in (Purpose.ARP_SENDER, Purpose.SOURCE_MASKING)
+                        for entry in self._request(conn, ofmsgs.purpose_stats_request(conn.datapath, purpose))
+                    ]
+                except (ConnectionError, RequestRefused, TimeoutError):
+                    continue
+                self.core.counters_read(conn.dpid, counters, time.monotonic())
 
     def _tick(self) -> None:
         """The core's periodic work: moves whose old port stayed silent, checks of quiet members, and

@@ -29,6 +29,7 @@ from flows.frames import Refusal, arp_frame_bytes, is_nic_mac, punted_arp
 from flows.meters import MeterDiff, MeterReading, MeterSpec
 
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
+PURPOSE_COOKIE_MASK = 0xFF00  # flows/cookies.py: bits 15-8
 
 
 def _actions(datapath, actions: Iterable[Action]) -> list:
@@ -102,6 +103,20 @@ def flow_stats_request(datapath, app_only: bool = True):
         out_group=ofp.OFPG_ANY,
         cookie=APP_ID << 48 if app_only else 0,
         cookie_mask=APP_COOKIE_MASK if app_only else 0,
+        match=parser.OFPMatch(),
+    )
+
+
+def purpose_stats_request(datapath, purpose: int):
+    """Flow-stats for the app's flows of one purpose (the cookie's purpose bits), wherever they are."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        datapath,
+        table_id=ofp.OFPTT_ALL,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        cookie=APP_ID << 48 | purpose << 8,
+        cookie_mask=APP_COOKIE_MASK | PURPOSE_COOKIE_MASK,
         match=parser.OFPMatch(),
     )
 
