@@ -36,6 +36,7 @@ class Purpose(IntEnum):
     ARP_SENDER = 11  # switch mode: a member's ARP from where it is located, recognised and tagged with its DM
     ARP_ANSWER = 12  # switch mode: a request for a peer's DIP answered inside the switch (claims 1-5)
     ARP_SPREAD = 13  # switch mode: a member's ARP to outsiders unchanged, to peers with its DM (invariant 1)
+    ARP_FLOOD = 14  # switch mode: a member's ARP unchanged to every edge port but those of its cluster
 
 
 def cluster_id(cluster_name: str) -> int:

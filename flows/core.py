@@ -42,7 +42,7 @@ from flows.locations import (
     SwitchLocations,
 )
 from flows.model import Cluster, Config, Fabric, Member, Registry
-from flows.responder import uses_switch_mode
+from flows.responder import flood_flows, uses_switch_mode
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
 LOOP_SECONDS = 1.0  # a member's frame sent out of an uplink that comes back on one within this long came
@@ -72,9 +72,10 @@ class ExpectedFlows:
     base: list[FlowSpec]  # the same on every switch
     ports: dict[int, FlowSpec]  # port -> its punt-meter flow
     clusters: dict[str, tuple[FlowSpec, ...]]  # cluster name -> its flows on this switch
+    flood: list[FlowSpec] = field(default_factory=list)  # switch mode's flood over the edge ports, if any
 
     def all(self, registry: Registry) -> list[FlowSpec]:
-        flows = self.base + [self.ports[port] for port in sorted(self.ports)]
+        flows = self.base + [self.ports[port] for port in sorted(self.ports)] + self.flood
         for cluster in registry.clusters:
             flows += self.clusters.get(cluster.name, ())
         return flows
@@ -101,15 +102,12 @@ class SwitchState:
     # the uplink it came in on)
     loop_warned: float = float("-inf")
     counted: dict[FlowSpec, int] = field(default_factory=dict)  # n_packets of the flows counters_read() watches
+    flood: list[FlowSpec] = field(default_factory=list)  # flood_flows() of the edge ports in flood_for
+    flood_for: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         self.live_ports = {port for port, up in self.ports.items() if up}
         self.down_ports = set(self.ports) - self.live_ports
-
-    @property
-    def edge_ports(self) -> set[int]:
-        """The ports that are no uplink: hosts and members (a switch-mode spread sends to them)."""
-        return set(self.ports) - self.uplinks
 
     def set_port(self, port: int, present: bool, up: bool) -> None:
         self.live_ports.discard(port)
@@ -510,8 +508,6 @@ class NlbCore:
         touched = self._resolve(dpid) if was != (present, state.names.get(port)) else set()
         touched |= {name for name, _ in self._placement(dpid).by_port.get(port, ())}
         touched |= state.holding.get(port, set())
-        if was[0] != present:  # a switch-mode cluster's spread sends to every edge port
-            touched |= self._switch_mode_clusters
         return self._work(dpid, touched, notes=notes, punt_ports=(port,))
 
     def packet_in(self, dpid: int, in_port: int, frame: ArpFrame, now: float) -> tuple[ArpDecision, Work]:
@@ -859,7 +855,10 @@ class NlbCore:
         touched = self._settle(touched)
         # every connected switch has its SwitchLocations (switch_connected)
         return {
-            dpid: Work(diff=self._update(dpid, touched.get(dpid, set())), frames=self._probe_unlocated(dpid, now))
+            dpid: Work(
+                diff=self._update(dpid, touched.get(dpid, set()), edge_changed=True),
+                frames=self._probe_unlocated(dpid, now),
+            )
             for dpid in self.switches
         }
 
@@ -938,14 +937,15 @@ class NlbCore:
         state = self.switches[dpid]
         placement = self._placement(dpid)
         ports = {port: punt_port_flow(port) for port in state.ports}
-        state.flows = ExpectedFlows(list(self._base_flows), ports, {})
+        state.flows = ExpectedFlows(list(self._base_flows), ports, {}, self._flood_flows(state))
         for name in set(state.held) - {cluster.name for cluster in self._registry.clusters}:
             state.hold(name, frozenset())
         elsewhere = PlacedElsewhere(self, dpid)
         for cluster in self._registry.clusters:
             held = self._held(state, placement, cluster)
-            located, down, edge = placement.located, state.down_ports, state.edge_ports
-            flows = cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere, edge)
+            flows = cluster_flows(
+                cluster, self.settings, placement.located, state.down_ports, held, state.uplinks, elsewhere
+            )
             state.flows.clusters[cluster.name] = tuple(flows)
         expected = set(state.flows.all(self._registry))
         # A withheld flow is not added again; should the switch hold it after all, it is kept, not deleted.
@@ -954,9 +954,12 @@ class NlbCore:
         state.unsent = expected & withheld
         return reconcile(state.installed, installed)
 
-    def _update(self, dpid: int, clusters: Iterable[str], punt_ports: Iterable[int] = ()) -> FlowDiff:
-        """Recompute the flows of these clusters (and these ports' punt flows) on a switch whose flows are
-        known, and bring the switch to them; a switch not read back yet waits for its read-back."""
+    def _update(
+        self, dpid: int, clusters: Iterable[str], punt_ports: Collection[int] = (), edge_changed: bool = False
+    ) -> FlowDiff:
+        """Recompute the flows of these clusters (and these ports' punt flows, and with them or edge_changed
+        the switch-mode flood) on a switch whose flows are known, and bring the switch to them; a switch not
+        read back yet waits for its read-back."""
         state = self.switches.get(dpid)
         if state is None or state.flows is None:
             return EMPTY_DIFF
@@ -972,13 +975,18 @@ class NlbCore:
                 state.hold(name, frozenset())
             else:
                 held = self._held(state, placement, cluster)
-                located, down, edge = placement.located, state.down_ports, state.edge_ports
-                new = tuple(cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere, edge))
+                located, down = placement.located, state.down_ports
+                new = tuple(cluster_flows(cluster, self.settings, located, down, held, state.uplinks, elsewhere))
                 state.flows.clusters[name] = new
             if old != new:
                 old_set, new_set = set(old), set(new)
                 removed += old_set - new_set
                 added += new_set - old_set
+        flood = self._flood_flows(state) if punt_ports or edge_changed else state.flows.flood
+        if flood != state.flows.flood:
+            removed += state.flows.flood
+            added += flood
+            state.flows.flood = flood
         for port in punt_ports:
             old_flow = state.flows.ports.pop(port, None)
             new_flow = punt_port_flow(port) if port in state.ports else None
@@ -988,6 +996,17 @@ class NlbCore:
                 removed += [old_flow] if old_flow is not None else []
                 added += [new_flow] if new_flow is not None else []
         return self._apply(state, removed, added)
+
+    def _flood_flows(self, state: SwitchState) -> list[FlowSpec]:
+        """The switch's flood over its edge ports (flows/responder.py), while any cluster is in switch mode:
+        asked for after events that can change the ports, the uplinks or the registry, and built again only
+        when the edge ports differ from the last time."""
+        if not self._switch_mode_clusters:
+            return []
+        edge = frozenset(state.ports) - state.uplinks
+        if state.flood_for != edge:
+            state.flood_for, state.flood = edge, flood_flows(edge)
+        return state.flood
 
     def _apply(self, state: SwitchState, removed: list[FlowSpec], added: list[FlowSpec]) -> FlowDiff:
         """The switch's difference for flows no longer and newly expected, in O(change): the installed set

@@ -69,6 +69,21 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Resubmit:
+    """Run another table's flows on the frame as it is now, then go on with this list (OVS's Nicira
+    `resubmit`): the switch-mode spread sends a frame to every edge port through one shared flow."""
+
+    table_id: int
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    """Output to the port a register holds (OVS's Nicira `output:reg0`)."""
+
+    field: str
+
+
+@dataclass(frozen=True)
 class InPort:
     """Output back out of the port the frame came in on (OFPP_IN_PORT): where an in-switch answer goes."""
 
@@ -102,7 +117,20 @@ class Unrecognized:
     text: str
 
 
-Action = Union[Output, ToController, Normal, SetField, Move, InPort, WriteMetadata, GotoTable, Meter, Unrecognized]
+Action = Union[
+    Output,
+    ToController,
+    Normal,
+    SetField,
+    Move,
+    Resubmit,
+    OutputReg,
+    InPort,
+    WriteMetadata,
+    GotoTable,
+    Meter,
+    Unrecognized,
+]
 Match = tuple[tuple[str, object], ...]
 
 
@@ -118,6 +146,10 @@ def action_text(action: Action) -> str:
         return f"set_field:{action.value}->{action.field}"
     if isinstance(action, Move):
         return f"move:{action.src}[0..{action.n_bits - 1}]->{action.dst}[]"
+    if isinstance(action, Resubmit):
+        return f"resubmit(,{action.table_id})"
+    if isinstance(action, OutputReg):
+        return f"output:{action.field}[]"
     if isinstance(action, InPort):
         return "IN_PORT"
     if isinstance(action, WriteMetadata):
@@ -299,14 +331,12 @@ def cluster_flows(
     held_ports: AbstractSet[int] = frozenset(),
     uplinks: AbstractSet[int] = frozenset(),
     elsewhere: Container[tuple[str, str]] = NOWHERE_ELSE,
-    edge_ports: AbstractSet[int] = frozenset(),
 ) -> list[FlowSpec]:
     """One cluster's flows on one switch: they depend on nothing but the cluster, where its members sit
     there, which of those ports are down, the delivery ports it held at start, the switch's uplinks and
     which members sit on another switch (elsewhere), so a change elsewhere never needs them recomputed
     (flows/core.py keeps them per cluster). An uplink that is down keeps its place in the flows: a link
-    flapping changes no flow. In switch mode (flows/responder.py) they depend on the switch's edge ports too
-    (its ports that are not uplinks), where the spread sends a member's ARP unchanged."""
+    flapping changes no flow."""
     flows: list[FlowSpec] = []
     located = [(member, member_ports.get((cluster.name, member.ip))) for member in cluster.members]
     located = [(member, port) for member, port in located if port is not None]
@@ -331,9 +361,7 @@ def cluster_flows(
                 )
     if responder.uses_switch_mode(cluster):
         toward = tuple(sorted(uplinks))
-        flows += responder.switch_mode_flows(
-            cluster, settings.normal_fallback, located, down_ports, toward, edge_ports, elsewhere
-        )
+        flows += responder.switch_mode_flows(cluster, settings.normal_fallback, located, down_ports, toward, elsewhere)
     ports = ({port for _, port in located} | set(held_ports)) - set(down_ports)
     flows.append(cluster_delivery_flow(cluster.name, cluster.cluster_mac, ports | set(uplinks)))
     return flows
@@ -361,8 +389,9 @@ def expected_flows(
     flows = base_flows(settings) + [punt_port_flow(port) for port in sorted(set(switch_ports))]
     for cluster in registry.clusters:
         held = (held_ports or {}).get(cluster.name, frozenset())
-        edge = set(switch_ports) - set(uplinks)
-        flows += cluster_flows(cluster, settings, member_ports, down_ports, held, uplinks, elsewhere, edge)
+        flows += cluster_flows(cluster, settings, member_ports, down_ports, held, uplinks, elsewhere)
+    if any(responder.uses_switch_mode(cluster) for cluster in registry.clusters):
+        flows += responder.flood_flows(set(switch_ports) - set(uplinks))
     return flows
 
 

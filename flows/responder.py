@@ -12,8 +12,10 @@ Three stages, for the ARP of a member the app located (docs/switch-mode.md):
   the other hosts, then the sender's dedicated MAC moved from the metadata into `eth_src` and `arp_sha`
   for the uplinks and the peers.
 
-Like every other spec these are pure values; they depend on the same inputs as the cluster's other flows,
-plus the switch's edge ports (the spread sends to the ports where no member is).
+Like every other spec these are pure values; a cluster's depend on the same inputs as its other flows. The
+frame unchanged "to every other host" goes through two flows of the switch's own (flood_flows): each edge port
+in turn through an egress table where the ports of the sender's cluster drop it, so a port appearing changes
+one flow, not one per cluster.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Collection, Container, Sequence
 from collections.abc import Set as AbstractSet
 
 from flows.addresses import ZERO_IP
-from flows.cookies import Purpose, make_cookie
+from flows.cookies import Purpose, cluster_id, make_cookie
 from flows.flowspec import (
     ETH_TYPE_ARP,
     FORWARDING_TABLE,
@@ -34,6 +36,8 @@ from flows.flowspec import (
     Move,
     Normal,
     Output,
+    OutputReg,
+    Resubmit,
     SetField,
     WriteMetadata,
     make_match,
@@ -42,6 +46,10 @@ from flows.model import ArpMode, Cluster, Member
 
 ANSWER_TABLE = 4  # after the punt tables (goto-table only goes forward): requests for a peer answered here
 SPREAD_TABLE = 5  # then the hygiene spread
+FLOOD_TABLE = 6  # one flow per switch: every edge port in turn, through the egress table (resubmit)
+EGRESS_TABLE = 7  # a port of the sender's own cluster gets nothing unchanged; any other port gets the frame
+FLOOD_REGISTER = "reg0"  # the port the egress table is asked about
+CLUSTER_BITS = 0xFFFF << 48  # the metadata's top 16 bits: the sender's cluster id; the low 48: its DM
 
 PRIORITY_ARP_SENDER = 350  # above the cluster's ARP punt: a recognised sender is handled by the switch
 PRIORITY_OWN_ADDRESS = 300  # never answer a member about its own address
@@ -52,6 +60,7 @@ PRIORITY_ASK_CONTROLLER = 360  # forwarding table, above the senders: a request 
 PRIORITY_SPREAD_ADDRESSED = 200  # addressed to a peer's dedicated MAC, or to the cluster MAC
 PRIORITY_SPREAD_BROADCAST = 100
 PRIORITY_SPREAD_OTHER = 0  # addressed to some other host
+PRIORITY_EGRESS_DROP = 100
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # eth_dst value/mask: broadcast and multicast
 
 ARP_REQUEST = 1
@@ -66,9 +75,22 @@ def uses_switch_mode(cluster: Cluster) -> bool:
     return cluster.unicast and cluster.arp == ArpMode.SWITCH
 
 
-def mac_value(mac: str) -> int:
-    """A MAC as the integer the metadata holds."""
-    return int(mac.replace(":", ""), 16)
+def sender_tag(cluster: Cluster, member: Member) -> int:
+    """What the metadata holds for a recognised sender: its cluster's id, then its dedicated MAC."""
+    return cluster_id(cluster.name) << 48 | int(member.dedicated_mac.replace(":", ""), 16)
+
+
+def flood_flows(edge_ports: Collection[int]) -> list[FlowSpec]:
+    """The switch's own two flows for "unchanged to every other host": each edge port in turn is put in a
+    register and the egress table asked (a port of the sender's cluster drops it there, any other outputs
+    it). They depend on the edge ports alone, so a port appearing changes one flow, whatever the clusters."""
+    flood: list[Action] = []
+    for port in sorted(edge_ports):
+        flood += [SetField(FLOOD_REGISTER, port), Resubmit(EGRESS_TABLE)]
+    return [
+        FlowSpec(0, make_cookie(Purpose.ARP_FLOOD), make_match(), tuple(flood), FLOOD_TABLE),
+        FlowSpec(0, make_cookie(Purpose.ARP_FLOOD), make_match(), (OutputReg(FLOOD_REGISTER),), EGRESS_TABLE),
+    ]
 
 
 def switch_mode_flows(
@@ -77,11 +99,10 @@ def switch_mode_flows(
     located: Sequence[tuple[Member, int]],
     down_ports: AbstractSet[int],
     uplinks: Sequence[int],
-    edge_ports: AbstractSet[int],
     elsewhere: Container[tuple[str, str]],
 ) -> list[FlowSpec]:
     """The cluster's switch-mode flows on one switch: located are its members here (in registry order) and
-    their ports, uplinks the switch's present uplinks (sorted), edge_ports its other ports, elsewhere the
+    their ports, uplinks the switch's present uplinks (sorted), elsewhere the
     members located on another switch. A switch with no member of the cluster and none behind an uplink
     holds none: no requester can be there."""
     here = {member.ip for member, _ in located}
@@ -91,7 +112,7 @@ def switch_mode_flows(
         return []
     flows = _sender_flows(cluster, located, uplinks, remote)
     flows += _answer_flows(cluster, located, down_ports, uplinks, elsewhere)
-    flows += _spread_flows(cluster, normal_fallback, located, down_ports, uplinks, edge_ports)
+    flows += _spread_flows(cluster, normal_fallback, located, down_ports, uplinks)
     return flows
 
 
@@ -101,12 +122,8 @@ def _sender_flows(
     """Recognise the sender, from where it can be: its own port (its DIP, or the VIP or 0.0.0.0 for the
     first member on that port, as the controller recognises a sender by its port), or an uplink for a member
     not here. A DAD probe (0.0.0.0) skips the answers: it is never answered."""
-    flows = []
-    first_on_port: dict[int, Member] = {}
-    for member, port in located:
-        first_on_port.setdefault(port, member)
-        flows.append(_sender_flow(cluster, member, port, member.ip, ANSWER_TABLE))
-    for port, member in sorted(first_on_port.items()):
+    flows = [_sender_flow(cluster, member, port, member.ip, ANSWER_TABLE) for member, port in located]
+    for port, member in _first_on_port(located).items():
         flows.append(_sender_flow(cluster, member, port, cluster.cluster_ip, ANSWER_TABLE))
         flows.append(_sender_flow(cluster, member, port, ZERO_IP, SPREAD_TABLE))
     for uplink in uplinks:
@@ -119,7 +136,7 @@ def _sender_flow(cluster: Cluster, member: Member, port: int, sender_ip: str, ta
         priority=PRIORITY_ARP_SENDER,
         cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
         match=make_match(in_port=port, eth_type=ETH_TYPE_ARP, arp_sha=cluster.cluster_mac, arp_spa=sender_ip),
-        actions=(WriteMetadata(mac_value(member.dedicated_mac)), GotoTable(table_id)),
+        actions=(WriteMetadata(sender_tag(cluster, member)), GotoTable(table_id)),
         table_id=FORWARDING_TABLE,
     )
 
@@ -138,7 +155,7 @@ def _answer_flows(
         FlowSpec(
             priority=PRIORITY_OWN_ADDRESS,
             cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
-            match=make_match(metadata=mac_value(member.dedicated_mac), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
+            match=make_match(metadata=sender_tag(cluster, member), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
             actions=(GotoTable(SPREAD_TABLE),),
             table_id=ANSWER_TABLE,
         )
@@ -202,18 +219,18 @@ def _spread_flows(
     located: Sequence[tuple[Member, int]],
     down_ports: AbstractSet[int],
     uplinks: Sequence[int],
-    edge_ports: AbstractSet[int],
 ) -> list[FlowSpec]:
     """Invariant 1 in the switch, as flows/arp.py's _spread: the other hosts get the frame as it came, the
     uplinks get it with the sender's dedicated MAC as Ethernet source, the peers with it as `arp_sha` too.
     OpenFlow never outputs a frame back to its in_port, so the sender never gets its own frame."""
     ports_here = {port for _, port in located}
     peers = _outputs(ports_here - set(down_ports))
-    outsiders = _outputs(set(edge_ports) - ports_here)
+    outsiders = Resubmit(FLOOD_TABLE)
     up = _outputs(uplinks)
-    flows = []
+    flows = [_egress_drop(cluster, member, port) for port, member in _first_on_port(located).items()]
+    port_of = {member.ip: port for member, port in located}
     for member in cluster.members:
-        port = next((port for m, port in located if m == member), None)
+        port = port_of.get(member.ip)
         if port is not None:
             actions: tuple[Action, ...] = (*SENDER_MAC, SetField("eth_dst", cluster.cluster_mac), Output(port))
         else:  # on another switch, or nowhere yet: up, where it may be
@@ -221,10 +238,29 @@ def _spread_flows(
         flows.append(_spread_flow(cluster, member, PRIORITY_SPREAD_ADDRESSED, cluster.entry_mac(member), actions))
     to_cluster = (SENDER_MAC[0], *up, SENDER_MAC[1], *peers)
     flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_ADDRESSED, cluster.cluster_mac, to_cluster))
-    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_BROADCAST, MULTICAST_BIT, (*outsiders, *to_cluster)))
-    to_host = (SENDER_MAC[0], Normal()) if normal_fallback else (*outsiders, SENDER_MAC[0], *up)
+    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_BROADCAST, MULTICAST_BIT, (outsiders, *to_cluster)))
+    to_host = (SENDER_MAC[0], Normal()) if normal_fallback else (outsiders, SENDER_MAC[0], *up)
     flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_OTHER, None, to_host))
     return flows
+
+
+def _egress_drop(cluster: Cluster, member: Member, port: int) -> FlowSpec:
+    """The cluster's member port gets nothing from the flood: its frame for peers comes with the DM."""
+    return FlowSpec(
+        priority=PRIORITY_EGRESS_DROP,
+        cookie=make_cookie(Purpose.ARP_SPREAD, cluster.name, member.ip),
+        match=make_match(**{FLOOD_REGISTER: port, "metadata": (cluster_id(cluster.name) << 48, CLUSTER_BITS)}),
+        actions=(),
+        table_id=EGRESS_TABLE,
+    )
+
+
+def _first_on_port(located: Sequence[tuple[Member, int]]) -> dict[int, Member]:
+    """Each port's first member (registry order): the one a frame from that port without a DIP stands for."""
+    first: dict[int, Member] = {}
+    for member, port in located:
+        first.setdefault(port, member)
+    return dict(sorted(first.items()))
 
 
 def _spread_flow(

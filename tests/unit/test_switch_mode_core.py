@@ -10,9 +10,9 @@ from flows.addresses import PROBE_MAC, ZERO_IP
 from flows.arp import ARP_REPLY, ArpFrame
 from flows.cookies import Purpose, decode_cookie
 from flows.core import NlbCore
-from flows.flowspec import Output, expected_flows
+from flows.flowspec import SetField, expected_flows
 from flows.model import ArpMode, Config, LocationSettings, Registry, Settings
-from flows.responder import ANSWER_TABLE, SPREAD_TABLE, answer_flow
+from flows.responder import ANSWER_TABLE, EGRESS_TABLE, FLOOD_TABLE, SPREAD_TABLE, answer_flow
 from tests.unit.example_cluster import CM, web_cluster
 
 A, B, C = "10.0.0.11", "10.0.0.12", "10.0.0.13"
@@ -68,19 +68,34 @@ def test_a_switch_with_no_member_of_the_cluster_holds_no_switch_mode_flow():
     assert of_purpose(core, Purpose.ARP_ANSWER) == []
 
 
-def test_a_port_that_appears_joins_the_broadcast_spread_to_outsiders_and_one_that_vanishes_leaves_it():
+def test_a_port_that_appears_or_vanishes_changes_the_switchs_flood_and_no_cluster_flow():
     core = switch_core((1, A), (2, B))
 
-    def broadcast_outputs() -> list[int]:
-        [flow] = [f for f in of_purpose(core, Purpose.ARP_SPREAD) if f.table_id == SPREAD_TABLE and f.priority == 100]
-        return [action.port for action in flow.actions if isinstance(action, Output)]
+    def flooded() -> list[int]:
+        [flood] = [f for f in of_purpose(core, Purpose.ARP_FLOOD) if f.table_id == FLOOD_TABLE]
+        return [action.value for action in flood.actions if isinstance(action, SetField)]
 
-    assert broadcast_outputs() == [3, 4, 1, 2]  # the outsiders unchanged first, then the peers
+    assert flooded() == [1, 2, 3, 4]
     work = core.port_changed(1, 7, True, True, 1.0)
-    assert broadcast_outputs() == [3, 4, 7, 1, 2]
-    assert work.diff.to_add
+    assert flooded() == [1, 2, 3, 4, 7]
+    purposes = {decode_cookie(flow.cookie).purpose for flow in work.diff.to_add}
+    assert purposes == {Purpose.ARP_FLOOD, Purpose.PUNT_PORT}
     core.port_changed(1, 7, False, False, 2.0)
-    assert broadcast_outputs() == [3, 4, 1, 2]
+    assert flooded() == [1, 2, 3, 4]
+
+
+def test_the_flood_leaves_out_the_ports_of_the_senders_own_cluster_in_the_egress_table():
+    core = switch_core((1, A), (2, B))
+    drops = [f for f in of_purpose(core, Purpose.ARP_SPREAD) if f.table_id == EGRESS_TABLE]
+    assert sorted(dict(f.match)["reg0"] for f in drops) == [1, 2]
+    assert all(f.actions == () for f in drops)
+
+
+def test_a_registry_without_switch_mode_holds_no_flood():
+    core = NlbCore(Config(registry=Registry(clusters=(web_cluster(ArpMode.PROXY),))))
+    core.switch_connected(1, PORTS)
+    core.flows_read_back(1, [], 0.0)
+    assert of_purpose(core, Purpose.ARP_FLOOD) == []
 
 
 def test_a_port_going_down_and_up_changes_no_spread_flow():
