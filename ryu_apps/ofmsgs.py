@@ -17,12 +17,17 @@ from flows.flowspec import (
     Action,
     FlowSpec,
     GotoTable,
+    InPort,
     Meter,
+    Move,
     Normal,
     Output,
+    OutputReg,
+    Resubmit,
     SetField,
     ToController,
     Unrecognized,
+    WriteMetadata,
     make_match,
 )
 from flows.frames import Refusal, arp_frame_bytes, is_nic_mac, punted_arp
@@ -30,6 +35,11 @@ from flows.meters import MeterDiff, MeterReading, MeterSpec
 
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
 PURPOSE_COOKIE_MASK = 0xFF00  # flows/cookies.py: bits 15-8
+ALL_METADATA_BITS = 0xFFFF_FFFF_FFFF_FFFF  # write-metadata always sets the whole 64 bits
+RESUBMIT_IN_PORT = 0xFFF8  # Nicira resubmit: keep the frame's in_port (OpenFlow 1.0's OFPP_IN_PORT)
+REGISTER_BITS = 32  # output:reg0 reads the whole register
+OUTPUT_REG_MAX_LEN = 0xFFFF  # what ovs-ofctl gives `output:NXM_NX_REG0[]`: only matters for the controller
+NXM_SUFFIX = "_nxm"  # the frameworks name a Nicira header of an OpenFlow field (NXM_OF_ARP_SPA) arp_spa_nxm
 
 
 def _actions(datapath, actions: Iterable[Action]) -> list:
@@ -44,19 +54,40 @@ def _actions(datapath, actions: Iterable[Action]) -> list:
             built.append(parser.OFPActionOutput(ofp.OFPP_NORMAL))
         elif isinstance(action, SetField):
             built.append(parser.OFPActionSetField(**{action.field: action.value}))
+        elif isinstance(action, Move):
+            built.append(parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits))
+        elif isinstance(action, InPort):
+            built.append(parser.OFPActionOutput(ofp.OFPP_IN_PORT))
+        elif isinstance(action, Resubmit):
+            built.append(parser.NXActionResubmitTable(in_port=RESUBMIT_IN_PORT, table_id=action.table_id))
+        elif isinstance(action, OutputReg):
+            whole = _whole_register()
+            built.append(parser.NXActionOutputReg(ofs_nbits=whole, src=action.field, max_len=OUTPUT_REG_MAX_LEN))
         else:
             raise ValueError(f"the app never installs {action!r}")
     return built
 
 
+def _whole_register() -> int:
+    """Nicira's ofs_nbits for bits 0..31 of a register: (start << 6) | (n_bits - 1)."""
+    return REGISTER_BITS - 1
+
+
+INSTRUCTION_KINDS = (GotoTable, Meter, WriteMetadata)
+
+
 def _instructions(datapath, actions: Iterable[Action]) -> list:
-    """The meter (kept first in a spec), apply-actions for what the flow does here, then goto-table (kept
-    last) if it goes on."""
+    """The meter (kept first in a spec), apply-actions for what the flow does here, write-metadata, then
+    goto-table (the two kept last, in that order) if it goes on."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    applied = [action for action in actions if not isinstance(action, (GotoTable, Meter))]
+    actions = tuple(actions)
+    applied = [action for action in actions if not isinstance(action, INSTRUCTION_KINDS)]
     instructions = [parser.OFPInstructionMeter(a.meter_id, ofp.OFPIT_METER) for a in actions if isinstance(a, Meter)]
     if applied:
         instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(datapath, applied)))
+    instructions += [
+        parser.OFPInstructionWriteMetadata(a.value, ALL_METADATA_BITS) for a in actions if isinstance(a, WriteMetadata)
+    ]
     instructions += [parser.OFPInstructionGotoTable(a.table_id) for a in actions if isinstance(a, GotoTable)]
     return instructions
 
@@ -143,43 +174,73 @@ def port_name(port) -> str:
 
 
 def _normal_value(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
+    """Addresses in lower case, a masked value (value, mask) too."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, tuple):
+        return tuple(_normal_value(part) for part in value)
+    return value
+
+
+def _field_name(name: str) -> str:
+    """An OpenFlow field by its OXM name, whichever header (OXM or Nicira's) the switch gave it."""
+    return name.removesuffix(NXM_SUFFIX)
 
 
 def spec_from_stats(datapath, stats) -> FlowSpec:
     """A flow read back from the switch, in the same form the app computes, so the two compare."""
-    ofp = datapath.ofproto
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
     meters: list[Action] = []
     actions: list[Action] = []
+    metadata: list[Action] = []
     goto: list[Action] = []
     for instruction in stats.instructions:
         if instruction.type == ofp.OFPIT_APPLY_ACTIONS:
-            actions += [_action_from_ofp(ofp, action) for action in instruction.actions]
+            actions += [_action_from_ofp(ofp, parser, action) for action in instruction.actions]
         elif instruction.type == ofp.OFPIT_GOTO_TABLE:
             goto.append(GotoTable(instruction.table_id))
         elif instruction.type == ofp.OFPIT_METER:
             meters.append(Meter(instruction.meter_id))
+        elif instruction.type == ofp.OFPIT_WRITE_METADATA and instruction.metadata_mask == ALL_METADATA_BITS:
+            metadata.append(WriteMetadata(instruction.metadata))
         else:
             actions.append(Unrecognized(repr(instruction)))
     return FlowSpec(
         priority=stats.priority,
         cookie=stats.cookie,
-        match=make_match(**{name: _normal_value(value) for name, value in stats.match.items()}),
-        actions=tuple(meters + actions + goto),
+        match=make_match(**{_field_name(name): _normal_value(value) for name, value in stats.match.items()}),
+        actions=tuple(meters + actions + metadata + goto),
         table_id=stats.table_id,
     )
 
 
-def _action_from_ofp(ofp, action) -> Action:
+def _action_from_ofp(ofp, parser, action) -> Action:
     if action.type == ofp.OFPAT_OUTPUT:
         if action.port == ofp.OFPP_CONTROLLER and action.max_len == ofp.OFPCML_NO_BUFFER:
             return ToController()
         if action.port == ofp.OFPP_NORMAL:
             return Normal()
+        if action.port == ofp.OFPP_IN_PORT:
+            return InPort()
         if action.port < ofp.OFPP_MAX:
             return Output(action.port)
     elif action.type == ofp.OFPAT_SET_FIELD:
-        return SetField(action.key, _normal_value(action.value))
+        return SetField(_field_name(action.key), _normal_value(action.value))
+    elif action.type == ofp.OFPAT_EXPERIMENTER:
+        return _nicira_action_from_ofp(parser, action)
+    return Unrecognized(repr(action))
+
+
+def _nicira_action_from_ofp(parser, action) -> Action:
+    """The Nicira actions the app installs, exactly as it installs them (a move from bit 0 to bit 0, a
+    resubmit keeping in_port, an output to a whole register); any other reads back unrecognised."""
+    if isinstance(action, parser.NXActionRegMove) and action.src_ofs == 0 and action.dst_ofs == 0:
+        return Move(_field_name(action.src_field), _field_name(action.dst_field), action.n_bits)
+    if isinstance(action, parser.NXActionResubmitTable) and action.in_port == RESUBMIT_IN_PORT:
+        return Resubmit(action.table_id)
+    whole_register = isinstance(action, parser.NXActionOutputReg) and action.ofs_nbits == _whole_register()
+    if whole_register and action.max_len == OUTPUT_REG_MAX_LEN:
+        return OutputReg(_field_name(action.src))
     return Unrecognized(repr(action))
 
 

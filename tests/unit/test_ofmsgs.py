@@ -13,9 +13,22 @@ from scapy.packet import Padding
 from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply
 from flows.core import NlbCore, Work
-from flows.flowspec import EMPTY_DIFF, FlowDiff, expected_flows, punt_out_flow
+from flows.flowspec import (
+    EMPTY_DIFF,
+    FlowDiff,
+    FlowSpec,
+    InPort,
+    Move,
+    OutputReg,
+    Resubmit,
+    Unrecognized,
+    WriteMetadata,
+    expected_flows,
+    punt_out_flow,
+)
 from flows.frames import Refusal
-from flows.model import ArpMode, Config, Registry, Settings
+from flows.model import ArpMode, Cluster, ClusterMode, Config, Member, Registry, Settings
+from flows.responder import MULTICAST_BIT
 from ryu_apps import ofmsgs
 from ryu_apps.compat import arp, ethernet, ofproto_v1_3, ofproto_v1_3_parser, packet
 from tests.unit import framekit
@@ -53,6 +66,131 @@ def test_a_flow_mod_on_the_wire_reads_back_as_the_spec_it_was_built_from(flow):
     parsed = ofproto_v1_3_parser.ofproto_parser.msg(DP, version, msg_type, msg_len, xid, data)
     assert parsed.command == ofproto_v1_3.OFPFC_ADD
     assert ofmsgs.spec_from_stats(DP, parsed) == flow
+
+
+def read_back(message):
+    """A flow-mod on the wire, parsed by the framework's own parser as a flow-stats entry would be."""
+    data = wire(message)
+    return ofproto_v1_3_parser.ofproto_parser.msg(DP, *ofproto_v1_3_parser.ofproto_parser.header(data), data)
+
+
+UPLINK = 6
+MEDIA_CM = "03:bf:0a:00:02:64"
+
+
+def switch_mode_flows() -> list[FlowSpec]:
+    """A switch-mode cluster with two members here (one on a port that is down), one behind the uplink,
+    next to a multicast-mode cluster: every kind of flow the app installs, switch mode included."""
+    media = Cluster(
+        name="media",
+        cluster_ip="10.0.2.100",
+        cluster_mac=MEDIA_CM,
+        mode=ClusterMode.MULTICAST,
+        arp=ArpMode.SWITCH,
+        members=(Member(ip="10.0.2.11", dedicated_mac="02:de:0a:00:02:0b", own_mac="52:54:00:00:02:0b"),),
+    )
+    ports = {("web", A): 1, ("web", B): 2, ("media", "10.0.2.11"): 3}
+    return expected_flows(
+        Registry(clusters=(web_cluster(ArpMode.SWITCH), media)),
+        Settings(),
+        ports,
+        down_ports=frozenset({2}),
+        switch_ports=(1, 2, 3, 4, 5, UPLINK),
+        uplinks=frozenset({UPLINK}),
+        elsewhere={("web", "10.0.0.13")},
+    )
+
+
+def test_the_switch_mode_flows_use_every_action_and_match_the_app_installs():
+    flows = switch_mode_flows()
+    kinds = {type(action) for flow in flows for action in flow.actions}
+    assert {Move, InPort, WriteMetadata, Resubmit, OutputReg} <= kinds
+    values = {value for flow in flows for _, value in flow.match}
+    assert MULTICAST_BIT in values
+    assert any(name == "metadata" and isinstance(value, int) for flow in flows for name, value in flow.match)
+
+
+@pytest.mark.parametrize("flow", switch_mode_flows(), ids=lambda flow: f"table{flow.table_id}-{flow.cookie:#x}")
+def test_a_switch_mode_flow_mod_on_the_wire_reads_back_as_the_spec_it_was_built_from(flow):
+    parsed = read_back(ofmsgs.flow_add(DP, flow))
+    assert parsed.command == ofproto_v1_3.OFPFC_ADD
+    assert ofmsgs.spec_from_stats(DP, parsed) == flow
+
+
+def switch_flow(table_id: int, kind: type) -> FlowSpec:
+    return next(
+        f for f in switch_mode_flows() if f.table_id == table_id and any(isinstance(a, kind) for a in f.actions)
+    )
+
+
+def test_the_instructions_are_meter_apply_actions_write_metadata_then_goto():
+    sender = switch_flow(1, WriteMetadata)
+    instructions = ofmsgs.flow_add(DP, sender).instructions
+    assert [type(i).__name__ for i in instructions] == ["OFPInstructionWriteMetadata", "OFPInstructionGotoTable"]
+    assert (instructions[0].metadata, instructions[0].metadata_mask) == (sender.actions[0].value, 2**64 - 1)
+
+
+def test_a_masked_eth_dst_installs_as_a_masked_match_and_reads_back_in_lower_case():
+    broadcast = next(f for f in switch_mode_flows() if ("eth_dst", MULTICAST_BIT) in f.match)
+    parsed = read_back(ofmsgs.flow_add(DP, broadcast))
+    assert parsed.match["eth_dst"] == MULTICAST_BIT
+    upper = replace(
+        broadcast,
+        match=tuple(
+            (n, ("0F:AB:00:00:00:00", "FF:FF:00:00:00:00") if n == "eth_dst" else v) for n, v in broadcast.match
+        ),
+    )
+    assert dict(ofmsgs.spec_from_stats(DP, read_back(ofmsgs.flow_add(DP, upper))).match)["eth_dst"] == (
+        "0f:ab:00:00:00:00",
+        "ff:ff:00:00:00:00",
+    )
+
+
+def with_apply_action(flow: FlowSpec, index: int, action) -> object:
+    """The flow-mod of a flow with one of its applied actions replaced by a framework action."""
+    message = ofmsgs.flow_add(DP, flow)
+    applied = next(i for i in message.instructions if i.type == ofproto_v1_3.OFPIT_APPLY_ACTIONS)
+    applied.actions[index] = action
+    return message
+
+
+def test_a_move_the_app_never_installs_reads_back_unrecognized():
+    answer = switch_flow(4, Move)
+    parser = ofproto_v1_3_parser
+    for other in (
+        parser.NXActionRegMove(src_field="arp_spa", dst_field="arp_tpa", n_bits=16, src_ofs=16, dst_ofs=0),
+        parser.NXActionRegMove(src_field="arp_spa", dst_field="arp_tpa", n_bits=16, src_ofs=0, dst_ofs=16),
+    ):
+        actions = ofmsgs.spec_from_stats(DP, read_back(with_apply_action(answer, 0, other))).actions
+        assert isinstance(actions[0], Unrecognized)
+        assert actions[1:] == answer.actions[1:]
+
+
+def test_a_resubmit_or_register_output_the_app_never_installs_reads_back_unrecognized():
+    parser = ofproto_v1_3_parser
+    flood, egress = (f for f in switch_mode_flows() if f.table_id in (6, 7) and f.cookie & 0xFF00 == 14 << 8)
+    resubmit = parser.NXActionResubmitTable(in_port=1, table_id=7)
+    assert isinstance(
+        ofmsgs.spec_from_stats(DP, read_back(with_apply_action(flood, 1, resubmit))).actions[1], Unrecognized
+    )
+    partial = parser.NXActionOutputReg(ofs_nbits=15, src="reg0", max_len=0xFFFF)
+    assert ofmsgs.spec_from_stats(DP, read_back(with_apply_action(egress, 0, partial))).actions == (
+        Unrecognized(repr(partial)),
+    )
+
+
+def test_a_partial_metadata_write_reads_back_unrecognized():
+    sender = switch_flow(1, WriteMetadata)
+    message = ofmsgs.flow_add(DP, sender)
+    message.instructions[0] = ofproto_v1_3_parser.OFPInstructionWriteMetadata(sender.actions[0].value, 0xFFFF_FFFF_FFFF)
+    (unrecognized, goto) = ofmsgs.spec_from_stats(DP, read_back(message)).actions
+    assert isinstance(unrecognized, Unrecognized) and goto == sender.actions[-1]
+
+
+def test_in_port_goes_back_out_of_the_port_the_request_came_in_on():
+    answer = switch_flow(4, InPort)
+    output = ofmsgs.flow_add(DP, answer).instructions[0].actions[-1]
+    assert output.port == ofproto_v1_3.OFPP_IN_PORT
 
 
 def test_a_strict_delete_names_the_flows_full_cookie_so_it_never_removes_another_apps_flow():
