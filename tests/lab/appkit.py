@@ -17,7 +17,7 @@ from typing import Any
 
 from flows.addresses import dedicated_mac
 from flows.config import load_config
-from flows.flowspec import FlowSpec, action_text, expected_flows
+from flows.flowspec import Action, FlowSpec, Move, OutputReg, SetField, action_text, expected_flows
 from flows.model import Registry
 from flows.state import STATE_FILE_NAME
 from flows.store import RegistryStore
@@ -53,17 +53,51 @@ FlowRow = tuple[int, int, int, str, str]
 (OVS prints them in an order of its own)."""
 
 _OVS_FIELD_NAMES = {"eth_dst": "dl_dst", "eth_src": "dl_src"}
+_HEX_FIELDS = ("metadata", "reg0")  # ovs-ofctl prints these in hex, in a match and in set_field
+_OVS_HEADERS = {  # a field as ovs-ofctl names it in a move or a register output, and its width in bits
+    "arp_spa": ("NXM_OF_ARP_SPA", 32),
+    "arp_tpa": ("NXM_OF_ARP_TPA", 32),
+    "eth_src": ("NXM_OF_ETH_SRC", 48),
+    "eth_dst": ("NXM_OF_ETH_DST", 48),
+    "arp_sha": ("NXM_NX_ARP_SHA", 48),
+    "arp_tha": ("NXM_NX_ARP_THA", 48),
+    "metadata": ("OXM_OF_METADATA", 64),
+    "reg0": ("NXM_NX_REG0", 32),
+}
 
 
 def _sorted_match(fields: list[str]) -> str:
     return ",".join(sorted(fields))
 
 
+def _ovs_value(field: str, value: object) -> str:
+    """A match value as ovs-ofctl prints it: value/mask for a masked one."""
+    if isinstance(value, tuple):
+        return "/".join(_ovs_value(field, part) for part in value)
+    return f"{value:#x}" if field in _HEX_FIELDS and isinstance(value, int) else str(value)
+
+
+def _ovs_bits(field: str, n_bits: int) -> str:
+    """NXM_OF_ARP_SPA[] for the whole field, OXM_OF_METADATA[0..47] for its low bits."""
+    header, width = _OVS_HEADERS[field]
+    return f"{header}[]" if n_bits == width else f"{header}[0..{n_bits - 1}]"
+
+
+def _ovs_action(action: Action) -> str:
+    if isinstance(action, Move):
+        return f"move:{_ovs_bits(action.src, action.n_bits)}->{_ovs_bits(action.dst, action.n_bits)}"
+    if isinstance(action, OutputReg):
+        return f"output:{_ovs_bits(action.field, _OVS_HEADERS[action.field][1])}"
+    if isinstance(action, SetField):
+        return f"set_field:{_ovs_value(action.field, action.value)}->{action.field}"
+    return action_text(action)  # IN_PORT, resubmit(,N), write_metadata:0x..., goto_table:N as ovs-ofctl prints them
+
+
 def ovs_text(flow: FlowSpec) -> FlowRow:
     """A flow the app computes, written as ovs-ofctl -O OpenFlow13 dump-flows prints it."""
     fields = ["arp"] if dict(flow.match).get("eth_type") == 0x0806 else []
-    fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={v}" for k, v in flow.match if k != "eth_type"]
-    actions = ",".join(action_text(action) for action in flow.actions) or "drop"
+    fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={_ovs_value(k, v)}" for k, v in flow.match if k != "eth_type"]
+    actions = ",".join(_ovs_action(action) for action in flow.actions) or "drop"
     return (flow.table_id, flow.cookie, flow.priority, _sorted_match(fields), actions)
 
 
