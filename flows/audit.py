@@ -24,6 +24,10 @@ CLAIMS = {
     Purpose.PUNT_PORT: "admission control (a port's punted frames pass its own meter)",
     Purpose.PUNT_TOTAL: "admission control (every punted frame passes the total meter, then the controller)",
     Purpose.MEMBER_TRANSIT: "54-59 on a fabric (a member's dedicated MAC, unchanged, toward its own switch)",
+    Purpose.ARP_SENDER: "6-11 in the switch (a member's ARP recognised from where it is located, tagged with its DM)",
+    Purpose.ARP_ANSWER: "1-5 in the switch (a request for a peer's DIP answered with its DM, back out of its port)",
+    Purpose.ARP_SPREAD: "invariant 1 in the switch (outsiders get the member's ARP unchanged, peers with its DM)",
+    Purpose.ARP_FLOOD: "invariant 1 in the switch (unchanged to every edge port but those of the sender's cluster)",
 }
 
 

@@ -13,8 +13,14 @@ Meters carry no cookie, so the app owns a fixed range of meter ids and never tou
     0x10000 + port    the meter of switch port `port` (1..0xfeff, every port OVS can number)
     0x1ffff           shared by ports above 0xfeff (OVS never uses them; other switches might)
 
+One meter outside that range is the app's too: OpenFlow 1.3's virtual slow-path meter (OFPM_SLOWPATH,
+0xfffffffd; `meter=slowpath` in ovs-ofctl), which bounds what the switch runs through its own slow path. The
+switch-mode flows (flows/responder.py) answer and spread ARP in the switch without the controller, so their
+frames pass no punt meter: the slow-path meter is what bounds a storm of them (Settings.slow_path_rate).
+
 Meters are reconciled by difference, as flows are: read back (meter-config stats), then add what is
-missing, modify what differs, delete what is stale, in the app's range only.
+missing, modify what differs, delete what is stale, in the app's range only (the slow-path meter is always
+expected, so it is never deleted).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ APP_METER_IDS = range(0x10000, 0x20000)
 TOTAL_METER_ID = APP_METER_IDS.start
 SHARED_PORT_METER_ID = APP_METER_IDS.stop - 1
 MAX_NUMBERED_PORT = 0xFEFF  # the highest port OVS numbers (OpenFlow 1.0's reserved ports start above)
+SLOW_PATH_METER_ID = 0xFFFF_FFFD  # OpenFlow 1.3's OFPM_SLOWPATH
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class MeterReading:
 
 def is_app_meter(meter_id: int) -> bool:
     """Whether a meter is this app's: the only meters it may change or delete."""
-    return meter_id in APP_METER_IDS
+    return meter_id in APP_METER_IDS or meter_id == SLOW_PATH_METER_ID
 
 
 def port_meter_id(port: int) -> int:
@@ -71,9 +78,11 @@ def port_meter_id(port: int) -> int:
 
 
 def meter_target(meter_id: int) -> str:
-    """What a meter bounds, for status and logs: "total", "port 3", or "ports above 0xfeff"."""
+    """What a meter bounds, for status and logs: "total", "port 3", "ports above 0xfeff" or "slow path"."""
     if meter_id == TOTAL_METER_ID:
         return "total"
+    if meter_id == SLOW_PATH_METER_ID:
+        return "slow path"
     if meter_id == SHARED_PORT_METER_ID:
         return f"ports above {MAX_NUMBERED_PORT:#x}"
     return f"port {meter_id - TOTAL_METER_ID}"
@@ -82,13 +91,14 @@ def meter_target(meter_id: int) -> str:
 def expected_meters(
     settings: Settings, switch_ports: Collection[int], uplinks: Collection[int] = ()
 ) -> list[MeterSpec]:
-    """The total meter and one per port of the switch. A burst of one second's worth lets a member
-    resolve all its peers at once after a flush without losing one. An uplink carries the ARP of every
-    member behind it, so it gets the total's rate: one host's port can still not starve the others, and
-    the total meter still bounds what the controller gets."""
+    """The total meter, one per port of the switch and the slow-path one. A burst of one second's worth
+    lets a member resolve all its peers at once after a flush without losing one. An uplink carries the ARP
+    of every member behind it, so it gets the total's rate: one host's port can still not starve the others,
+    and the total meter still bounds what the controller gets."""
     ids = {TOTAL_METER_ID: settings.punt_rate_total}
     ids.update({port_meter_id(port): settings.punt_rate_per_port for port in switch_ports})
     ids.update({port_meter_id(port): settings.punt_rate_total for port in uplinks if port in switch_ports})
+    ids[SLOW_PATH_METER_ID] = settings.slow_path_rate
     return [MeterSpec(meter_id, rate, burst=rate) for meter_id, rate in sorted(ids.items())]
 
 

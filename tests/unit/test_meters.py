@@ -26,6 +26,7 @@ from flows.flowspec import (
 from flows.meters import (
     APP_METER_IDS,
     SHARED_PORT_METER_ID,
+    SLOW_PATH_METER_ID,
     TOTAL_METER_ID,
     DropWatch,
     MeterDiff,
@@ -33,6 +34,8 @@ from flows.meters import (
     MeterSpec,
     around_flows,
     expected_meters,
+    is_app_meter,
+    meter_target,
     meters_status,
     port_meter_id,
     reconcile_meters,
@@ -58,7 +61,8 @@ from tests.unit.example_cluster import (
 from tests.unit.test_ofmsgs import DP
 
 A, B = "10.0.0.11", "10.0.0.12"
-SETTINGS = Settings(punt_rate_per_port=50, punt_rate_total=400)
+SETTINGS = Settings(punt_rate_per_port=50, punt_rate_total=400, slow_path_rate=2000)
+SLOW_PATH = MeterSpec(SLOW_PATH_METER_ID, 2000, 2000)
 
 
 def test_every_port_gets_its_own_meter_and_all_share_one_total_meter():
@@ -66,8 +70,9 @@ def test_every_port_gets_its_own_meter_and_all_share_one_total_meter():
     assert meters == [
         MeterSpec(TOTAL_METER_ID, 400, 400),
         *(MeterSpec(TOTAL_METER_ID + port, 50, 50) for port in SWITCH_PORTS),
+        SLOW_PATH,
     ]
-    assert all(meter.meter_id in APP_METER_IDS for meter in meters)
+    assert all(meter.meter_id in APP_METER_IDS for meter in meters[:-1])
     assert port_meter_id(3) == 0x10003
     assert port_meter_id(0xFF00) == port_meter_id(0x12345) == SHARED_PORT_METER_ID
 
@@ -83,6 +88,7 @@ def test_meters_are_reconciled_by_difference_and_others_meters_are_never_touched
     expected = expected_meters(SETTINGS, (1, 2))
     installed = [
         MeterSpec(TOTAL_METER_ID, 400, 400),  # right: untouched
+        SLOW_PATH,  # right: untouched
         MeterSpec(TOTAL_METER_ID + 1, 999, 999),  # wrong rate: modified
         MeterSpec(TOTAL_METER_ID + 7, 50, 50),  # a port that is gone: deleted
         MeterSpec(5, 10, 10),  # another app's meter: left alone
@@ -93,6 +99,24 @@ def test_meters_are_reconciled_by_difference_and_others_meters_are_never_touched
     assert diff.to_modify == (MeterSpec(TOTAL_METER_ID + 1, 50, 50),)
     assert diff.to_delete == (MeterSpec(TOTAL_METER_ID + 7, 50, 50),)
     assert not reconcile_meters(expected, expected)
+
+
+def test_every_switch_holds_the_slow_path_meter_at_the_configured_rate_with_a_seconds_burst():
+    assert SLOW_PATH_METER_ID == ofproto_v1_3.OFPM_SLOWPATH == 0xFFFFFFFD
+    for ports in ((), (1,), SWITCH_PORTS):
+        assert expected_meters(SETTINGS, ports)[-1] == SLOW_PATH
+    assert expected_meters(Settings(), ())[-1] == MeterSpec(SLOW_PATH_METER_ID, 25000, 25000)
+    assert is_app_meter(SLOW_PATH_METER_ID) and not is_app_meter(ofproto_v1_3.OFPM_CONTROLLER)
+    assert meter_target(SLOW_PATH_METER_ID) == "slow path"
+
+
+def test_the_slow_path_meter_is_reconciled_like_the_others_and_never_deleted():
+    expected = expected_meters(SETTINGS, (1,))
+    assert reconcile_meters(expected, []).to_add[-1] == SLOW_PATH
+    wrong = reconcile_meters(expected, [*expected[:-1], MeterSpec(SLOW_PATH_METER_ID, 7, 7)])
+    assert (wrong.to_add, wrong.to_modify, wrong.to_delete) == ((), (SLOW_PATH,), ())
+    assert not reconcile_meters(expected, expected)
+    assert SLOW_PATH not in reconcile_meters(expected_meters(SETTINGS, (2,)), expected).to_delete
 
 
 def test_around_a_ports_flows_its_new_meter_goes_before_them_and_its_old_one_after():
@@ -121,7 +145,21 @@ def test_status_shows_each_meter_with_what_the_switch_counted():
     assert rows == [
         {"meter_id": 0x10000, "applies_to": "total", "rate_pps": 400, "burst": 400, "packets": None, "dropped": None},
         {"meter_id": 0x10001, "applies_to": "port 1", "rate_pps": 50, "burst": 50, "packets": 120, "dropped": 70},
+        {
+            "meter_id": SLOW_PATH_METER_ID,
+            "applies_to": "slow path",
+            "rate_pps": 2000,
+            "burst": 2000,
+            "packets": None,
+            "dropped": None,
+        },
     ]
+
+
+def test_the_slow_path_meters_drops_are_watched_like_a_punt_meters():
+    first, _, _ = watch_drops(None, [MeterReading(SLOW_PATH_METER_ID, 100, 0)])
+    _, started, _ = watch_drops(first, [MeterReading(SLOW_PATH_METER_ID, 9000, 40)])
+    assert started == [SLOW_PATH_METER_ID]
 
 
 def test_punted_frames_pass_their_ports_meter_then_the_total_one_then_reach_the_controller():
@@ -165,6 +203,28 @@ def test_a_meter_mod_on_the_wire_is_a_packet_rate_drop_band_with_its_burst(comma
     assert (band.type, band.rate, band.burst_size) == (ofproto_v1_3.OFPMBT_DROP, 50, 60)
 
 
+def test_the_slow_path_meter_mod_on_the_wire_names_ofpm_slowpath():
+    message = ofmsgs.meter_mod(DP, ofproto_v1_3.OFPMC_ADD, SLOW_PATH)
+    message.set_xid(9)
+    message.serialize()
+    parsed = OFPTMeterMod(bytes(message.buf))
+    assert (parsed.cmd, parsed.meter_id, parsed.flags) == (ofproto_v1_3.OFPMC_ADD, 0xFFFFFFFD, 0b1110)
+    (band,) = parsed.bands
+    assert (band.type, band.rate, band.burst_size) == (ofproto_v1_3.OFPMBT_DROP, 2000, 2000)
+
+
+def test_the_slow_path_meter_reads_back_from_its_config_and_stats():
+    parser = ofproto_v1_3_parser
+    flags = ofproto_v1_3.OFPMF_PKTPS | ofproto_v1_3.OFPMF_BURST | ofproto_v1_3.OFPMF_STATS
+    band = parser.OFPMeterBandDrop(rate=2000, burst_size=2000)
+    config = parser.OFPMeterConfigStats(flags=flags, meter_id=SLOW_PATH_METER_ID, bands=[band])
+    assert ofmsgs.meter_from_config(DP, config) == SLOW_PATH
+    stats = parser.OFPMeterStats(
+        meter_id=SLOW_PATH_METER_ID, packet_in_count=9, band_stats=[parser.OFPMeterBandStats(4, 0)]
+    )
+    assert ofmsgs.meter_reading(stats) == MeterReading(SLOW_PATH_METER_ID, 9, 4)
+
+
 def test_meter_messages_add_and_modify_before_a_barrier_and_delete_by_id():
     diff = reconcile_meters(expected_meters(SETTINGS, (1,)), [MeterSpec(TOTAL_METER_ID + 4, 50, 50)])
     messages = ofmsgs.meter_messages(DP, diff)
@@ -172,6 +232,7 @@ def test_meter_messages_add_and_modify_before_a_barrier_and_delete_by_id():
     assert kinds == [
         ("OFPMeterMod", ofproto_v1_3.OFPMC_ADD, TOTAL_METER_ID),
         ("OFPMeterMod", ofproto_v1_3.OFPMC_ADD, TOTAL_METER_ID + 1),
+        ("OFPMeterMod", ofproto_v1_3.OFPMC_ADD, SLOW_PATH_METER_ID),
         ("OFPMeterMod", ofproto_v1_3.OFPMC_DELETE, TOTAL_METER_ID + 4),
         ("OFPBarrierRequest", None, None),
     ]

@@ -12,6 +12,7 @@ from scapy.packet import Padding
 
 from flows.addresses import PROBE_MAC
 from flows.arp import ARP_REPLY, ARP_REQUEST, ArpFrame, FrameOut, probe_frame, proxy_reply
+from flows.audit import ReadBackFlow, audit_switch
 from flows.core import NlbCore, Work
 from flows.flowspec import (
     EMPTY_DIFF,
@@ -78,9 +79,8 @@ UPLINK = 6
 MEDIA_CM = "03:bf:0a:00:02:64"
 
 
-def switch_mode_flows() -> list[FlowSpec]:
-    """A switch-mode cluster with two members here (one on a port that is down), one behind the uplink,
-    next to a multicast-mode cluster: every kind of flow the app installs, switch mode included."""
+def switch_mode_registry() -> Registry:
+    """A switch-mode cluster next to a multicast-mode one (which has no switch-mode flows)."""
     media = Cluster(
         name="media",
         cluster_ip="10.0.2.100",
@@ -89,9 +89,15 @@ def switch_mode_flows() -> list[FlowSpec]:
         arp=ArpMode.SWITCH,
         members=(Member(ip="10.0.2.11", dedicated_mac="02:de:0a:00:02:0b", own_mac="52:54:00:00:02:0b"),),
     )
+    return Registry(clusters=(web_cluster(ArpMode.SWITCH), media))
+
+
+def switch_mode_flows() -> list[FlowSpec]:
+    """The registry's flows with two web members here (one on a port that is down), one behind the uplink:
+    every kind of flow the app installs, switch mode included."""
     ports = {("web", A): 1, ("web", B): 2, ("media", "10.0.2.11"): 3}
     return expected_flows(
-        Registry(clusters=(web_cluster(ArpMode.SWITCH), media)),
+        switch_mode_registry(),
         Settings(),
         ports,
         down_ports=frozenset({2}),
@@ -115,6 +121,16 @@ def test_a_switch_mode_flow_mod_on_the_wire_reads_back_as_the_spec_it_was_built_
     parsed = read_back(ofmsgs.flow_add(DP, flow))
     assert parsed.command == ofproto_v1_3.OFPFC_ADD
     assert ofmsgs.spec_from_stats(DP, parsed) == flow
+
+
+def test_the_audit_of_switch_mode_flows_read_back_finds_none_missing_or_unexpected_and_names_their_claims():
+    expected = switch_mode_flows()
+    read = [ReadBackFlow(ofmsgs.spec_from_stats(DP, read_back(ofmsgs.flow_add(DP, flow))), 0, 0) for flow in expected]
+    audit = audit_switch(switch_mode_registry(), expected, read)
+    assert (audit["missing"], audit["unexpected"]) == ([], [])
+    assert all(entry["claims"] for entry in audit["flows"])
+    purposes = {entry["purpose"] for entry in audit["flows"]}
+    assert {"arp_sender", "arp_answer", "arp_spread", "arp_flood"} <= purposes
 
 
 def switch_flow(table_id: int, kind: type) -> FlowSpec:
