@@ -24,7 +24,7 @@ from flows.store import RegistryStore
 from tests.netlab import CLUSTER_VIP, LABS, MEMBER_DIPS, REPO_ROOT, Host, Lab
 
 RUNTIMES = ("osken", "ryu")
-ARP_MODES = ("proxy", "relay")
+ARP_MODES = ("switch", "proxy", "relay")
 APP_COOKIES = "0x4e4c000000000000/0xffff000000000000"
 VIP = CLUSTER_VIP.split("/")[0]
 OUTSIDER_MAC, OUTSIDER_ADDRESS = "02:00:0a:00:00:5a", "10.0.0.90/24"
