@@ -729,7 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="NLB cluster mode (default unicast); the multicast modes get flood containment only",
     )
     sub.add_argument(
-        "--arp", choices=("proxy", "relay"), help="proxy: the controller answers; relay: the peer does (default proxy)"
+        "--arp",
+        choices=("switch", "proxy", "relay"),
+        help="switch: the switch answers by flows; proxy: the controller answers; relay: the peer does (default proxy)",
     )
     leaf(cluster_actions, "list", "list the clusters", cluster_list)
     sub = leaf(cluster_actions, "show", "show a cluster and its members", cluster_show)
