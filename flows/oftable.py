@@ -1,7 +1,10 @@
 """An offline OpenFlow table and fabric, in the spirit of Faucet's FakeOFTable and FakeOFNetwork.
 
 FakeOFTable applies the app's flow changes the way a switch does (one flow per key, highest
-priority wins) and answers "this frame, from this port: where does it leave, and how?".
+priority wins, masked matches, a pipeline of tables with its metadata) and answers "this frame, from this
+port: where does it leave, and how?". It executes every action the app installs, including switch mode's
+in-switch ARP answers (flows/responder.py: move, set_field on the ARP fields, IN_PORT, write_metadata), and
+counts the frames it sends the controller (packet_ins), so a test can say that the switch did it alone.
 FakeFabric adds the controller: frames sent to it go through NlbCore.packet_in, and what the
 core sends back is delivered, so a test can follow ARP -> answer -> rewrite flow -> delivery.
 FakeNetwork does the same for several switches, ordinary learning switches and the hosts and links
@@ -10,6 +13,7 @@ between them, so a test can follow a frame from one host to every host it reache
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,13 +25,18 @@ from flows.core import NlbCore, Work
 from flows.flowspec import (
     ETH_TYPE_ARP,
     NORMAL_PORT,
+    Action,
     FlowDiff,
     FlowSpec,
     GotoTable,
+    InPort,
+    Meter,
+    Move,
     Normal,
     Output,
     SetField,
     ToController,
+    WriteMetadata,
 )
 from flows.locations import Note
 from flows.model import Fabric
@@ -86,45 +95,151 @@ class Delivery:
     frame: Frame
 
 
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+IPV4_FIELDS = frozenset({"arp_spa", "arp_tpa"})
+FIELD_BITS = {
+    **dict.fromkeys(MAC_FIELDS, 48),
+    **dict.fromkeys(IPV4_FIELDS, 32),
+    "arp_op": 16,
+    "eth_type": 16,
+    "in_port": 32,
+    "metadata": 64,
+}
+ARP_FIELDS = frozenset({"arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"})
+WRITABLE = MAC_FIELDS | IPV4_FIELDS | {"arp_op"}  # the fields an app's flow may set or move into
+
+
+class FlowRejected(ValueError):
+    """A flow a switch would refuse (OpenFlow's bad-action and bad-match errors): a test that installs it
+    fails at once instead of running something no switch runs."""
+
+
+def field_int(name: str, value: object) -> int:
+    """A field's value as the bits a switch holds."""
+    if name in MAC_FIELDS:
+        return int(str(value).replace(":", ""), 16)
+    if name in IPV4_FIELDS:
+        return int(ipaddress.IPv4Address(str(value)))
+    return int(value)  # type: ignore[call-overload]
+
+
+def field_value(name: str, bits: int) -> object:
+    """The bits of a field as a Frame holds them: a MAC or an IPv4 address as text, others as numbers."""
+    if name in MAC_FIELDS:
+        text = f"{bits:012x}"
+        return ":".join(text[i : i + 2] for i in range(0, 12, 2))
+    if name in IPV4_FIELDS:
+        return str(ipaddress.IPv4Address(bits))
+    return bits
+
+
+def check_flow(flow: FlowSpec) -> None:
+    """What OVS checks when it installs a flow, for the actions switch mode adds: a field set, moved or
+    matched exists and is writable, a move fits both fields, an ARP field is touched only under a match
+    on eth_type=ARP (OpenFlow's prerequisites), and a mask is given only as (value, mask)."""
+    match = dict(flow.match)
+    is_arp = match.get("eth_type") == ETH_TYPE_ARP
+    for name, value in flow.match:
+        if name not in FIELD_BITS:
+            raise FlowRejected(f"{flow}: no field {name!r} to match")
+        if name in ARP_FIELDS and not is_arp:
+            raise FlowRejected(f"{flow}: {name} matched without eth_type=ARP")
+        if isinstance(value, tuple) and len(value) != 2:
+            raise FlowRejected(f"{flow}: a masked match on {name} is (value, mask)")
+    for action in flow.actions:
+        touched: tuple[str, ...] = ()
+        if isinstance(action, SetField):
+            touched = (action.field,)
+        elif isinstance(action, Move):
+            touched = (action.src, action.dst)
+            if action.src not in FIELD_BITS or action.dst not in WRITABLE:
+                raise FlowRejected(f"{flow}: cannot move {action.src} to {action.dst}")
+            if not 0 < action.n_bits <= min(FIELD_BITS[action.src], FIELD_BITS[action.dst]):
+                raise FlowRejected(f"{flow}: {action.n_bits} bits do not fit {action.src} -> {action.dst}")
+        if isinstance(action, SetField) and action.field not in WRITABLE:
+            raise FlowRejected(f"{flow}: cannot set {action.field}")
+        if any(name in ARP_FIELDS for name in touched) and not is_arp:
+            raise FlowRejected(f"{flow}: {action} on a flow that does not match eth_type=ARP")
+
+
+def _matches(match: tuple, fields: Mapping[str, object]) -> bool:
+    for name, wanted in match:
+        value = fields.get(name)
+        if value is None:
+            return False
+        if isinstance(wanted, tuple):  # (value, mask): only the mask's bits must agree
+            want, mask = (field_int(name, part) for part in wanted)
+            if field_int(name, value) & mask != want & mask:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
 class FakeOFTable:
+    """One switch's tables. A frame starts in table 0 with metadata 0; each flow runs as OpenFlow 1.3 orders
+    its instructions: its meter, its apply-actions in order (each output sends the frame as it is by then),
+    then write-metadata, then goto-table. A table miss drops, as fail_mode=secure does."""
+
     def __init__(self) -> None:
         self.flows: dict[tuple, FlowSpec] = {}
+        self.packet_ins = 0  # frames sent to the controller, as the n_packets of the flows that send there
 
     def apply(self, diff: FlowDiff) -> None:
         for flow in diff.to_delete:
             if self.flows.get(flow.key) == flow:
                 del self.flows[flow.key]
         for flow in diff.to_add:
+            check_flow(flow)
             self.flows[flow.key] = flow
 
-    def lookup(self, table_id: int, in_port: int, frame: Frame) -> FlowSpec | None:
-        fields = {"in_port": in_port, **vars(frame)}
-        matching = [
-            flow
-            for flow in self.flows.values()
-            if flow.table_id == table_id and all(fields.get(k) == v for k, v in flow.match)
-        ]
+    def lookup(self, table_id: int, in_port: int, frame: Frame, metadata: int = 0) -> FlowSpec | None:
+        fields = {"in_port": in_port, "metadata": metadata, **vars(frame)}
+        matching = [flow for flow in self.flows.values() if flow.table_id == table_id and _matches(flow.match, fields)]
         return max(matching, key=lambda flow: flow.priority, default=None)
 
     def forward(self, in_port: int, frame: Frame) -> list[Delivery]:
-        """Run the pipeline from table 0; a table miss drops, as fail_mode=secure does."""
+        """The frames that leave, in order, for one frame entering on in_port."""
         deliveries: list[Delivery] = []
         table_id: int | None = 0
+        metadata = 0
         while table_id is not None:
-            flow = self.lookup(table_id, in_port, frame)
+            flow = self.lookup(table_id, in_port, frame, metadata)
             table_id = None
             for action in flow.actions if flow else ():
-                if isinstance(action, SetField):
-                    frame = replace(frame, **{action.field: action.value})
-                elif isinstance(action, Output) and action.port != in_port:  # never back out of in_port
-                    deliveries.append(Delivery(action.port, frame))
-                elif isinstance(action, ToController):
-                    deliveries.append(Delivery(CONTROLLER, frame))
-                elif isinstance(action, Normal):
-                    deliveries.append(Delivery(NORMAL, frame))
-                elif isinstance(action, GotoTable):
+                if isinstance(action, WriteMetadata):
+                    continue  # an instruction: after the apply-actions
+                if isinstance(action, GotoTable):
                     table_id = action.table_id
+                else:
+                    frame = self._act(action, in_port, frame, metadata, deliveries)
+            for action in flow.actions if flow else ():
+                if isinstance(action, WriteMetadata):
+                    metadata = action.value
         return deliveries
+
+    def _act(self, action: Action, in_port: int, frame: Frame, metadata: int, out: list[Delivery]) -> Frame:
+        """One apply-action: the frame as it is after it; what it sends is added to out."""
+        if isinstance(action, SetField):
+            return replace(frame, **{action.field: action.value})
+        if isinstance(action, Move):
+            source = metadata if action.src == "metadata" else getattr(frame, action.src)
+            low = (1 << action.n_bits) - 1
+            bits = field_int(action.dst, getattr(frame, action.dst))
+            bits = (bits & ~low) | (field_int(action.src, source) & low)
+            return replace(frame, **{action.dst: field_value(action.dst, bits)})
+        if isinstance(action, Output) and action.port != in_port:  # a plain output never goes back
+            out.append(Delivery(action.port, frame))
+        elif isinstance(action, InPort):  # OFPP_IN_PORT: the one way back out of in_port
+            out.append(Delivery(in_port, frame))
+        elif isinstance(action, ToController):
+            self.packet_ins += 1
+            out.append(Delivery(CONTROLLER, frame))
+        elif isinstance(action, Normal):
+            out.append(Delivery(NORMAL, frame))
+        elif not isinstance(action, (Output, Meter)):  # a meter drops nothing offline
+            raise FlowRejected(f"the offline table cannot run {action}")
+        return frame
 
 
 class FakeFabric:
@@ -158,6 +273,11 @@ class FakeFabric:
         """Move the clock on, then run the core's periodic work; the frames it sends."""
         self.now += seconds
         return self.apply(self.core.tick(self.dpid, self.now))
+
+    @property
+    def packet_ins(self) -> int:
+        """Frames the switch has sent the controller so far."""
+        return self.table.packet_ins
 
     def apply(self, work: Work) -> list[Delivery]:
         self.table.apply(work.diff)
@@ -274,6 +394,11 @@ class FakeNetwork:
             self.connected.add(dpid)
             self._apply(dpid, self.core.flows_read_back(dpid, switch.table.flows.values(), self.now), 0)
         return self._drain()
+
+    def packet_ins(self) -> dict[int, int]:
+        """dpid -> the frames each switch has sent toward the controller so far (also while disconnected,
+        when they are lost)."""
+        return {dpid: switch.table.packet_ins for dpid, switch in sorted(self.switches.items())}
 
     def disconnect(self, dpid: int) -> None:
         """The switch loses its controller; it keeps its flows (fail_mode=secure), and what it punts is lost."""
