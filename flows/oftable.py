@@ -34,6 +34,8 @@ from flows.flowspec import (
     Move,
     Normal,
     Output,
+    OutputReg,
+    Resubmit,
     SetField,
     ToController,
     WriteMetadata,
@@ -104,9 +106,12 @@ FIELD_BITS = {
     "eth_type": 16,
     "in_port": 32,
     "metadata": 64,
+    "reg0": 32,
 }
+REGISTERS = frozenset({"reg0"})  # pipeline registers: 0 when a frame enters, kept across tables
+MAX_RESUBMIT_DEPTH = 64  # OVS's limit on nested resubmits
 ARP_FIELDS = frozenset({"arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"})
-WRITABLE = MAC_FIELDS | IPV4_FIELDS | {"arp_op"}  # the fields an app's flow may set or move into
+WRITABLE = MAC_FIELDS | IPV4_FIELDS | REGISTERS | {"arp_op"}  # the fields an app's flow may set or move into
 
 
 class FlowRejected(ValueError):
@@ -193,8 +198,11 @@ class FakeOFTable:
             check_flow(flow)
             self.flows[flow.key] = flow
 
-    def lookup(self, table_id: int, in_port: int, frame: Frame, metadata: int = 0) -> FlowSpec | None:
-        fields = {"in_port": in_port, "metadata": metadata, **vars(frame)}
+    def lookup(
+        self, table_id: int, in_port: int, frame: Frame, metadata: int = 0, registers: Mapping[str, int] | None = None
+    ) -> FlowSpec | None:
+        fields = {"in_port": in_port, "metadata": metadata, **dict.fromkeys(REGISTERS, 0), **(registers or {})}
+        fields.update(vars(frame))
         matching = [flow for flow in self.flows.values() if flow.table_id == table_id and _matches(flow.match, fields)]
         return max(matching, key=lambda flow: flow.priority, default=None)
 
@@ -203,8 +211,9 @@ class FakeOFTable:
         deliveries: list[Delivery] = []
         table_id: int | None = 0
         metadata = 0
+        registers: dict[str, int] = {}
         while table_id is not None:
-            flow = self.lookup(table_id, in_port, frame, metadata)
+            flow = self.lookup(table_id, in_port, frame, metadata, registers)
             table_id = None
             for action in flow.actions if flow else ():
                 if isinstance(action, WriteMetadata):
@@ -212,16 +221,42 @@ class FakeOFTable:
                 if isinstance(action, GotoTable):
                     table_id = action.table_id
                 else:
-                    frame = self._act(action, in_port, frame, metadata, deliveries)
+                    frame = self._act(action, in_port, frame, metadata, registers, deliveries)
             for action in flow.actions if flow else ():
                 if isinstance(action, WriteMetadata):
                     metadata = action.value
         return deliveries
 
-    def _act(self, action: Action, in_port: int, frame: Frame, metadata: int, out: list[Delivery]) -> Frame:
-        """One apply-action: the frame as it is after it; what it sends is added to out."""
+    def _act(
+        self,
+        action: Action,
+        in_port: int,
+        frame: Frame,
+        metadata: int,
+        registers: dict[str, int],
+        out: list[Delivery],
+        depth: int = 0,
+    ) -> Frame:
+        """One apply-action: the frame as it is after it; what it sends is added to out. A resubmit runs the
+        other table's flow's apply-actions on the frame as it is, then comes back (OVS keeps its changes)."""
+        if isinstance(action, SetField) and action.field in REGISTERS:
+            registers[action.field] = int(action.value)
+            return frame
         if isinstance(action, SetField):
             return replace(frame, **{action.field: action.value})
+        if isinstance(action, Resubmit):
+            if depth >= MAX_RESUBMIT_DEPTH:
+                raise FlowRejected(f"resubmits nested deeper than {MAX_RESUBMIT_DEPTH}")
+            flow = self.lookup(action.table_id, in_port, frame, metadata, registers)
+            for inner in flow.actions if flow else ():
+                if not isinstance(inner, (GotoTable, WriteMetadata)):
+                    frame = self._act(inner, in_port, frame, metadata, registers, out, depth + 1)
+            return frame
+        if isinstance(action, OutputReg):
+            port = registers.get(action.field, 0)
+            if port != in_port:
+                out.append(Delivery(port, frame))
+            return frame
         if isinstance(action, Move):
             source = metadata if action.src == "metadata" else getattr(frame, action.src)
             low = (1 << action.n_bits) - 1

@@ -36,8 +36,19 @@ CONFIRM, IDLE, UNANSWERED = SETTINGS.confirm_seconds, SETTINGS.idle_seconds, SET
 MULTICAST_CM = multicast_cluster_mac(CLUSTER_IP)
 
 
-def fabric(arp: ArpMode = ArpMode.PROXY) -> FakeFabric:
-    return FakeFabric(NlbCore(web_config(arp)), dpid=1, ports=list(SWITCH_PORTS))
+ANSWERING = {"arp": ArpMode.PROXY}  # the mode fabric() builds unless a test names one
+
+
+@pytest.fixture(autouse=True, params=[ArpMode.PROXY, ArpMode.SWITCH], ids=["proxy", "switch"])
+def answering(request) -> ArpMode:
+    """Every test runs with the controller answering and with the switch answering (issue 10): the same
+    frames are expected of both."""
+    ANSWERING["arp"] = request.param
+    return request.param
+
+
+def fabric(arp: ArpMode | None = None) -> FakeFabric:
+    return FakeFabric(NlbCore(web_config(arp or ANSWERING["arp"])), dpid=1, ports=list(SWITCH_PORTS))
 
 
 def arp_in(frame) -> Frame:
@@ -222,7 +233,7 @@ def test_a_restarted_controller_adopts_locations_from_the_switch_and_changes_not
     announce_all(net)
     before = dict(net.table.flows)
 
-    restarted = NlbCore(web_config())
+    restarted = NlbCore(web_config(ANSWERING["arp"]))
     restarted.switch_connected(1, dict.fromkeys(SWITCH_PORTS, True))
     work = restarted.flows_read_back(1, before.values(), now=0.0)
     assert work.diff.to_add == () and work.diff.to_delete == ()
