@@ -222,17 +222,18 @@ def registry_file_from_data(data: object, source: str) -> Registry:
 
 _SWITCHES = ("normal_fallback", "source_masking")
 _PUNT_RATES = ("punt_rate_per_port", "punt_rate_total")
+_RATES = (*_PUNT_RATES, "slow_path_rate")  # slow_path_rate: the switch's slow-path meter (docs/switch-mode.md)
 MAX_PUNT_RATE = 2**32 - 1  # an OpenFlow meter band's rate field
 
 
 def _settings_from_data(data: object, key: str, source: str) -> Settings:
     # `switches` is read by config_from_data (fabric_from_data); named here for the known-keys message
-    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_PUNT_RATES, "locations", "switches"))
+    fields = _fields(data, key, source, required=(), optional=(*_SWITCHES, *_RATES, "locations", "switches"))
     locations = _locations_from_data(fields.pop("locations", {}), _join(key, "locations"), source)
     for name, value in fields.items():
         if name in _SWITCHES and not isinstance(value, bool):
             raise ConfigError(source, _join(key, name), f"expected true or false, got {_describe(value)}")
-        if name in _PUNT_RATES and not (
+        if name in _RATES and not (
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PUNT_RATE
         ):
             raise ConfigError(

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, NamedTuple
 
-from flows.model import Config  # standard library only, unlike flows.config
+from flows.model import ArpMode, Config  # standard library only, unlike flows.config
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 60.0  # seconds; a change waits for every switch's barrier before the API answers
@@ -730,8 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument(
         "--arp",
-        choices=("switch", "proxy", "relay"),
-        help="switch: the switch answers by flows; proxy: the controller answers; relay: the peer does (default proxy)",
+        choices=[mode.value for mode in ArpMode],
+        help="proxy: the controller answers; relay: the peer does; switch: the switch answers by flows"
+        " (docs/switch-mode.md; default proxy)",
     )
     leaf(cluster_actions, "list", "list the clusters", cluster_list)
     sub = leaf(cluster_actions, "show", "show a cluster and its members", cluster_show)

@@ -185,6 +185,23 @@ def test_cluster_add_posts_name_and_ip_and_prints_the_derived_fields(api, capsys
     assert "proxy" in out
 
 
+def test_cluster_add_takes_arp_switch_and_lists_and_shows_it(api, capsys):
+    api.answer("POST", "/nlb/clusters", 201, {**CLUSTER, "arp": "switch", "members": []})
+    assert run(api, "cluster", "add", "web", "10.0.0.100", "--arp", "switch") == 0
+    assert api.last.body == {"name": "web", "cluster_ip": "10.0.0.100", "arp": "switch"}
+    assert "switch" in capsys.readouterr().out
+    api.answer("GET", "/nlb/clusters", 200, {"clusters": [{**CLUSTER, "arp": "switch", "members": []}]})
+    assert run(api, "cluster", "list") == 0
+    rows = [columns(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][4] == "ARP" and rows[1][4] == "switch"
+
+
+def test_cluster_add_refuses_an_arp_mode_that_is_none(api, capsys):
+    with pytest.raises(SystemExit):
+        run(api, "cluster", "add", "web", "10.0.0.100", "--arp", "flows")
+    assert "choose from 'proxy', 'relay', 'switch'" in capsys.readouterr().err
+
+
 def test_cluster_add_sends_every_option_given(api):
     api.answer("POST", "/nlb/clusters", 201, {**CLUSTER, "arp": "relay", "members": []})
     argv = ("cluster", "add", "web", "10.0.0.100", "--cluster-mac", "02:bf:0a:00:00:64", "--mode", "unicast")

@@ -572,6 +572,55 @@ def test_source_masking_can_be_turned_off():
     assert parse_config("fabric: {source_masking: false}").settings.source_masking is False
 
 
+def test_switch_is_an_arp_mode_of_the_config_and_proxy_stays_the_default():
+    config = parse_config(
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, arp: switch, members: [{ip: 10.0.0.11}]},"
+        " {name: app, cluster_ip: 10.0.1.100}]"
+    )
+    web, app = config.registry.clusters
+    assert (web.arp, app.arp) == (ArpMode.SWITCH, ArpMode.PROXY)
+    assert [mode.value for mode in ArpMode] == ["proxy", "relay", "switch"]
+
+
+def test_the_slow_path_rate_defaults_to_25000_and_is_configurable():
+    assert Settings().slow_path_rate == 25000
+    assert parse_config("fabric: {}").settings.slow_path_rate == 25000
+    settings = parse_config("fabric: {slow_path_rate: 5000, punt_rate_per_port: 20}").settings
+    assert (settings.slow_path_rate, settings.punt_rate_per_port, settings.punt_rate_total) == (5000, 20, 1000)
+    assert parse_config("fabric: {slow_path_rate: 4294967295}").settings.slow_path_rate == 2**32 - 1
+    assert parse_config("fabric: {slow_path_rate: 1}").settings.slow_path_rate == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "expected packets per second, an integer from 1 to 4294967295, got integer 0"),
+        ("-1", "expected packets per second, an integer from 1 to 4294967295, got integer -1"),
+        ("4294967296", "expected packets per second, an integer from 1 to 4294967295, got integer 4294967296"),
+        ("true", "expected packets per second, an integer from 1 to 4294967295, got boolean True"),
+        ("'25000'", "expected packets per second, an integer from 1 to 4294967295, got string '25000'"),
+        ("2.5", "expected packets per second, an integer from 1 to 4294967295, got number 2.5"),
+        ("null", "expected packets per second, an integer from 1 to 4294967295, got null None"),
+    ],
+)
+def test_a_bad_slow_path_rate_is_refused_naming_the_key(value, problem):
+    error = rejection(f"fabric: {{slow_path_rate: {value}}}")
+    assert (error.key, error.problem) == ("fabric.slow_path_rate", problem)
+    assert str(error) == f"config.yaml: fabric.slow_path_rate: {problem}"
+
+
+def test_the_slow_path_rate_is_not_held_to_the_punt_rates():
+    """It bounds the switch's own work, not what reaches the controller: below punt_rate_total is allowed."""
+    settings = parse_config("fabric: {slow_path_rate: 10, punt_rate_total: 1000}").settings
+    assert (settings.slow_path_rate, settings.punt_rate_total) == (10, 1000)
+
+
+def test_a_misspelt_slow_path_rate_is_an_unknown_key_listing_it():
+    error = rejection("fabric: {slow_path_rates: 100}")
+    assert error.key == "fabric.slow_path_rates"
+    assert "unknown key" in error.problem and "slow_path_rate" in error.problem
+
+
 def test_the_probe_mac_is_reserved():
     error = rejection(
         "clusters: [{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, mac: '0e:4e:4c:00:00:01'}]}]"

@@ -306,3 +306,13 @@ def test_the_switch_answers_are_what_the_doc_says(tmp_path):
     dpid = resolve(SPEC["components"]["parameters"]["dpid"])["schema"]["pattern"]
     for text, accepted in [("0000000000000001", True), ("0x1", True), ("12", True), ("01", False), ("0x", False)]:
         assert bool(re.fullmatch(dpid, text)) == accepted, text
+
+
+def test_every_arp_enum_is_the_servers_arp_modes():
+    from flows.model import ArpMode
+
+    schemas = SPEC["components"]["schemas"]
+    with_arp = [name for name, schema in schemas.items() if "arp" in schema.get("properties", {})]
+    assert len(with_arp) == 5, with_arp
+    for name in with_arp:
+        assert set(schemas[name]["properties"]["arp"]["enum"]) == {mode.value for mode in ArpMode}, name

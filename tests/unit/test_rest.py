@@ -12,10 +12,11 @@ import pytest
 from webob import Request
 
 from flows.config import parse_config
+from flows.cookies import Purpose, decode_cookie
 from flows.core import NlbCore
 from flows.fabric_ops import check_pins
 from flows.frames import Refusal
-from flows.model import ControllerSettings
+from flows.model import ArpMode, ControllerSettings
 from flows.registry_ops import RegistryError
 from flows.store import RegistryStore
 from ryu_apps.rest import ROUTES, RestApi
@@ -220,6 +221,45 @@ def test_post_cluster_returns_201_with_derived_fields_and_saves_it(controller):
         "pending_switches": [],
     }
     assert load_state(controller.state_file).cluster_named("api") is not None
+
+
+def switch_mode_purposes(controller) -> set[Purpose]:
+    """The switch-mode purposes among the flows switch 1 is to hold."""
+    purposes = {decode_cookie(flow.cookie).purpose for flow in controller.core.expected_flows(1)}
+    return purposes & {Purpose.ARP_SENDER, Purpose.ARP_ANSWER, Purpose.ARP_SPREAD}
+
+
+def test_a_switch_mode_cluster_is_created_read_back_and_saved(controller):
+    body = {"name": "api", "cluster_ip": "10.0.1.100", "arp": "switch"}
+    status, answer = call(controller, "POST", "/nlb/clusters", body)
+    assert (status, answer["arp"], answer["mode"]) == (201, "switch", "unicast")
+    member = {"ip": "10.0.1.11", "dpid": 1, "port": 4}
+    assert call(controller, "POST", "/nlb/clusters/api/members", member)[0] == 201
+    status, shown = call(controller, "GET", "/nlb/clusters/api")
+    assert (status, shown["arp"], [m["ip"] for m in shown["members"]]) == (200, "switch", ["10.0.1.11"])
+    assert [c["arp"] for c in call(controller, "GET", "/nlb/clusters")[1]["clusters"]] == ["proxy", "switch"]
+    assert [c["arp"] for c in call(controller, "GET", "/nlb/registry")[1]["clusters"]] == ["proxy", "switch"]
+    assert load_state(controller.state_file).cluster_named("api").arp == ArpMode.SWITCH
+    assert switch_mode_purposes(controller) == {Purpose.ARP_SENDER, Purpose.ARP_ANSWER, Purpose.ARP_SPREAD}
+
+
+def test_changing_a_clusters_arp_mode_to_switch_and_back_shows_in_the_diff_and_the_flows(controller):
+    assert switch_mode_purposes(controller) == set()
+    web = call(controller, "GET", "/nlb/registry")[1]["clusters"][0]
+    status, answer = call(controller, "PUT", "/nlb/clusters/web", {**web, "arp": "switch"})
+    assert (status, answer["arp"]) == (200, "switch")
+    (changed,) = answer["diff"]["changed"]
+    assert changed["fields"] == [{"field": "arp", "from": "proxy", "to": "switch"}]
+    assert changed["members"] == {"added": [], "removed": [], "changed": []}
+    assert load_state(controller.state_file).cluster_named("web").arp == ArpMode.SWITCH
+    assert switch_mode_purposes(controller) == {Purpose.ARP_SENDER, Purpose.ARP_ANSWER, Purpose.ARP_SPREAD}
+
+    status, diff = call(controller, "PUT", "/nlb/registry?dry_run=1", {"clusters": [{**web, "arp": "relay"}]})
+    assert (status, diff["changed"][0]["fields"]) == (200, [{"field": "arp", "from": "switch", "to": "relay"}])
+    assert controller.registry.cluster_named("web").arp == ArpMode.SWITCH, "a dry run changes nothing"
+    status, diff = call(controller, "PUT", "/nlb/registry", {"clusters": [{**web, "arp": "proxy"}]})
+    assert (status, diff["changed"][0]["fields"]) == (200, [{"field": "arp", "from": "switch", "to": "proxy"}])
+    assert switch_mode_purposes(controller) == set()
 
 
 def test_post_member_returns_201_with_its_dedicated_mac(controller):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from flows.config import ConfigError, config_from_data, parse_config
-from flows.model import Fabric, Registry, SwitchConfig
+from flows.model import ArpMode, Fabric, Registry, SwitchConfig
 from flows.registry_ops import add_member, remove_member, update_member
 from flows.state import cluster_data
 from flows.store import (
@@ -35,6 +35,7 @@ from tests.unit.example_cluster import web_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER_REPLACED = "the state file is never replaced silently: repair or remove it"
+ARP_MODES = [mode.value for mode in ArpMode]  # switch, proxy and relay
 
 
 # --- random registries ---------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def random_cluster(rng: random.Random, number: int, used: set[str]) -> dict:
         "name": f"c{number}",
         "cluster_ip": f"10.200.{number}.100",
         "mode": rng.choice(["unicast", "unicast", "multicast", "igmp"]),
-        "arp": rng.choice(["proxy", "relay"]),
+        "arp": rng.choice(ARP_MODES),
         "members": [random_member(rng, number, used) for _ in range(rng.randrange(6))],
     }
 
@@ -86,7 +87,7 @@ def mutated(rng: random.Random, data: list[dict]) -> list[dict]:
     elif kind == "cluster field":
         cluster = rng.choice(data)
         field = rng.choice(["arp", "mode"])
-        cluster[field] = rng.choice(["proxy", "relay"] if field == "arp" else ["unicast", "multicast", "igmp"])
+        cluster[field] = rng.choice(ARP_MODES if field == "arp" else ["unicast", "multicast", "igmp"])
     elif kind == "move member":
         source, target = rng.choice(data), rng.choice(data)
         if source["members"]:
@@ -193,6 +194,31 @@ def test_a_dpid_beyond_a_signed_64_bit_integer_round_trips(tmp_path):
     registry = parse_config(text).registry
     RegistryStore.create(str(tmp_path / "state.db"), registry).close()
     assert RegistryStore.open(str(tmp_path / "state.db")).registry == registry
+
+
+def test_every_arp_mode_round_trips_and_a_change_of_mode_rewrites_only_that_clusters_row(tmp_path):
+    text = (
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, arp: switch, members: [{ip: 10.0.0.11}, {ip: 10.0.0.12}]},"
+        " {name: app, cluster_ip: 10.0.1.100, arp: relay}, {name: db, cluster_ip: 10.0.2.100}]"
+    )
+    registry = parse_config(text).registry
+    store = RegistryStore.create(str(tmp_path / "state.db"), registry)
+    assert [cluster.arp for cluster in RegistryStore.open(store.path).registry.clusters] == [
+        ArpMode.SWITCH,
+        ArpMode.RELAY,
+        ArpMode.PROXY,
+    ]
+    assert [row[0] for row in store.connection.execute("SELECT arp FROM clusters ORDER BY name")] == [
+        "relay",
+        "proxy",
+        "switch",
+    ]
+    changed = parse_config(text.replace("arp: switch", "arp: proxy").replace("name: db,", "name: db, arp: switch,"))
+    writes = store.save(changed.registry)
+    assert sorted((row.name, row.arp) for row in writes.clusters_updated) == [("db", "switch"), ("web", "proxy")]
+    assert writes.rows == 2
+    assert RegistryStore.open(store.path).registry == changed.registry
+    store.close()
 
 
 def large_registry() -> Registry:
@@ -476,6 +502,10 @@ CORRUPT = {
         "members[cluster='c0', ip='10.0.0.300'].ip",
     ),
     "bad-mode": (lambda p: edited(p, "UPDATE clusters SET mode = 'broadcast'"), "is not a cluster mode"),
+    "bad-arp": (
+        lambda p: edited(p, "UPDATE clusters SET arp = 'Switch'"),
+        "'Switch' is not an ARP mode (expected switch, proxy or relay)",
+    ),
     "member-ip-twice": (
         lambda p: edited(p, "UPDATE clusters SET cluster_ip = '10.0.0.3'"),
         "10.0.0.3 is already the cluster IP",
