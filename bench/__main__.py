@@ -15,7 +15,7 @@ import sys
 import time
 
 # In the order they run. Every one takes --short; all but the OFFLINE ones take --runtime.
-BENCHMARKS = ("storm", "arp", "core", "readback", "throughput", "registration")
+BENCHMARKS = ("storm", "arp", "switch_mode", "core", "readback", "throughput", "registration")
 OFFLINE = frozenset({"core", "readback"})  # no controller (readback: the installed framework's parser): no --runtime
 
 
