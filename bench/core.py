@@ -22,7 +22,9 @@ then holds a transit flow per member of the others, and a member found on one sw
 flows on every switch, so the baseline of a learned location (and of a fresh switch's) is the full
 recomputation of every switch.
 
-    python -m bench.core [--short] [--uplinks]   (NLBFLOW_BENCH_SHORT=1 is --short: 100 and 1,000 members)
+With --arp switch the clusters are in switch mode (issue 10, docs/switch-mode.md): more flows per member.
+
+    python -m bench.core [--short] [--uplinks] [--arp switch]   (NLBFLOW_BENCH_SHORT=1 is --short)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from flows.core import COUNTERS, NlbCore
 from flows.flowspec import expected_flows, reconcile
 from flows.frames import Refusal
 from flows.locations import How
-from flows.model import Cluster, Config, Member, Registry, SwitchConfig
+from flows.model import ArpMode, Cluster, Config, Member, Registry, SwitchConfig
 from flows.model import Fabric as FabricConfig
 
 CLIENT_IP, CLIENT_MAC = "10.250.0.50", "52:54:00:00:00:50"
@@ -76,7 +78,7 @@ SHORT_ROUNDS = Rounds(events=8, adds=4, status=2, fresh=1)
 class Fabric:
     """The registry and where each member sits (switch, port), in the layout the module docstring says."""
 
-    def __init__(self, members: int, clusters: int, switches: int) -> None:
+    def __init__(self, members: int, clusters: int, switches: int, arp: ArpMode = ArpMode.PROXY) -> None:
         self.switches = switches
         self.per_switch = -(-members // switches)
         self.uplink, self.client_port = self.per_switch + 1, self.per_switch + 2
@@ -87,7 +89,9 @@ class Fabric:
             ip = f"10.200.{c // 250}.{c % 250 + 1}"
             ips = [_member_ip(i) for i in range(c * per_cluster, (c + 1) * per_cluster)]
             built.append(
-                Cluster(name, ip, unicast_cluster_mac(ip), members=tuple(Member(a, dedicated_mac(a)) for a in ips))
+                Cluster(
+                    name, ip, unicast_cluster_mac(ip), arp=arp, members=tuple(Member(a, dedicated_mac(a)) for a in ips)
+                )
             )
         self.registry = Registry(clusters=tuple(built))
         self.config = FabricConfig()  # the nlbflow fabric: no uplinks, unless with_uplinks()
@@ -216,9 +220,9 @@ def legacy_status(core: NlbCore, now: float) -> dict:
 
 
 def measure(
-    members: int, clusters: int, switches: int, rounds: Rounds, uplinks: bool = False
+    members: int, clusters: int, switches: int, rounds: Rounds, uplinks: bool = False, arp: ArpMode = ArpMode.PROXY
 ) -> dict[str, tuple[list, list, str]]:
-    fabric = Fabric(members, clusters, switches)
+    fabric = Fabric(members, clusters, switches, arp)
     if uplinks:
         fabric.with_uplinks()
     keys = list(fabric.home)
@@ -334,16 +338,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="100 and 1,000 members only, few rounds")
     parser.add_argument("--uplinks", action="store_true", help="every switch's uplink port is a fabric uplink")
+    parser.add_argument(
+        "--arp", choices=[mode.value for mode in ArpMode], default="proxy", help="the clusters' ARP mode"
+    )
     args = parser.parse_args()
     short = args.short or os.environ.get("NLBFLOW_BENCH_SHORT") == "1"
     sizes, rounds = (SHORT_SIZES, SHORT_ROUNDS) if short else (FULL_SIZES, FULL_ROUNDS)
     print(
-        f"bench.core ({'short' if short else 'full'}{', uplinks' if args.uplinks else ''}): milliseconds per"
+        f"bench.core ({'short' if short else 'full'}{', uplinks' if args.uplinks else ''}, arp: {args.arp}):"
+        " milliseconds per"
         " event; targets at 10,000 members in 1,000 clusters on 10 switches"
     )
     for members, clusters in sizes:
         for switches in SWITCHES:
-            report(members, clusters, switches, measure(members, clusters, switches, rounds, args.uplinks))
+            results = measure(members, clusters, switches, rounds, args.uplinks, ArpMode(args.arp))
+            report(members, clusters, switches, results)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from functools import lru_cache
 
 from flows.addresses import ZERO_IP
 from flows.cookies import Purpose, cluster_id, make_cookie
 from flows.flowspec import (
     ETH_TYPE_ARP,
     FORWARDING_TABLE,
+    MEMBER_FLOWS_CACHED,
     PUNT_TABLE,
     Action,
     FlowSpec,
@@ -70,12 +73,26 @@ IPV4_BITS = 32
 SENDER_MAC = (Move("metadata", "eth_src", MAC_BITS), Move("metadata", "arp_sha", MAC_BITS))
 
 
+@dataclass(frozen=True)
+class Owner:
+    """What a cluster's switch-mode flows take from it: a small key, so the per-member flows are built once
+    and kept (as flowspec's member flows are), and a cluster's recomputation costs lookups, not builds."""
+
+    name: str
+    cluster_mac: str
+    cluster_ip: str
+
+
+def owner_of(cluster: Cluster) -> Owner:
+    return Owner(cluster.name, cluster.cluster_mac, cluster.cluster_ip)
+
+
 def uses_switch_mode(cluster: Cluster) -> bool:
     """Only unicast clusters need ARP handled at all (in the multicast modes NICs keep their own MACs)."""
     return cluster.unicast and cluster.arp == ArpMode.SWITCH
 
 
-def sender_tag(cluster: Cluster, member: Member) -> int:
+def sender_tag(cluster: Cluster | Owner, member: Member) -> int:
     """What the metadata holds for a recognised sender: its cluster's id, then its dedicated MAC."""
     return cluster_id(cluster.name) << 48 | int(member.dedicated_mac.replace(":", ""), 16)
 
@@ -110,14 +127,15 @@ def switch_mode_flows(
     behind_uplinks = bool(uplinks) and any((cluster.name, member.ip) in elsewhere for member in remote)
     if not located and not behind_uplinks:
         return []
-    flows = _sender_flows(cluster, located, uplinks, remote)
-    flows += _answer_flows(cluster, located, down_ports, uplinks, elsewhere)
-    flows += _spread_flows(cluster, normal_fallback, located, down_ports, uplinks)
+    owner = owner_of(cluster)
+    flows = _sender_flows(owner, located, uplinks, remote)
+    flows += _answer_flows(cluster, owner, located, down_ports, uplinks, elsewhere)
+    flows += _spread_flows(cluster, owner, normal_fallback, located, down_ports, uplinks)
     return flows
 
 
 def _sender_flows(
-    cluster: Cluster, located: Sequence[tuple[Member, int]], uplinks: Sequence[int], remote: Sequence[Member]
+    cluster: Owner, located: Sequence[tuple[Member, int]], uplinks: Sequence[int], remote: Sequence[Member]
 ) -> list[FlowSpec]:
     """Recognise the sender, from where it can be: its own port (its DIP, or the VIP or 0.0.0.0 for the
     first member on that port, as the controller recognises a sender by its port), or an uplink for a member
@@ -131,7 +149,8 @@ def _sender_flows(
     return flows
 
 
-def _sender_flow(cluster: Cluster, member: Member, port: int, sender_ip: str, table_id: int) -> FlowSpec:
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _sender_flow(cluster: Owner, member: Member, port: int, sender_ip: str, table_id: int) -> FlowSpec:
     return FlowSpec(
         priority=PRIORITY_ARP_SENDER,
         cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
@@ -143,6 +162,7 @@ def _sender_flow(cluster: Cluster, member: Member, port: int, sender_ip: str, ta
 
 def _answer_flows(
     cluster: Cluster,
+    owner: Owner,
     located: Sequence[tuple[Member, int]],
     down_ports: AbstractSet[int],
     uplinks: Sequence[int],
@@ -151,30 +171,13 @@ def _answer_flows(
     """Claims 1-5 in the switch: the answer for every peer the switch can deliver to (here on a port that is
     up, or on another switch behind the uplinks); a request for a peer not located yet goes to the
     controller, which probes for it; nothing else is answered."""
-    flows = [
-        FlowSpec(
-            priority=PRIORITY_OWN_ADDRESS,
-            cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
-            match=make_match(metadata=sender_tag(cluster, member), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
-            actions=(GotoTable(SPREAD_TABLE),),
-            table_id=ANSWER_TABLE,
-        )
-        for member, _ in located
-    ]
+    flows = [_own_address_flow(owner, member) for member, _ in located]
     reachable = {member.ip for member, port in located if port not in down_ports}
     for target in cluster.members:
         if target.ip in reachable or (uplinks and (cluster.name, target.ip) in elsewhere):
-            flows.append(answer_flow(cluster, target))
+            flows.append(_answer_flow(owner, target))
         else:
-            flows.append(
-                FlowSpec(
-                    priority=PRIORITY_ASK_CONTROLLER,
-                    cookie=make_cookie(Purpose.ARP_PUNT, cluster.name, target.ip),
-                    match=_request_for(cluster, target),
-                    actions=(GotoTable(PUNT_TABLE),),
-                    table_id=FORWARDING_TABLE,
-                )
-            )
+            flows.append(_ask_flow(owner, target))
     flows.append(
         FlowSpec(
             priority=0,
@@ -187,7 +190,35 @@ def _answer_flows(
     return flows
 
 
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _own_address_flow(cluster: Owner, member: Member) -> FlowSpec:
+    return FlowSpec(
+        priority=PRIORITY_OWN_ADDRESS,
+        cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
+        match=make_match(metadata=sender_tag(cluster, member), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
+        actions=(GotoTable(SPREAD_TABLE),),
+        table_id=ANSWER_TABLE,
+    )
+
+
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _ask_flow(cluster: Owner, target: Member) -> FlowSpec:
+    return FlowSpec(
+        priority=PRIORITY_ASK_CONTROLLER,
+        cookie=make_cookie(Purpose.ARP_PUNT, cluster.name, target.ip),
+        match=_request_for(cluster, target),
+        actions=(GotoTable(PUNT_TABLE),),
+        table_id=FORWARDING_TABLE,
+    )
+
+
 def answer_flow(cluster: Cluster, target: Member) -> FlowSpec:
+    """The in-switch answer for a peer of this cluster."""
+    return _answer_flow(owner_of(cluster), target)
+
+
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _answer_flow(cluster: Owner, target: Member) -> FlowSpec:
     """The proxy answer (flows/arp.py, proxy_reply) built from the request itself: its sender IP becomes the
     target IP, everything else is the peer's or the cluster's, and it leaves where the request came in."""
     return FlowSpec(
@@ -208,13 +239,14 @@ def answer_flow(cluster: Cluster, target: Member) -> FlowSpec:
     )
 
 
-def _request_for(cluster: Cluster, target: Member) -> tuple:
+def _request_for(cluster: Owner, target: Member) -> tuple:
     """A cluster member's request for this peer (a member of another cluster is an outsider to it)."""
     return make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_sha=cluster.cluster_mac, arp_tpa=target.ip)
 
 
 def _spread_flows(
     cluster: Cluster,
+    owner: Owner,
     normal_fallback: bool,
     located: Sequence[tuple[Member, int]],
     down_ports: AbstractSet[int],
@@ -227,24 +259,30 @@ def _spread_flows(
     peers = _outputs(ports_here - set(down_ports))
     outsiders = Resubmit(FLOOD_TABLE)
     up = _outputs(uplinks)
-    flows = [_egress_drop(cluster, member, port) for port, member in _first_on_port(located).items()]
+    flows = [_egress_drop(owner, member, port) for port, member in _first_on_port(located).items()]
     port_of = {member.ip: port for member, port in located}
     for member in cluster.members:
-        port = port_of.get(member.ip)
-        if port is not None:
-            actions: tuple[Action, ...] = (*SENDER_MAC, SetField("eth_dst", cluster.cluster_mac), Output(port))
-        else:  # on another switch, or nowhere yet: up, where it may be
-            actions = (SENDER_MAC[0], *up) if up else ()
-        flows.append(_spread_flow(cluster, member, PRIORITY_SPREAD_ADDRESSED, cluster.entry_mac(member), actions))
+        flows.append(_spread_to_member(owner, member, port_of.get(member.ip), up))
     to_cluster = (SENDER_MAC[0], *up, SENDER_MAC[1], *peers)
-    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_ADDRESSED, cluster.cluster_mac, to_cluster))
-    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_BROADCAST, MULTICAST_BIT, (outsiders, *to_cluster)))
+    flows.append(_spread_flow(owner, None, PRIORITY_SPREAD_ADDRESSED, cluster.cluster_mac, to_cluster))
+    flows.append(_spread_flow(owner, None, PRIORITY_SPREAD_BROADCAST, MULTICAST_BIT, (outsiders, *to_cluster)))
     to_host = (SENDER_MAC[0], Normal()) if normal_fallback else (outsiders, SENDER_MAC[0], *up)
-    flows.append(_spread_flow(cluster, None, PRIORITY_SPREAD_OTHER, None, to_host))
+    flows.append(_spread_flow(owner, None, PRIORITY_SPREAD_OTHER, None, to_host))
     return flows
 
 
-def _egress_drop(cluster: Cluster, member: Member, port: int) -> FlowSpec:
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _spread_to_member(cluster: Owner, member: Member, port: int | None, up: tuple[Output, ...]) -> FlowSpec:
+    """A member's ARP addressed to this peer's dedicated MAC: to the peer only, or up if it is not here."""
+    if port is not None:
+        actions: tuple[Action, ...] = (*SENDER_MAC, SetField("eth_dst", cluster.cluster_mac), Output(port))
+    else:  # on another switch, or nowhere yet: up, where it may be
+        actions = (SENDER_MAC[0], *up) if up else ()
+    return _spread_flow(cluster, member, PRIORITY_SPREAD_ADDRESSED, member.dedicated_mac, actions)
+
+
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def _egress_drop(cluster: Owner, member: Member, port: int) -> FlowSpec:
     """The cluster's member port gets nothing from the flood: its frame for peers comes with the DM."""
     return FlowSpec(
         priority=PRIORITY_EGRESS_DROP,
@@ -264,7 +302,7 @@ def _first_on_port(located: Sequence[tuple[Member, int]]) -> dict[int, Member]:
 
 
 def _spread_flow(
-    cluster: Cluster, member: Member | None, priority: int, eth_dst: object, actions: tuple[Action, ...]
+    cluster: Owner, member: Member | None, priority: int, eth_dst: object, actions: tuple[Action, ...]
 ) -> FlowSpec:
     fields: dict[str, object] = {"eth_type": ETH_TYPE_ARP, "arp_sha": cluster.cluster_mac}
     if eth_dst is not None:
