@@ -46,6 +46,7 @@ class Owners:
     with an id wins, as in the registry's order)."""
 
     def __init__(self, registry: Registry) -> None:
+        self.registry = registry
         self.clusters: dict[int, Cluster] = {}
         for cluster in registry.clusters:
             self.clusters.setdefault(cluster_id(cluster.name), cluster)

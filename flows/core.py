@@ -12,7 +12,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
-from flows.cookies import Purpose, cluster_id, decode_cookie, member_id
+from flows.audit import Owners
+from flows.cookies import Purpose, cluster_id, decode_cookie
 from flows.fabric import Resolved, resolve_uplinks, uplink_ports
 from flows.flowspec import (
     EMPTY_DIFF,
@@ -231,7 +232,7 @@ class NlbCore:
         self._relocated_on: set[int] = set()  # switches whose learned locations an event on another changed
         self._base_flows = base_flows(self.settings)
         self._switch_mode_of: tuple[Registry | None, set[str]] = (None, set())
-        self._members_by_id: tuple[Registry | None, dict[tuple[int, int], MemberKey]] = (None, {})
+        self._owners = Owners(self._registry)  # cookie -> cluster and member, for counters_read()
         for cluster in self._registry.clusters:
             self._count_unlocated(cluster)
 
@@ -564,16 +565,13 @@ class NlbCore:
         state.counted = seen
 
     def _counted_member(self, flow: FlowSpec) -> MemberKey | None:
-        fields = decode_cookie(flow.cookie)
-        if fields.purpose not in (Purpose.ARP_SENDER, Purpose.SOURCE_MASKING):
+        """The member a counted flow's cookie names, found as the audit finds it (flows/audit.py, Owners)."""
+        if decode_cookie(flow.cookie).purpose not in (Purpose.ARP_SENDER, Purpose.SOURCE_MASKING):
             return None
-        if self._members_by_id[0] is not self._registry:
-            by_id = {}
-            for cluster in self._registry.clusters:
-                for member in cluster.members:
-                    by_id.setdefault((cluster_id(cluster.name), member_id(member.ip)), (cluster.name, member.ip))
-            self._members_by_id = (self._registry, by_id)
-        return self._members_by_id[1].get((fields.cluster_id, fields.member_id))
+        if self._owners.registry is not self._registry:
+            self._owners = Owners(self._registry)
+        cluster, member = self._owners.of(flow.cookie)
+        return (cluster.name, member.ip) if cluster is not None and member is not None else None
 
     def tick(self, dpid: int, now: float) -> Work:
         """The periodic work for one switch (the app calls it about every second; it stays cheap): moves
