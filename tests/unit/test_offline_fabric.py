@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from flows.addresses import PROBE_MAC, igmp_cluster_mac, multicast_cluster_mac
+from flows.arp import ARP_REQUEST
 from flows.core import NlbCore
 from flows.locations import Level
 from flows.model import ArpMode, ClusterMode, LocationSettings, Registry, Settings
@@ -39,10 +40,10 @@ MULTICAST_CM = multicast_cluster_mac(CLUSTER_IP)
 ANSWERING = {"arp": ArpMode.PROXY}  # the mode fabric() builds unless a test names one
 
 
-@pytest.fixture(autouse=True, params=[ArpMode.PROXY, ArpMode.SWITCH], ids=["proxy", "switch"])
+@pytest.fixture(autouse=True, params=[ArpMode.PROXY, ArpMode.SWITCH, ArpMode.RELAY], ids=["proxy", "switch", "relay"])
 def answering(request) -> ArpMode:
-    """Every test runs with the controller answering and with the switch answering (issue 10): the same
-    frames are expected of both."""
+    """Every test runs in every ARP mode (issue 10): the controller answering, the switch answering, and the
+    peer answering a relayed request; the same frames are expected of all three."""
     ANSWERING["arp"] = request.param
     return request.param
 
@@ -61,14 +62,29 @@ def announce_all(net: FakeFabric) -> None:
         net.send(MEMBER_PORT[ip], arp_in(request(ip, ip)))
 
 
+def resolve(net: FakeFabric, in_port: int, spa: str, tpa: str) -> list[Delivery]:
+    """What leaves the switch when the member at in_port asks for tpa. In relay mode the peer's stack
+    answers the relayed request as Linux does (to the request's sender MAC), and what the switch makes of
+    that reply is the answer."""
+    out = net.send(in_port, arp_in(request(spa, tpa)))
+    if ANSWERING["arp"] != ArpMode.RELAY:
+        return out
+    relayed = [d for d in out if d.frame.arp_tpa == tpa and d.frame.arp_op == ARP_REQUEST]
+    if not relayed:
+        return out
+    (target,) = relayed
+    sender = target.frame
+    return net.send(target.port, arp_in(reply(tpa, spa, tha=sender.arp_sha, eth_dst=sender.eth_src)))
+
+
 def ports_of(deliveries: list[Delivery]) -> set:
     return {delivery.port for delivery in deliveries}
 
 
-def test_proxy_end_to_end_request_answer_then_data_reaches_the_peer_only_as_cluster_mac():
+def test_end_to_end_request_answer_then_data_reaches_the_peer_only_as_cluster_mac():
     net = fabric()
     announce_all(net)
-    answer = net.send(MEMBER_PORT[A], arp_in(request(A, B)))
+    answer = resolve(net, MEMBER_PORT[A], A, B)
     assert [(d.port, d.frame.arp_sha, d.frame.eth_dst) for d in answer] == [(MEMBER_PORT[A], DM[B], CM)]
 
     data = net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[B]))
@@ -97,7 +113,7 @@ def test_a_member_that_never_spoke_is_found_by_probe_before_a_peer_needs_it():
     assert {(d.frame.arp_sha, d.frame.arp_spa, d.frame.arp_tpa) for d in probes} == {(PROBE_MAC, "0.0.0.0", B)}
 
     assert net.send(MEMBER_PORT[B], arp_in(reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC))) == []
-    retry = net.send(MEMBER_PORT[A], arp_in(request(A, B)))
+    retry = resolve(net, MEMBER_PORT[A], A, B)
     assert [(d.port, d.frame.arp_sha) for d in retry] == [(MEMBER_PORT[A], DM[B])]
 
 
@@ -145,7 +161,7 @@ def test_a_member_whose_old_port_went_down_is_followed_at_once():
     net = fabric()
     announce_all(net)
     net.apply(net.core.port_changed(1, MEMBER_PORT[B], present=True, up=False, now=net.now))
-    assert net.send(OTHER_PORT, arp_in(request(B, A))) == [
+    assert resolve(net, OTHER_PORT, B, A) == [
         Delivery(OTHER_PORT, Frame.from_arp(reply(A, B, tha=CM, eth_dst=CM, sha=DM[A], eth_src=DM[A])))
     ]
     assert ports_of(net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[B]))) == {OTHER_PORT}

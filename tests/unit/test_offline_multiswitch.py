@@ -65,10 +65,10 @@ class Topology:
 ANSWERING = {"arp": ArpMode.PROXY}  # the mode build() uses unless a test names one
 
 
-@pytest.fixture(autouse=True, params=[ArpMode.PROXY, ArpMode.SWITCH], ids=["proxy", "switch"])
+@pytest.fixture(autouse=True, params=[ArpMode.PROXY, ArpMode.SWITCH, ArpMode.RELAY], ids=["proxy", "switch", "relay"])
 def answering(request) -> ArpMode:
-    """Every test runs with the controller answering and with the switch answering (issue 10): the same
-    frames are expected of both."""
+    """Every test runs in every ARP mode (issue 10): the controller answering, the switch answering, and the
+    peer answering a relayed request; the same frames are expected of all three."""
     ANSWERING["arp"] = request.param
     return request.param
 
@@ -206,19 +206,23 @@ def assert_delivered_to(topo: Topology, x: str, y: str, tag: str) -> None:
         assert on_links, f"{x} -> DM({y}) crossed no link"
 
 
-@pytest.mark.parametrize("arp_mode", [ArpMode.PROXY, ArpMode.RELAY])
+def resolve(net: FakeNetwork, x: str, y: str) -> Received:
+    """What every host receives when member x asks for member y. In relay mode y's stack answers the
+    relayed request, which must carry x's dedicated MAC, and that reply's journey is the answer."""
+    got = net.send(x, arp(request(IP[x], IP[y])))
+    if ANSWERING["arp"] == ArpMode.RELAY:
+        relayed = [f for f in got.get(y, []) if f.arp_op == ARP_REQUEST and f.arp_tpa == IP[y]]
+        assert [(f.arp_sha, f.arp_spa, f.eth_src) for f in relayed] == [(DM[x], IP[x], DM[x])], f"{x} -> {y}"
+        got = net.send(y, arp(reply(IP[y], IP[x], tha=DM[x])))
+    return got
+
+
 @pytest.mark.parametrize("kind", TOPOLOGIES)
-def test_every_ordered_member_pair_resolves_the_peer_to_its_dedicated_mac_and_reaches_it_as_the_cluster_mac(
-    kind, arp_mode
-):
-    topo = start(build(kind, arp_mode))
+def test_every_ordered_member_pair_resolves_the_peer_to_its_dedicated_mac_and_reaches_it_as_the_cluster_mac(kind):
+    topo = start(build(kind))
     net = topo.net
     for x, y in permutations(topo.members, 2):
-        got = net.send(x, arp(request(IP[x], IP[y])))
-        if arp_mode == ArpMode.RELAY:
-            relayed = [f for f in got.get(y, []) if f.arp_op == ARP_REQUEST and f.arp_tpa == IP[y]]
-            assert [(f.arp_sha, f.arp_spa, f.eth_src) for f in relayed] == [(DM[x], IP[x], DM[x])], f"{x} -> {y}"
-            got = net.send(y, arp(reply(IP[y], IP[x], tha=DM[x])))
+        got = resolve(net, x, y)
         answers = [f for f in got.get(x, []) if f.arp_op == ARP_REPLY]
         assert [(f.arp_sha, f.arp_spa, f.arp_tpa) for f in answers] == [(DM[y], IP[y], IP[x])], f"{x} asks for {y}"
         assert_delivered_to(topo, x, y, f"{x}->{y}")
@@ -345,7 +349,7 @@ def test_a_member_that_moves_to_another_switch_is_followed_and_then_reached_by_i
         assert [f.arp_sha for f in got.get(peer, [])] == [DM["b"]], f"b's ARP at {peer}"
     for peer in ("a", "c", "d"):
         assert_delivered_to(topo, peer, "b", f"{peer}->b")
-    answer = net.send("a", arp(request(IP["a"], IP["b"])))
+    answer = resolve(net, "a", "b")
     assert [f.arp_sha for f in answer.get("a", []) if f.arp_op == ARP_REPLY] == [DM["b"]]
     assert net.core.status(net.now)["counters"]["looped"] == 0
     assert_no_cluster_mac_learned(topo)
