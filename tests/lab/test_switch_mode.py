@@ -6,6 +6,7 @@ One lab per runtime: members m1..m3, a client and an outsider on br0, the cluste
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from itertools import permutations
@@ -13,7 +14,20 @@ from itertools import permutations
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from tests.lab.appkit import APP_COOKIES, RUNTIMES, VIP, ClusterLab, api_ok, dm, start_cluster
+from tests.lab.appkit import (
+    APP_COOKIES,
+    RUNTIMES,
+    VIP,
+    ClusterLab,
+    api_ok,
+    cluster_yaml,
+    dm,
+    expected_table,
+    start_cluster,
+    wait_for_table,
+    write_config,
+)
+from tests.lab.stormkit import arp_request, storm
 from tests.netlab import CLUSTER_MAC, Lab
 
 WARM_UP_SECONDS = 12  # longer than the app's counter reads (idle_seconds / 3): every member heard by counts
@@ -130,3 +144,54 @@ def test_with_the_controller_down_members_resolve_each_other_and_outsiders_the_c
         time.sleep(0.3)
     assert log_line in net.lab.controller_log(), net.lab.controller_log()
     assert {(f.table, f.priority, f.match): f.actions for f in net.lab.dump_flows(APP_COOKIES)} == before
+
+
+SLOW_PATH_RATE = 200  # packets/s the storm lab's slow-path meter lets through (fabric.slow_path_rate)
+STORM_RATE = 2000  # ten times that
+STORM_SECONDS = 4
+
+
+def slow_path_band_drops(lab: Lab) -> int:
+    """Packets the slow-path meter's drop band has dropped (ovs-ofctl meter-stats)."""
+    out = lab.ofctl("meter-stats", "meter=slowpath")
+    found = re.search(r"0: packet_count:(\d+)", out)
+    assert found, f"no drop band in the slow-path meter's stats:\n{out}"
+    return int(found.group(1))
+
+
+def test_a_storm_of_member_arp_is_capped_by_the_slow_path_meter_and_the_switch_goes_on_answering(lab_available):
+    """The in-switch answers run in ovs-vswitchd's slow path; the OFPM_SLOWPATH meter bounds them, so a
+    member flooding ARP for a peer gets at most the meter's rate of answers and the switch stays well."""
+    with Lab() as lab:
+        members, _client = lab.add_typical_cluster()
+        config = write_config(lab, f"fabric: {{slow_path_rate: {SLOW_PATH_RATE}}}\n" + cluster_yaml("switch"))
+        lab.start_controller("osken", config)
+        lab.wait_connected()
+        expected = expected_table(config, members)
+        assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()
+        assert f"rate={SLOW_PATH_RATE} burst_size={SLOW_PATH_RATE}" in lab.ofctl("dump-meters", "meter=slowpath")
+        m1, m2 = members[0], members[1]
+        assert lab.ping(m1, m2.ip, count=1, timeout=2), "the positive control: m1 resolves m2 and reaches it"
+        assert lab.ping(m2, m1.ip, count=1, timeout=2)
+        answered, punted, dropped = answered_by_the_switch(lab), controller_bound(lab), slow_path_band_drops(lab)
+
+        request = arp_request(CLUSTER_MAC, CLUSTER_MAC, m1.ip, m2.ip)
+        answers_filter = f"inbound and arp and arp[6:2] = 2 and arp src host {m2.ip}"
+        with (
+            lab.capture(m1, answers_filter, settle=1.0) as view,
+            storm(lab, m1, request, rate=STORM_RATE, seconds=STORM_SECONDS + 30) as running,
+        ):
+            time.sleep(STORM_SECONDS)
+            sent = running.stop()
+        span = running.stopped - running.started
+        answers = len([f for f in view.frames if ARP in f and f[ARP].op == 2])
+        assert sent >= STORM_RATE * STORM_SECONDS // 2, f"the storm sent only {sent} requests"
+        assert settled(lambda: answered_by_the_switch(lab), lab) > answered, "the switch answered none of them"
+        assert 0 < answers <= SLOW_PATH_RATE * (span + 1) + SLOW_PATH_RATE, (sent, span, answers)
+        assert settled(lambda: slow_path_band_drops(lab), lab) - dropped >= sent - answers - SLOW_PATH_RATE
+        assert controller_bound(lab) == punted, "the storm reached the controller"
+
+        lab.flush_neigh(m1)
+        assert lab.ping(m1, m2.ip, count=1, timeout=2), "after the storm m1 resolves m2 again"
+        assert lab.neigh(m1)[m2.ip].lladdr == dm(m2)
+    assert lab.leftovers() == []
