@@ -63,16 +63,14 @@ def start(lab: Lab, runtime: str, mode: str, slow_path_rate: int | None = None) 
     members, client = lab.add_typical_cluster()
     outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=len(members) + 2)
     fabric = f"punt_rate_per_port: {arp.RAISED_PUNT_RATE}, punt_rate_total: {arp.RAISED_PUNT_RATE}"
+    if slow_path_rate:
+        fabric += f", slow_path_rate: {slow_path_rate}"
     config = write_config(lab, f"fabric: {{{fabric}}}\n" + cluster_yaml(mode))
     lab.start_controller(runtime, config)
     lab.wait_connected()
     expected = expected_table(config, members)
     if sorted(wait_for_table(lab, expected)) != sorted(expected):
         raise SystemExit(f"the app's flows never became the expected set:\n{lab.controller_log()}")
-    if slow_path_rate:  # no config key for it yet (fabric.slow_path_rate): the meter is changed on the switch
-        lab.ofctl(
-            "mod-meter", f"meter=slowpath,pktps,burst,bands=type=drop,rate={slow_path_rate},burst_size={slow_path_rate}"
-        )
     # Locate the members (switch mode answers only for located members): one ARP each.
     for member in members:
         lab.run(member, "arping", "-c", "1", "-w", "1", "-I", "eth0", client.ip, check=False)
