@@ -375,7 +375,7 @@ def cluster_from_data(data: object, key: str, source: str) -> Cluster:
         cluster_mac = _cluster_mac(fields["cluster_mac"], mode, _join(key, "cluster_mac"), source)
     else:
         cluster_mac = DEFAULT_CLUSTER_MAC[mode](cluster_ip)
-    arp = fields.get("arp", ArpMode.PROXY.value)
+    arp = fields.get("arp", ArpMode.SWITCH.value)
     if not isinstance(arp, str) or arp not in {arp_mode.value for arp_mode in ArpMode}:
         raise ConfigError(source, _join(key, "arp"), f"{arp!r} is not an ARP mode (expected switch, proxy or relay)")
     members_key = _join(key, "members")

@@ -49,7 +49,7 @@ class Cluster:
     name: str
     cluster_ip: str
     cluster_mac: str
-    arp: ArpMode = ArpMode.PROXY
+    arp: ArpMode = ArpMode.SWITCH
     mode: ClusterMode = ClusterMode.UNICAST
     members: tuple[Member, ...] = ()
 

@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arp",
         choices=[mode.value for mode in ArpMode],
         help="proxy: the controller answers; relay: the peer does; switch: the switch answers by flows"
-        " (docs/switch-mode.md; default proxy)",
+        " (docs/switch-mode.md; default switch)",
     )
     leaf(cluster_actions, "list", "list the clusters", cluster_list)
     sub = leaf(cluster_actions, "show", "show a cluster and its members", cluster_show)

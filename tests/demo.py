@@ -1,6 +1,6 @@
 """A live demo of nlbflow for a newcomer: the problem on a plain learning switch, the fix, a load-balanced cluster.
 
-Run as root from the repo root: `python -m tests.demo [--runtime osken|ryu] [--arp proxy|relay]`
+Run as root from the repo root: `python -m tests.demo [--runtime osken|ryu] [--arp switch|proxy|relay]`
 (`make demo` does it). Everything happens in a throw-away lab (tests/netlab.py): namespaces, a private
 userspace Open vSwitch and the controller, all removed at the end, even on failure or Ctrl-C.
 The exit code is 0 only if the problem was reproduced and every check of the fix passed. A last section
@@ -40,6 +40,10 @@ PURPOSES = {
     Purpose.SOURCE_MASKING: "source masking",
     Purpose.INGRESS: "on to table 1",
     Purpose.PROBE_ANSWER: "probe answers",
+    Purpose.ARP_SENDER: "member ARP recognised",
+    Purpose.ARP_ANSWER: "ARP answered by the switch",
+    Purpose.ARP_SPREAD: "member ARP spread",
+    Purpose.ARP_FLOOD: "flood to edge ports",
 }
 FLOW_TIMEOUT = 30.0
 HTTP_REQUESTS = 210  # one connection each, cycling through the client's CLIENT_SOURCES: about 10 s
@@ -143,10 +147,14 @@ def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
         time.sleep(0.5)
 
 
+def purpose_of(flow: Flow) -> Purpose:
+    return decode_cookie(flow.cookie).purpose
+
+
 def print_flows(flows: list[Flow]) -> None:
     rows = [("cookie", "table", "prio", "purpose", "match", "actions", "packets")]
     for f in sorted(flows, key=lambda f: (f.table, -f.priority, f.cookie)):
-        purpose = PURPOSES.get(decode_cookie(f.cookie).purpose, "?")
+        purpose = PURPOSES.get(purpose_of(f), "?")
         match = f.match or "(any)"
         rows.append((f"0x{f.cookie:016x}", str(f.table), str(f.priority), purpose, match, f.actions, str(f.n_packets)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -157,7 +165,8 @@ def print_flows(flows: list[Flow]) -> None:
     print("  Table 0 masks a member's source MAC (see 4.) and goes on to table 1, which forwards.")
     print("  cookie 0x4e4c CCCC MMMM PP 00: 4e4c = nlbflow, CCCC = cluster id, MMMM = member id (the DIP's last")
     print("  two octets, 000b = .11), PP = purpose (01 normal fallback, 02 ARP to controller, 03 delivery to a member,")
-    print("  04 cluster traffic to all members, 05 source masking, 06 table 0 to 1, 07 answers to the app's probes)")
+    print("  04 cluster traffic to all members, 05 source masking, 06 table 0 to 1, 07 answers to the app's probes;")
+    print("  in switch mode 0b a member's ARP recognised, 0c answered by the switch, 0d spread, 0e flooded)")
 
 
 def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespace, checks: Checks) -> None:
@@ -221,6 +230,10 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
     print(f"\n  Controller log, one line per ARP the app handled ({shown}):")
     for line in arp_lines[:20]:
         print(f"    {line}")
+    if args.arp == "switch":
+        answered = sum(f.n_packets for f in lab.dump_flows(APP_COOKIES) if purpose_of(f) == Purpose.ARP_ANSWER)
+        print(f"\n  Answers the switch gave by its own flows (n_packets of the 0c flows): {answered}")
+        checks.check(answered > 0, "fix: in switch mode the switch should have answered the members' ARP")
 
 
 def show_load_balancing(lab: Lab, members: list[Host], client: Host, outsider: Host, checks: Checks) -> None:
@@ -397,7 +410,9 @@ def run(args: argparse.Namespace, checks: Checks) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=("osken", "ryu"), default="osken", help="controller framework")
-    parser.add_argument("--arp", choices=("proxy", "relay"), default="proxy", help="how the app handles ARP")
+    parser.add_argument(
+        "--arp", choices=("switch", "proxy", "relay"), default="switch", help="how the app handles ARP (default switch)"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: needs root (network namespaces and Open vSwitch)", file=sys.stderr)

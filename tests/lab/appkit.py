@@ -33,6 +33,9 @@ HTTP_PORT = 80
 
 
 def cluster_yaml(arp: str = "proxy", member_dips: tuple[str, ...] = MEMBER_DIPS) -> str:
+    """The typical cluster as config. Its mode is always written out: proxy unless a test names another, for
+    the tests of the controller's own path (punt meters, trust, the control path), where every member ARP
+    must reach the controller; the app's default, switch, is run by the tests over ARP_MODES."""
     members = "".join(f"      - ip: {dip.split('/')[0]}\n" for dip in member_dips)
     return f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n    arp: {arp}\n    members:\n{members}"
 

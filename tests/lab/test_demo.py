@@ -10,7 +10,7 @@ import pytest
 from tests.netlab import REPO_ROOT, list_netns
 
 
-@pytest.mark.parametrize(("runtime", "arp"), [("osken", "proxy"), ("ryu", "relay")])
+@pytest.mark.parametrize(("runtime", "arp"), [("osken", "switch"), ("ryu", "relay")])
 def test_the_demo_reproduces_the_problem_shows_the_fix_and_leaves_nothing_behind(runtime, arp):
     before = set(list_netns())
     demo = subprocess.run(

@@ -77,8 +77,10 @@ def register(lab: Lab, members: list[Host], token: str | None = None) -> None:
 
 
 def registry_yaml(lab: Lab, members: list[Host]) -> Path:
-    """The registry the tests build through the API, as a config file: expected_table() computes from it."""
-    return write_config(lab, cluster_yaml(member_dips=tuple(m.addresses[0] for m in members)), "expected.yaml")
+    """The registry the tests build through the API, as a config file: expected_table() computes from it. The
+    cluster is POSTed without `arp`, so it is in the default mode, switch."""
+    dips = tuple(m.addresses[0] for m in members)
+    return write_config(lab, cluster_yaml("switch", member_dips=dips), "expected.yaml")
 
 
 def cookies_of_member(lab: Lab, ip: str) -> list[int]:

@@ -576,8 +576,8 @@ def test_check_config_accepts_the_example_and_summarises_it(capsys):
     assert cli.main(["check-config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{EXAMPLE}: valid, 3 clusters, 6 members\n")
-    assert "web    10.0.0.100  02:bf:0a:00:00:64  unicast    proxy  2" in out
-    assert "media  10.0.2.100  03:bf:0a:00:02:64  multicast  proxy  2" in out
+    assert "web    10.0.0.100  02:bf:0a:00:00:64  unicast    switch  2" in out
+    assert "media  10.0.2.100  03:bf:0a:00:02:64  multicast  switch  2" in out
 
 
 def test_check_config_rejects_a_bad_file_with_the_controllers_message(tmp_path, capsys):

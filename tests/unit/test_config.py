@@ -375,7 +375,7 @@ def test_defaults_derive_macs_from_ips():
                     name="web",
                     cluster_ip="10.0.0.100",
                     cluster_mac="02:bf:0a:00:00:64",
-                    arp=ArpMode.PROXY,
+                    arp=ArpMode.SWITCH,
                     mode="unicast",
                     members=(Member(ip="10.0.0.11", dedicated_mac="02:de:0a:00:00:0b"),),
                 ),
@@ -572,13 +572,13 @@ def test_source_masking_can_be_turned_off():
     assert parse_config("fabric: {source_masking: false}").settings.source_masking is False
 
 
-def test_switch_is_an_arp_mode_of_the_config_and_proxy_stays_the_default():
+def test_switch_is_the_default_arp_mode_and_proxy_and_relay_stay():
     config = parse_config(
-        "clusters: [{name: web, cluster_ip: 10.0.0.100, arp: switch, members: [{ip: 10.0.0.11}]},"
-        " {name: app, cluster_ip: 10.0.1.100}]"
+        "clusters: [{name: web, cluster_ip: 10.0.0.100, arp: proxy, members: [{ip: 10.0.0.11}]},"
+        " {name: app, cluster_ip: 10.0.1.100}, {name: db, cluster_ip: 10.0.2.100, arp: relay}]"
     )
-    web, app = config.registry.clusters
-    assert (web.arp, app.arp) == (ArpMode.SWITCH, ArpMode.PROXY)
+    web, app, db = config.registry.clusters
+    assert (web.arp, app.arp, db.arp) == (ArpMode.PROXY, ArpMode.SWITCH, ArpMode.RELAY)
     assert [mode.value for mode in ArpMode] == ["proxy", "relay", "switch"]
 
 

@@ -28,6 +28,7 @@ fabric:
 clusters:
   - name: web
     cluster_ip: 10.0.0.100
+    arp: proxy
     members:
       - {ip: 10.0.0.11}
       - {ip: 10.0.0.12, dpid: "0000000000000001", port: 2}
@@ -216,7 +217,7 @@ def test_post_cluster_returns_201_with_derived_fields_and_saves_it(controller):
         "cluster_ip": "10.0.1.100",
         "cluster_mac": "02:bf:0a:00:01:64",
         "mode": "unicast",
-        "arp": "proxy",
+        "arp": "switch",
         "members": [],
         "pending_switches": [],
     }

@@ -89,7 +89,7 @@ WANTED_DIFF = {
             "cluster_ip": "10.0.2.100",
             "cluster_mac": "03:bf:0a:00:02:64",
             "mode": "multicast",
-            "arp": "proxy",
+            "arp": "switch",
             "members": [{"ip": "10.0.2.11"}],
         }
     ],

@@ -199,7 +199,7 @@ def test_a_dpid_beyond_a_signed_64_bit_integer_round_trips(tmp_path):
 def test_every_arp_mode_round_trips_and_a_change_of_mode_rewrites_only_that_clusters_row(tmp_path):
     text = (
         "clusters: [{name: web, cluster_ip: 10.0.0.100, arp: switch, members: [{ip: 10.0.0.11}, {ip: 10.0.0.12}]},"
-        " {name: app, cluster_ip: 10.0.1.100, arp: relay}, {name: db, cluster_ip: 10.0.2.100}]"
+        " {name: app, cluster_ip: 10.0.1.100, arp: relay}, {name: db, cluster_ip: 10.0.2.100, arp: proxy}]"
     )
     registry = parse_config(text).registry
     store = RegistryStore.create(str(tmp_path / "state.db"), registry)
@@ -213,7 +213,9 @@ def test_every_arp_mode_round_trips_and_a_change_of_mode_rewrites_only_that_clus
         "proxy",
         "switch",
     ]
-    changed = parse_config(text.replace("arp: switch", "arp: proxy").replace("name: db,", "name: db, arp: switch,"))
+    changed = parse_config(
+        text.replace("arp: switch", "arp: was").replace("arp: proxy", "arp: switch").replace("was", "proxy")
+    )
     writes = store.save(changed.registry)
     assert sorted((row.name, row.arp) for row in writes.clusters_updated) == [("db", "switch"), ("web", "proxy")]
     assert writes.rows == 2
