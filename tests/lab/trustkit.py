@@ -36,7 +36,7 @@ def start_two_clusters(lab: Lab, runtime: str, extra_args: tuple[str, ...] = ())
     second cluster `app` without members, whose cluster MAC a forger can use; every member located."""
     members, client = lab.add_typical_cluster()
     outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=len(members) + 2)
-    text = cluster_yaml() + f"  - name: app\n    cluster_ip: {OTHER_VIP}\n"
+    text = cluster_yaml() + f"  - name: app\n    cluster_ip: {OTHER_VIP}\n    arp: proxy\n"
     config_path = write_config(lab, text)
     lab.start_controller(runtime, config_path, extra_args)
     lab.wait_connected()

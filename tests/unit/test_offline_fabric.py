@@ -63,18 +63,16 @@ def announce_all(net: FakeFabric) -> None:
 
 
 def resolve(net: FakeFabric, in_port: int, spa: str, tpa: str) -> list[Delivery]:
-    """What leaves the switch when the member at in_port asks for tpa. In relay mode the peer's stack
-    answers the relayed request as Linux does (to the request's sender MAC), and what the switch makes of
-    that reply is the answer."""
+    """What leaves the switch when the member at in_port asks for tpa. In relay mode the request must reach
+    the peer's port alone, carrying the requester's dedicated MAC; the peer's stack answers it as Linux
+    does (to that MAC), and what the switch makes of that reply is the answer."""
     out = net.send(in_port, arp_in(request(spa, tpa)))
     if ANSWERING["arp"] != ArpMode.RELAY:
         return out
-    relayed = [d for d in out if d.frame.arp_tpa == tpa and d.frame.arp_op == ARP_REQUEST]
-    if not relayed:
-        return out
-    (target,) = relayed
-    sender = target.frame
-    return net.send(target.port, arp_in(reply(tpa, spa, tha=sender.arp_sha, eth_dst=sender.eth_src)))
+    assert [(d.port, d.frame.arp_op, d.frame.arp_sha, d.frame.eth_src, d.frame.arp_tpa) for d in out] == [
+        (MEMBER_PORT[tpa], ARP_REQUEST, DM[spa], DM[spa], tpa)
+    ], f"{spa} asks for {tpa}: relayed as {out}"
+    return net.send(MEMBER_PORT[tpa], arp_in(reply(tpa, spa, tha=DM[spa], eth_dst=DM[spa])))
 
 
 def ports_of(deliveries: list[Delivery]) -> set:
@@ -118,7 +116,7 @@ def test_a_member_that_never_spoke_is_found_by_probe_before_a_peer_needs_it():
 
 
 def test_switch_connect_probes_every_unlocated_member_on_every_port_and_again_every_few_seconds():
-    core = NlbCore(web_config())
+    core = NlbCore(web_config(ANSWERING["arp"]))
     net = FakeFabric(core, dpid=1, ports=list(SWITCH_PORTS))
     everywhere = {(p, ip) for p in SWITCH_PORTS for ip in (A, B, C)}
     assert {(d.port, d.frame.arp_tpa) for d in net.sent} == everywhere
@@ -266,7 +264,7 @@ def test_a_restarted_controller_adopts_locations_from_the_switch_and_changes_not
 )
 def test_in_every_mode_cluster_frames_leave_on_member_ports_only_never_back_where_they_came_from(mode, cluster_mac):
     """Members with their own MACs (multicast modes) answer the app's probe with them and are located."""
-    config = web_config()
+    config = web_config(ANSWERING["arp"])
     cluster = replace(config.registry.clusters[0], mode=mode, cluster_mac=cluster_mac)
     net = FakeFabric(NlbCore(replace(config, registry=Registry(clusters=(cluster,)))), 1, list(SWITCH_PORTS))
     for ip, port in MEMBER_PORT.items():
@@ -283,7 +281,9 @@ def test_a_members_frames_leave_with_its_dedicated_mac_as_source_so_normal_never
     announce_all(net)
     out = net.send(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=CLIENT_MAC))
     assert out == [Delivery(NORMAL, Frame(eth_src=DM[B], eth_dst=CLIENT_MAC))]
-    unmasked = FakeFabric(NlbCore(replace(web_config(), settings=Settings(source_masking=False))), 1, [1, 2, 3, 4, 5])
+    unmasked = FakeFabric(
+        NlbCore(replace(web_config(ANSWERING["arp"]), settings=Settings(source_masking=False))), 1, [1, 2, 3, 4, 5]
+    )
     announce_all(unmasked)
     assert unmasked.send(MEMBER_PORT[B], Frame(eth_src=CM, eth_dst=CLIENT_MAC))[0].frame.eth_src == CM
 
@@ -299,7 +299,7 @@ def test_a_member_port_that_is_down_gets_nothing_until_it_is_up():
 
 
 def multicast_net() -> tuple[FakeFabric, NlbCore]:
-    config = web_config()
+    config = web_config(ANSWERING["arp"])
     cluster = replace(config.registry.clusters[0], mode=ClusterMode.MULTICAST, cluster_mac=MULTICAST_CM)
     config = replace(config, registry=Registry(clusters=(cluster,)))
     net = FakeFabric(NlbCore(config), 1, list(SWITCH_PORTS))
@@ -347,7 +347,7 @@ def unicast_restart_with_c_down() -> FakeFabric:
     net = fabric()
     announce_all(net)
     net.apply(net.core.port_changed(1, MEMBER_PORT[C], present=True, up=False, now=net.now))
-    return restarted_fabric(net, NlbCore(web_config()), down=(MEMBER_PORT[C],))
+    return restarted_fabric(net, NlbCore(web_config(ANSWERING["arp"])), down=(MEMBER_PORT[C],))
 
 
 def test_a_deleted_members_port_gets_nothing_after_a_restart_even_while_another_member_is_unlocated():

@@ -6,14 +6,19 @@ One switch: members A, B, C of web on ports 1-3, a client on port 4.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from flows.addresses import PROBE_MAC, ZERO_IP
 from flows.arp import ARP_REPLY, ArpFrame
+from flows.config import DEFAULT_CLUSTER_MAC
 from flows.cookies import Purpose, decode_cookie
 from flows.core import NlbCore
 from flows.flowspec import SetField, expected_flows
-from flows.model import ArpMode, Config, LocationSettings, Registry, Settings
+from flows.model import ArpMode, ClusterMode, Config, LocationSettings, Registry, Settings
 from flows.responder import ANSWER_TABLE, EGRESS_TABLE, FLOOD_TABLE, SPREAD_TABLE, answer_flow
-from tests.unit.example_cluster import CM, web_cluster
+from tests.unit.example_cluster import CLUSTER_IP, CM, web_cluster
 
 A, B, C = "10.0.0.11", "10.0.0.12", "10.0.0.13"
 PORTS = {1: True, 2: True, 3: True, 4: True}
@@ -96,6 +101,22 @@ def test_a_registry_without_switch_mode_holds_no_flood():
     core.switch_connected(1, PORTS)
     core.flows_read_back(1, [], 0.0)
     assert of_purpose(core, Purpose.ARP_FLOOD) == []
+
+
+@pytest.mark.parametrize("mode", [ClusterMode.MULTICAST, ClusterMode.IGMP])
+def test_a_multicast_cluster_in_switch_mode_the_default_holds_no_switch_mode_flow(mode):
+    """Members of a multicast cluster keep their own MACs: no ARP to answer or rewrite, so `arp: switch`
+    (the default) adds no flow to what proxy mode holds."""
+    cluster = replace(web_cluster(ArpMode.SWITCH), mode=mode, cluster_mac=DEFAULT_CLUSTER_MAC[mode](CLUSTER_IP))
+    switch_mode = NlbCore(Config(registry=Registry(clusters=(cluster,))))
+    proxy = NlbCore(Config(registry=Registry(clusters=(replace(cluster, arp=ArpMode.PROXY),))))
+    for core in (switch_mode, proxy):
+        core.switch_connected(1, PORTS)
+        core.flows_read_back(1, [], 0.0)
+    assert set(switch_mode.expected_flows(1)) == set(proxy.expected_flows(1))
+    assert {decode_cookie(flow.cookie).purpose for flow in switch_mode.expected_flows(1)}.isdisjoint(
+        {Purpose.ARP_SENDER, Purpose.ARP_ANSWER, Purpose.ARP_SPREAD, Purpose.ARP_FLOOD}
+    )
 
 
 def test_a_port_going_down_and_up_changes_no_spread_flow():
