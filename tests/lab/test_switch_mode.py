@@ -1,7 +1,8 @@
 """Switch mode live (issue 10): the switch answers and spreads members' ARP itself, so in steady state the
 controller gets no packet-in, and members keep resolving each other while it is down.
 
-One lab per runtime: members m1..m3, a client and an outsider on br0, the cluster in `arp: switch`.
+One lab per runtime: members m1..m3, a client and an outsider on br0, the cluster in `arp: switch`. The
+storm test has a lab of its own (os-ken), with the slow-path meter set low.
 """
 
 from __future__ import annotations
