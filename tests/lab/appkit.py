@@ -151,10 +151,12 @@ class ClusterLab:
     config_path: Path
 
 
-def start_cluster(lab: Lab, runtime: str, arp: str) -> ClusterLab:
+def start_cluster(lab: Lab, runtime: str, arp: str, fabric_yaml: str = "") -> ClusterLab:
+    """The typical cluster on br0, the app running and its flows in place; fabric_yaml: a `fabric:` section
+    put before the clusters."""
     members, client = lab.add_typical_cluster()
     outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=len(members) + 2)
-    config_path = write_config(lab, cluster_yaml(arp))
+    config_path = write_config(lab, fabric_yaml + cluster_yaml(arp))
     lab.start_controller(runtime, config_path)
     lab.wait_connected()
     expected = expected_table(config_path, members)

@@ -21,12 +21,8 @@ from tests.lab.appkit import (
     VIP,
     ClusterLab,
     api_ok,
-    cluster_yaml,
     dm,
-    expected_table,
     start_cluster,
-    wait_for_table,
-    write_config,
 )
 from tests.lab.stormkit import arp_request, storm
 from tests.netlab import CLUSTER_MAC, Lab
@@ -164,12 +160,7 @@ def test_a_storm_of_member_arp_is_capped_by_the_slow_path_meter_and_the_switch_g
     """The in-switch answers run in ovs-vswitchd's slow path; the OFPM_SLOWPATH meter bounds them, so a
     member flooding ARP for a peer gets at most the meter's rate of answers and the switch stays well."""
     with Lab() as lab:
-        members, _client = lab.add_typical_cluster()
-        config = write_config(lab, f"fabric: {{slow_path_rate: {SLOW_PATH_RATE}}}\n" + cluster_yaml("switch"))
-        lab.start_controller("osken", config)
-        lab.wait_connected()
-        expected = expected_table(config, members)
-        assert sorted(wait_for_table(lab, expected)) == sorted(expected), lab.controller_log()
+        members = start_cluster(lab, "osken", "switch", f"fabric: {{slow_path_rate: {SLOW_PATH_RATE}}}\n").members
         assert f"rate={SLOW_PATH_RATE} burst_size={SLOW_PATH_RATE}" in lab.ofctl("dump-meters", "meter=slowpath")
         m1, m2 = members[0], members[1]
         assert lab.ping(m1, m2.ip, count=1, timeout=2), "the positive control: m1 resolves m2 and reaches it"
