@@ -1,4 +1,4 @@
-"""MAC and IPv4 address helpers: parsing, checks and the derived cluster and dedicated MACs."""
+"""MAC, IPv4 and IPv6 address helpers: parsing, checks and the derived cluster and dedicated MACs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ PROBE_MAC = "0e:4e:4c:00:00:01"
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+LINK_LOCAL_RULE = "nlbflow recognises a member's link-local traffic by its port, docs/ipv6.md"
 
 
 class AddressError(ValueError):
@@ -59,6 +60,47 @@ def parse_host_ipv4(text: object) -> str:
     if address.is_multicast or address.is_loopback or ip == "255.255.255.255":
         raise AddressError(f"{ip} cannot be a host address")
     return ip
+
+
+def parse_host_ipv6(text: object) -> str:
+    """An IPv6 address a cluster or a member can be registered with, in compressed form: a global or
+    unique-local unicast address. Link-local addresses belong to one link and are never registered."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        address = ipaddress.IPv6Address(text.strip())
+    except ValueError:
+        raise AddressError(f"{text!r} is not an IPv6 address") from None
+    problems = (
+        (address.is_unspecified, "the unspecified address"),
+        (address.is_loopback, "a loopback address"),
+        (address.is_multicast, "a multicast address"),
+        (address.is_link_local, f"a link-local address: it belongs to one link ({LINK_LOCAL_RULE})"),
+        (address.ipv4_mapped is not None, f"an IPv4-mapped address: write {address.ipv4_mapped} itself"),
+    )
+    problem = next((text for found, text in problems if found), "")
+    if problem:
+        raise AddressError(f"{address} cannot be registered: it is {problem}")
+    return str(address)
+
+
+def parse_host_ip(text: object) -> str:
+    """A host address of either family: IPv4 in dotted form, IPv6 compressed (parse_host_ipv4, parse_host_ipv6)."""
+    if not isinstance(text, str):
+        raise AddressError(f"{text!r} is not an IPv4 or IPv6 address")
+    if ":" in text:
+        return parse_host_ipv6(text)
+    try:
+        return parse_host_ipv4(text)
+    except AddressError as exc:
+        if str(exc).endswith("is not an IPv4 address"):
+            raise AddressError(f"{text!r} is not an IPv4 or IPv6 address") from None
+        raise
+
+
+def is_ipv6(address: str) -> bool:
+    """Whether a parsed address is IPv6 (only IPv6 text has colons)."""
+    return ":" in address
 
 
 def is_multicast_mac(mac: str) -> bool:

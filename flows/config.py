@@ -21,9 +21,11 @@ from flows.addresses import (
     AddressError,
     dedicated_mac,
     igmp_cluster_mac,
+    is_ipv6,
     is_locally_administered_mac,
     is_multicast_mac,
     multicast_cluster_mac,
+    parse_host_ip,
     parse_host_ipv4,
     parse_mac,
     parse_unicast_mac,
@@ -361,10 +363,15 @@ def _path(value: object, key: str, source: str) -> str:
 def cluster_from_data(data: object, key: str, source: str) -> Cluster:
     """One cluster's own fields; validate_registry() checks it against its members and other clusters."""
     fields = _fields(
-        data, key, source, required=("name", "cluster_ip"), optional=("cluster_mac", "mode", "arp", "members")
+        data,
+        key,
+        source,
+        required=("name", "cluster_ip"),
+        optional=("cluster_ips", "cluster_mac", "mode", "arp", "members"),
     )
     name = _name(fields["name"], _join(key, "name"), source)
-    cluster_ip = _address(parse_host_ipv4, fields["cluster_ip"], _join(key, "cluster_ip"), source)
+    cluster_ip = _address(parse_host_ip, fields["cluster_ip"], _join(key, "cluster_ip"), source)
+    cluster_ips = _addresses(fields.get("cluster_ips", []), _join(key, "cluster_ips"), source)
     mode_value = fields.get("mode", ClusterMode.UNICAST.value)
     if not isinstance(mode_value, str) or mode_value not in {mode.value for mode in ClusterMode}:
         raise ConfigError(
@@ -373,6 +380,12 @@ def cluster_from_data(data: object, key: str, source: str) -> Cluster:
     mode = ClusterMode(mode_value)
     if "cluster_mac" in fields:
         cluster_mac = _cluster_mac(fields["cluster_mac"], mode, _join(key, "cluster_mac"), source)
+    elif is_ipv6(cluster_ip):
+        raise ConfigError(
+            source,
+            _join(key, "cluster_mac"),
+            f"required with an IPv6 cluster_ip ({cluster_ip}): NLB derives the cluster MAC from an IPv4 address",
+        )
     else:
         cluster_mac = DEFAULT_CLUSTER_MAC[mode](cluster_ip)
     arp = fields.get("arp", ArpMode.SWITCH.value)
@@ -384,7 +397,13 @@ def cluster_from_data(data: object, key: str, source: str) -> Cluster:
         member_from_data(item, f"{members_key}[{index}]", source, mode) for index, item in enumerate(members_data)
     )
     return Cluster(
-        name=name, cluster_ip=cluster_ip, cluster_mac=cluster_mac, arp=ArpMode(arp), mode=mode, members=members
+        name=name,
+        cluster_ip=cluster_ip,
+        cluster_mac=cluster_mac,
+        arp=ArpMode(arp),
+        mode=mode,
+        members=members,
+        cluster_ips=cluster_ips,
     )
 
 
@@ -394,8 +413,16 @@ def member_from_data(data: object, key: str, source: str, mode: ClusterMode = Cl
     `mac` is the member's dedicated MAC in unicast mode; in the multicast modes, where members keep their
     own NICs' MACs, it is that NIC MAC, and the member's probe answers must carry it (docs/trust.md).
     """
-    fields = _fields(data, key, source, required=("ip",), optional=("mac", "dpid", "port"))
+    fields = _fields(data, key, source, required=("ip",), optional=("ips", "mac", "dpid", "port"))
+    if isinstance(fields["ip"], str) and ":" in fields["ip"]:
+        raise ConfigError(
+            source,
+            _join(key, "ip"),
+            f"{fields['ip']!r}: a member's primary ip is IPv4 (nlbflow locates members by ARP probes for it);"
+            " give its IPv6 addresses in ips",
+        )
     ip = _address(parse_host_ipv4, fields["ip"], _join(key, "ip"), source)
+    ips = _addresses(fields.get("ips", []), _join(key, "ips"), source)
     given = _address(parse_unicast_mac, fields["mac"], _join(key, "mac"), source) if "mac" in fields else None
     mac = given if given is not None and mode == ClusterMode.UNICAST else dedicated_mac(ip)
     own_mac = given if mode != ClusterMode.UNICAST else None
@@ -404,7 +431,14 @@ def member_from_data(data: object, key: str, source: str, mode: ClusterMode = Cl
         raise ConfigError(source, _join(key, given), f"given without {missing}: pin a member with both or neither")
     dpid = _dpid(fields["dpid"], _join(key, "dpid"), source) if "dpid" in fields else None
     port = _port(fields["port"], _join(key, "port"), source) if "port" in fields else None
-    return Member(ip=ip, dedicated_mac=mac, dpid=dpid, port=port, own_mac=own_mac)
+    return Member(ip=ip, dedicated_mac=mac, dpid=dpid, port=port, own_mac=own_mac, ips=ips)
+
+
+def _addresses(value: object, key: str, source: str) -> tuple[str, ...]:
+    """A list of more addresses (cluster_ips, a member's ips), IPv4 or IPv6; duplicates are validate_registry's."""
+    return tuple(
+        _address(parse_host_ip, item, f"{key}[{index}]", source) for index, item in enumerate(_list(value, key, source))
+    )
 
 
 def validate_registry(registry: Registry, source: str) -> None:
@@ -432,6 +466,8 @@ def validate_registry(registry: Registry, source: str) -> None:
         )
         owner = f"cluster {cluster.name!r}"
         _claim(ips, cluster.cluster_ip, f"the cluster IP of {owner}", cluster.cluster_ip, source, f"{key}.cluster_ip")
+        for vip_index, vip in enumerate(cluster.cluster_ips):
+            _claim(ips, vip, f"a cluster IP of {owner}", vip, source, f"{key}.cluster_ips[{vip_index}]")
         _claim(
             macs, cluster.cluster_mac, f"the cluster MAC of {owner}", cluster.cluster_mac, source, f"{key}.cluster_mac"
         )
@@ -441,6 +477,9 @@ def validate_registry(registry: Registry, source: str) -> None:
             key = f"clusters[{index}].members[{member_index}]"
             owner = f"member {member.ip} of cluster {cluster.name!r}"
             _claim(ips, member.ip, f"the IP of a member of cluster {cluster.name!r}", member.ip, source, f"{key}.ip")
+            for address_index, address in enumerate(member.ips):
+                what = f"an address of {owner}"
+                _claim(ips, address, what, address, source, f"{key}.ips[{address_index}]")
             _claim(
                 member_ids,
                 cookies.member_id(member.ip),

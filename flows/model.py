@@ -36,10 +36,16 @@ class Member:
     dpid: int | None = None
     port: int | None = None
     own_mac: str | None = None
+    ips: tuple[str, ...] = ()  # more dedicated addresses, IPv4 or IPv6: one dedicated MAC answers for all
 
     @property
     def pinned(self) -> bool:
         return self.dpid is not None and self.port is not None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every dedicated address: the primary DIP (the member's key) first."""
+        return (self.ip, *self.ips)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,12 @@ class Cluster:
     arp: ArpMode = ArpMode.SWITCH
     mode: ClusterMode = ClusterMode.UNICAST
     members: tuple[Member, ...] = ()
+    cluster_ips: tuple[str, ...] = ()  # more VIPs, IPv4 or IPv6
+
+    @property
+    def vips(self) -> tuple[str, ...]:
+        """Every cluster address: the primary VIP first."""
+        return (self.cluster_ip, *self.cluster_ips)
 
     @property
     def unicast(self) -> bool:
@@ -59,7 +71,12 @@ class Cluster:
         return self.mode == ClusterMode.UNICAST
 
     def member_for_ip(self, ip: str) -> Member | None:
+        """The member whose primary DIP (its key) this is."""
         return self._members_by_ip.get(ip)
+
+    def member_for_address(self, address: str) -> Member | None:
+        """The member holding this dedicated address, primary or not."""
+        return self._members_by_address.get(address)
 
     def member_for_dedicated_mac(self, mac: str) -> Member | None:
         return self._members_by_dedicated_mac.get(mac)
@@ -71,6 +88,14 @@ class Cluster:
         for member in self.members:
             by_ip.setdefault(member.ip, member)
         return by_ip
+
+    @cached_property
+    def _members_by_address(self) -> dict[str, Member]:
+        by_address: dict[str, Member] = {}
+        for member in self.members:
+            for address in member.addresses:
+                by_address.setdefault(address, member)
+        return by_address
 
     @cached_property
     def _members_by_dedicated_mac(self) -> dict[str, Member]:
@@ -97,8 +122,12 @@ class Registry:
         return self._clusters_by_name.get(name)
 
     def clusters_with_member_ip(self, ip: str) -> tuple[Cluster, ...]:
-        """Clusters with a member of this IP, in registry order (one, in a valid registry)."""
+        """Clusters with a member of this primary IP, in registry order (one, in a valid registry)."""
         return self._clusters_by_member_ip.get(ip, ())
+
+    def clusters_with_member_address(self, address: str) -> tuple[Cluster, ...]:
+        """Clusters with a member holding this dedicated address, primary or not (one, in a valid registry)."""
+        return self._clusters_by_member_address.get(address, ())
 
     def clusters_with_dedicated_mac(self, mac: str) -> tuple[Cluster, ...]:
         """Clusters with a member of this dedicated MAC, in registry order (one, in a valid registry)."""
@@ -131,6 +160,14 @@ class Registry:
             for ip in cluster._members_by_ip:
                 by_ip[ip] = (*by_ip.get(ip, ()), cluster)
         return by_ip
+
+    @cached_property
+    def _clusters_by_member_address(self) -> dict[str, tuple[Cluster, ...]]:
+        by_address: dict[str, tuple[Cluster, ...]] = {}
+        for cluster in self.clusters:
+            for address in cluster._members_by_address:
+                by_address[address] = (*by_address.get(address, ()), cluster)
+        return by_address
 
     @cached_property
     def _clusters_by_dedicated_mac(self) -> dict[str, tuple[Cluster, ...]]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from flows.model import Cluster, Registry
 from flows.state import cluster_data
 
-CLUSTER_FIELDS = ("cluster_ip", "cluster_mac", "mode", "arp")
-MEMBER_FIELDS = ("mac", "dpid", "port")  # absent from an entry: None (no NIC MAC given, not pinned)
+CLUSTER_FIELDS = ("cluster_ip", "cluster_ips", "cluster_mac", "mode", "arp")
+MEMBER_FIELDS = ("ips", "mac", "dpid", "port")  # absent from an entry: None (no more addresses, no NIC MAC, not pinned)
 
 
 @dataclass(frozen=True)

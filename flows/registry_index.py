@@ -28,8 +28,10 @@ class Owner(NamedTuple):
         return {
             "probe": "reserved for the app's own ARP probes",
             "cluster_ip": f"the cluster IP of cluster {self.cluster!r}",
+            "vip": f"a cluster IP of cluster {self.cluster!r}",
             "cluster_mac": f"the cluster MAC of cluster {self.cluster!r}",
             "member_ip": f"the IP of a member of cluster {self.cluster!r}",
+            "member_address": f"an address of {member}",
             "dedicated_mac": f"the dedicated MAC of {member}",
             "nic_mac": f"the NIC MAC of {member}",
             "location": f"where {member} is attached",
@@ -99,6 +101,8 @@ class RegistryIndex:
         self.names.add(cluster.name)
         self.cluster_ids[cookies.cluster_id(cluster.name)] = cluster.name
         self.ips[cluster.cluster_ip] = Owner("cluster_ip", cluster.name)
+        for vip in cluster.cluster_ips:
+            self.ips[vip] = Owner("vip", cluster.name)
         self.macs[cluster.cluster_mac] = Owner("cluster_mac", cluster.name)
         self.member_ids[cluster.name] = {}
         for member in cluster.members:
@@ -109,12 +113,15 @@ class RegistryIndex:
             self.release_member(cluster.name, member)
         self.names.discard(cluster.name)
         del self.cluster_ids[cookies.cluster_id(cluster.name)]
-        del self.ips[cluster.cluster_ip]
+        for vip in cluster.vips:
+            del self.ips[vip]
         del self.macs[cluster.cluster_mac]
         del self.member_ids[cluster.name]
 
     def claim_member(self, cluster: str, member: Member) -> None:
         self.ips[member.ip] = Owner("member_ip", cluster, member.ip)
+        for address in member.ips:
+            self.ips[address] = Owner("member_address", cluster, member.ip)
         self.member_ids[cluster][cookies.member_id(member.ip)] = member.ip
         self.macs[member.dedicated_mac] = Owner("dedicated_mac", cluster, member.ip)
         if member.own_mac is not None:
@@ -123,7 +130,8 @@ class RegistryIndex:
             self.locations[member.dpid, member.port] = Owner("location", cluster, member.ip)
 
     def release_member(self, cluster: str, member: Member) -> None:
-        del self.ips[member.ip]
+        for address in member.addresses:
+            del self.ips[address]
         del self.member_ids[cluster][cookies.member_id(member.ip)]
         del self.macs[member.dedicated_mac]
         if member.own_mac is not None:
@@ -153,15 +161,20 @@ def check_cluster(index: RegistryIndex, cluster: Cluster, replacing: str = "") -
             f"the flow-cookie id 0x{cluster_id:04x} of {cluster.name!r} is already the cookie id of cluster {held!r}"
             "; rename one of the clusters",
         )
-    owner = index.ip_owner(cluster.cluster_ip, replacing)
-    if owner is not None:
-        held_by = f"member {owner.member} of cluster {owner.cluster!r}" if owner.member else owner.describe()
-        raise Conflict("cluster_ip", f"{cluster.cluster_ip} is already {held_by}")
+    for field_name, vip in _vip_fields(cluster):
+        owner = index.ip_owner(vip, replacing)
+        if owner is not None:
+            held_by = f"member {owner.member} of cluster {owner.cluster!r}" if owner.member else owner.describe()
+            raise Conflict(field_name, f"{vip} is already {held_by}")
     owner = index.mac_owner(cluster.cluster_mac, replacing)
     if owner is not None:
         held_by = f"the dedicated MAC of member {owner.member}" if owner.kind == "dedicated_mac" else owner.describe()
         raise Conflict("cluster_mac", f"{cluster.cluster_mac} is already {held_by}")
     own = RegistryIndex()
+    for field_name, vip in _vip_fields(cluster):
+        if vip in own.ips:
+            raise Conflict(field_name, f"{vip} is already {own.ips[vip].describe()}")
+        own.ips[vip] = Owner("cluster_ip" if field_name == "cluster_ip" else "vip", cluster.name)
     own.claim_cluster(replace(cluster, members=()))
     for position, member in enumerate(cluster.members):
         try:
@@ -170,6 +183,13 @@ def check_cluster(index: RegistryIndex, cluster: Cluster, replacing: str = "") -
         except Conflict as conflict:
             raise Conflict(f"members[{position}].{conflict.field}", conflict.message) from None
         own.claim_member(cluster.name, member)
+
+
+def _vip_fields(cluster: Cluster) -> list[tuple[str, str]]:
+    """Each of the cluster's addresses with the entry's field that holds it."""
+    return [("cluster_ip", cluster.cluster_ip)] + [
+        (f"cluster_ips[{position}]", vip) for position, vip in enumerate(cluster.cluster_ips)
+    ]
 
 
 def check_member(index: RegistryIndex, cluster: str, member: Member, replacing: str = "", keep: str = "") -> None:
@@ -190,6 +210,14 @@ def check_member(index: RegistryIndex, cluster: str, member: Member, replacing: 
                 f"the flow-cookie id 0x{cookies.member_id(member.ip):04x} of {member.ip} is already {held}"
                 "; their flows could not be told apart: give the member another dedicated IP",
             )
+    seen: set[str] = set()
+    for position, address in enumerate(member.ips):
+        owner = _other(index.ips.get(address), replacing, keep)
+        if address == member.ip or address in seen:
+            owner = Owner("member_address" if address != member.ip else "member_ip", cluster, member.ip)
+        if owner is not None:
+            raise Conflict(f"ips[{position}]", f"{address} is already {owner.describe()}")
+        seen.add(address)
     owner = index.mac_owner(member.dedicated_mac, replacing, keep)
     if owner is not None:
         raise Conflict("mac", f"{member.dedicated_mac} is already {owner.describe()}")

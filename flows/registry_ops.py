@@ -17,9 +17,9 @@ from flows.registry_diff import RegistryDiff, diff_clusters, diff_registries
 from flows.registry_index import Conflict, RegistryIndex, check_cluster, check_member
 
 SOURCE = "request"
-CLUSTER_FIELDS = ("name", "cluster_ip", "cluster_mac", "mode", "arp")
-MEMBER_FIELDS = ("ip", "mac", "dpid", "port")
-MEMBER_PATCH_FIELDS = ("mac", "dpid", "port")
+CLUSTER_FIELDS = ("name", "cluster_ip", "cluster_ips", "cluster_mac", "mode", "arp")
+MEMBER_FIELDS = ("ip", "ips", "mac", "dpid", "port")
+MEMBER_PATCH_FIELDS = ("ips", "mac", "dpid", "port")
 UNPIN_FIELDS = ("dpid", "port")  # null in a PATCH: the member is no longer pinned
 
 
@@ -147,7 +147,7 @@ def update_member(registry: Registry, name: str, ip: str, data: object) -> tuple
     nulls = sorted(key for key, value in data.items() if value is None and key not in UNPIN_FIELDS)
     if nulls:
         raise RegistryError(400, f"{nulls[0]}: null is not allowed; only dpid and port may be null (to unpin)")
-    merged: dict = {"ip": member.ip, "mac": cluster.entry_mac(member)}
+    merged: dict = {"ip": member.ip, "ips": list(member.ips), "mac": cluster.entry_mac(member)}
     if member.pinned:
         merged.update(dpid=member.dpid, port=member.port)
     merged.update(data)

@@ -46,7 +46,7 @@ def startup_registry(configured: Registry, saved: Registry | None) -> tuple[Regi
 
 def member_data(member: Member, cluster: Cluster) -> dict:
     mac = cluster.entry_mac(member)
-    data: dict = {"ip": member.ip, **({"mac": mac} if mac else {})}
+    data: dict = {"ip": member.ip, **({"ips": list(member.ips)} if member.ips else {}), **({"mac": mac} if mac else {})}
     if member.pinned:
         data.update(dpid=member.dpid, port=member.port)
     return data
@@ -56,6 +56,7 @@ def cluster_data(cluster: Cluster) -> dict:
     return {
         "name": cluster.name,
         "cluster_ip": cluster.cluster_ip,
+        **({"cluster_ips": list(cluster.cluster_ips)} if cluster.cluster_ips else {}),
         "cluster_mac": cluster.cluster_mac,
         "mode": cluster.mode.value,
         "arp": cluster.arp.value,

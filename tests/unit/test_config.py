@@ -154,7 +154,7 @@ def test_rejects_empty_non_string_and_malformed_names(name, problem):
 @pytest.mark.parametrize(
     ("fields", "key", "problem"),
     [
-        ("cluster_ip: 10.0.0.300", "cluster_ip", "'10.0.0.300' is not an IPv4 address"),
+        ("cluster_ip: 10.0.0.300", "cluster_ip", "'10.0.0.300' is not an IPv4 or IPv6 address"),
         ("cluster_ip: 0.0.0.0", "cluster_ip", "0.0.0.0 cannot be a host address"),
         ("cluster_ip: 0.1.2.3", "cluster_ip", "0.1.2.3 cannot be a host address (0.0.0.0/8 is 'this network'"),
         (VIP + "members: [{ip: 0.0.0.1}]", "members[0].ip", "0.0.0.1 cannot be a host address (0.0.0.0/8"),
@@ -848,3 +848,128 @@ def test_the_example_configs_commented_switches_are_valid_once_uncommented():
         (2, "hv2", ("patch-core",)),
     ]
     assert len(config.registry.clusters) == 3
+
+
+def test_more_cluster_and_member_addresses_of_either_family_are_read_in_canonical_form():
+    config = parse(
+        """
+        clusters:
+          - name: web
+            cluster_ip: 10.0.0.100
+            cluster_ips: [FD00:10:0::100, 10.0.0.101]
+            members:
+              - {ip: 10.0.0.11, ips: ["fd00:10::11", 10.0.1.11]}
+              - {ip: 10.0.0.12}
+        """
+    )
+    cluster = config.registry.clusters[0]
+    assert cluster.vips == ("10.0.0.100", "fd00:10::100", "10.0.0.101")
+    first, second = cluster.members
+    assert first.addresses == ("10.0.0.11", "fd00:10::11", "10.0.1.11")
+    assert second.ips == ()
+    assert first.dedicated_mac == "02:de:0a:00:00:0b"  # one dedicated MAC, whichever address resolves it
+    assert cluster.member_for_address("fd00:10::11") is first
+    assert cluster.member_for_address("10.0.1.11") is first
+    assert cluster.member_for_ip("fd00:10::11") is None  # the primary DIP alone is the member's key
+    assert config.registry.clusters_with_member_address("fd00:10::11") == (cluster,)
+
+
+def test_an_ipv6_primary_cluster_ip_needs_its_cluster_mac():
+    refused = rejection("clusters: [{name: web, cluster_ip: 'fd00:10::100'}]")
+    assert refused.key == "clusters[0].cluster_mac"
+    assert "required with an IPv6 cluster_ip (fd00:10::100)" in refused.problem
+    config = parse("clusters: [{name: web, cluster_ip: 'fd00:10::100', cluster_mac: '02:bf:00:00:01:00'}]")
+    assert config.registry.clusters[0].cluster_ip == "fd00:10::100"
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "problem"),
+    [
+        pytest.param(
+            VIP + "members: [{ip: 'fd00:10::11'}]",
+            "members[0].ip",
+            "a member's primary ip is IPv4 (nlbflow locates members by ARP probes for it); give its IPv6 addresses"
+            " in ips",
+            id="ipv6-primary-member-ip",
+        ),
+        pytest.param(
+            VIP + "members: [{ip: 10.0.0.11, ips: ['fe80::11']}]",
+            "members[0].ips[0]",
+            "fe80::11 cannot be registered: it is a link-local address",
+            id="link-local-member-address",
+        ),
+        pytest.param(
+            VIP + "cluster_ips: ['ff02::1']",
+            "cluster_ips[0]",
+            "ff02::1 cannot be registered: it is a multicast address",
+            id="multicast-vip",
+        ),
+        pytest.param(VIP + "cluster_ips: ['::']", "cluster_ips[0]", "it is the unspecified address", id="unspecified"),
+        pytest.param(VIP + "cluster_ips: ['::1']", "cluster_ips[0]", "it is a loopback address", id="loopback"),
+        pytest.param(
+            VIP + "cluster_ips: ['::ffff:10.0.0.101']",
+            "cluster_ips[0]",
+            "it is an IPv4-mapped address: write 10.0.0.101 itself",
+            id="ipv4-mapped",
+        ),
+        pytest.param(VIP + "cluster_ips: [224.0.0.1]", "cluster_ips[0]", "cannot be a host address", id="v4-multicast"),
+        pytest.param(VIP + "cluster_ips: ['fd00::1::2']", "cluster_ips[0]", "is not an IPv6 address", id="malformed"),
+        pytest.param(VIP + "cluster_ips: fd00::1", "cluster_ips", "expected a list", id="not-a-list"),
+        pytest.param(
+            VIP + "members: [{ip: 10.0.0.11, ips: [7]}]", "members[0].ips[0]", "7 is not an IPv4 or IPv6", id="number"
+        ),
+    ],
+)
+def test_more_addresses_are_refused_where_they_cannot_work(fields, key, problem):
+    refused = rejection(f"clusters: [{{name: web, {fields}}}]")
+    assert refused.key == f"clusters[0].{key}"
+    assert problem in refused.problem
+
+
+@pytest.mark.parametrize(
+    ("clusters", "key", "problem"),
+    [
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, cluster_ips: ['fd00::100', 'fd00:0::100']}]",
+            "clusters[0].cluster_ips[1]",
+            "fd00::100 is already a cluster IP of cluster 'web'",
+            id="vip-twice",
+        ),
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, cluster_ips: ['fd00::11'],"
+            " members: [{ip: 10.0.0.11, ips: ['fd00::11']}]}]",
+            "clusters[0].members[0].ips[0]",
+            "fd00::11 is already a cluster IP of cluster 'web'",
+            id="vip-as-member-address",
+        ),
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, ips: ['10.0.0.100']}]}]",
+            "clusters[0].members[0].ips[0]",
+            "10.0.0.100 is already the cluster IP of cluster 'web'",
+            id="primary-vip-as-member-address",
+        ),
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, ips: ['fd00::11']},"
+            " {ip: 10.0.0.12, ips: ['fd00::11']}]}]",
+            "clusters[0].members[1].ips[0]",
+            "fd00::11 is already an address of member 10.0.0.11 of cluster 'web'",
+            id="two-members",
+        ),
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11, ips: ['10.0.0.11']}]}]",
+            "clusters[0].members[0].ips[0]",
+            "10.0.0.11 is already the IP of a member of cluster 'web'",
+            id="own-primary",
+        ),
+        pytest.param(
+            "[{name: web, cluster_ip: 10.0.0.100, members: [{ip: 10.0.0.11}]},"
+            " {name: api, cluster_ip: 10.0.0.200, cluster_ips: ['10.0.0.11']}]",
+            "clusters[0].members[0].ip",  # cluster addresses are claimed first, wherever the cluster is listed
+            "10.0.0.11 is already a cluster IP of cluster 'api'",
+            id="vip-of-another-cluster-is-a-member-address",
+        ),
+    ],
+)
+def test_no_address_is_registered_twice_anywhere(clusters, key, problem):
+    refused = rejection(f"clusters: {clusters}")
+    assert (refused.key, refused.problem) == (key, problem)

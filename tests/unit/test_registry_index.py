@@ -22,6 +22,8 @@ from flows.registry_ops import RegistryError
 
 NAMES = ["web", "api", "c51", "c355"]  # c51 and c355: the same cookie cluster id
 IPS = ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.1.0.11", "10.0.0.100", "10.0.0.101"]  # 10.1.0.11: cookie id of .11
+EXTRA = ["fd00::11", "fd00::12", "fd00::100", "10.0.0.12", "10.0.0.101"]  # more addresses: IPv6, and IPv4 ones
+# that the primary pools hold too, so extra addresses clash with primaries, VIPs and each other
 MACS = ["02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:de:0a:00:00:0b", "02:bf:0a:00:00:64", "0e:4e:4c:00:00:01"]
 
 
@@ -36,6 +38,8 @@ def valid(registry: Registry) -> bool:
 def member_body(rng: random.Random) -> dict:
     body: dict = {"ip": rng.choice(IPS)}
     if rng.random() < 0.4:
+        body["ips"] = rng.sample(EXTRA, rng.randint(1, 2))
+    if rng.random() < 0.4:
         body["mac"] = rng.choice(MACS)
     if rng.random() < 0.4:
         body.update(dpid=rng.randint(1, 2), port=rng.randint(1, 2))
@@ -44,6 +48,8 @@ def member_body(rng: random.Random) -> dict:
 
 def cluster_body(rng: random.Random, name: str, members: int = 0) -> dict:
     body: dict = {"name": name, "cluster_ip": rng.choice(IPS)}
+    if rng.random() < 0.3:
+        body["cluster_ips"] = rng.sample(EXTRA, rng.randint(1, 2))
     if rng.random() < 0.3:
         body["mode"] = "multicast"
     elif rng.random() < 0.3:
@@ -88,6 +94,7 @@ def step(rng: random.Random, registry: Registry):
         return (lambda r: registry_ops.remove_member(r, cluster.name, member.ip)), _with(registry, updated)
     patch = {key: value for key, value in member_body(rng).items() if key != "ip"} or {"dpid": None, "port": None}
     merged = {"ip": member.ip, **({"mac": cluster.entry_mac(member)} if cluster.entry_mac(member) else {})}
+    merged.update({"ips": list(member.ips)} if member.ips else {})
     merged.update({"dpid": member.dpid, "port": member.port} if member.pinned else {})
     merged = {k: v for k, v in {**merged, **patch}.items() if v is not None}
     changed = _built(lambda: member_from_data(merged, "", "t", cluster.mode))

@@ -341,7 +341,7 @@ REFUSALS = [
         {"name": "x", "cluster_ip": "10.0.0.300"},
         None,
         400,
-        "cluster_ip: '10.0.0.300' is not an IPv4 address",
+        "cluster_ip: '10.0.0.300' is not an IPv4 or IPv6 address",
         id="bad-ip",
     ),
     pytest.param(
