@@ -8,13 +8,17 @@ location it learned.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import TYPE_CHECKING, Union
 
 from flows.addresses import BROADCAST_MAC, PROBE_MAC, ZERO_IP, ZERO_MAC, is_multicast_mac
 from flows.flowspec import NORMAL_PORT, MemberPorts
 from flows.model import ArpMode, Cluster, Member, Registry
+
+if TYPE_CHECKING:
+    from flows.nd import NdFrame
 
 ARP_REQUEST = 1
 ARP_REPLY = 2
@@ -33,12 +37,15 @@ class ArpFrame:
     tpa: str
 
 
+Frame = Union[ArpFrame, "NdFrame"]  # what the app sends: ARP, or Neighbor Discovery (flows/nd.py)
+
+
 @dataclass(frozen=True)
 class FrameOut:
     """A frame to send out of a port: of the switch the event came from (dpid None), or of another one."""
 
     port: int
-    frame: ArpFrame
+    frame: Frame
     dpid: int | None = None
     in_port: int | None = None  # the packet-out's in_port (None: CONTROLLER); NORMAL never sends back there
 
@@ -100,10 +107,16 @@ def proxy_reply(cluster: Cluster, target: Member, request: ArpFrame) -> ArpFrame
         eth_dst=cluster.cluster_mac,
         op=ARP_REPLY,
         sha=target.dedicated_mac,
-        spa=target.ip,
+        spa=request.tpa,  # the address asked for: the primary DIP or another of the peer's
         tha=cluster.cluster_mac,
         tpa=request.spa,
     )
+
+
+def address_owner(registry: Registry, address: str) -> tuple[str, str] | None:
+    """The member (cluster name, primary ip) holding a dedicated address, in whichever cluster."""
+    owners = registry.clusters_with_member_address(address)
+    return (owners[0].name, owners[0].member_for_address(address).ip) if owners else None
 
 
 def for_peer(frame: ArpFrame, sender: Member, cluster: Cluster) -> ArpFrame:
@@ -127,7 +140,7 @@ def decide_arp(
     uplinks: Collection[int] = (),
     elsewhere: FabricPorts = NO_OTHER_SWITCH,
 ) -> ArpDecision:
-    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see _spread().
+    """Handle one ARP punted by the switch (its arp_sha is a cluster MAC); normal_delivery: see spread().
 
     A frame claiming a member's DIP with another cluster's MAC, or a pinned member's from another port, is
     a spoof. A sender that is no member (the VIP or an unknown IP as arp_spa, from a port where no member
@@ -145,13 +158,13 @@ def decide_arp(
     if cluster is None:
         return ArpDecision(Verdict.NOT_A_CLUSTER)
 
-    sender = cluster.member_for_ip(frame.spa)
+    sender = cluster.member_for_address(frame.spa)
     claimed = ((cluster.name, sender.ip), in_port) if sender is not None else None
     ports: MemberPorts = member_ports
     if sender is None:
-        owners = registry.clusters_with_member_ip(frame.spa)
-        if owners:  # another cluster's MAC with this member's DIP: its peers would cache it
-            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
+        owner = address_owner(registry, frame.spa)
+        if owner is not None:  # another cluster's MAC with this member's DIP: its peers would cache it
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
     if sender is not None and sender.pinned and ports.get((cluster.name, sender.ip)) != in_port:
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
     if sender is not None:  # the sender is where its frame came from; looked up, never copied: O(1)
@@ -159,12 +172,12 @@ def decide_arp(
     if sender is None:  # a DAD probe (0.0.0.0) or the VIP as sender IP: recognise the sender by its port
         sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
 
-    target = cluster.member_for_ip(frame.tpa)
+    target = cluster.member_for_address(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
     edge = Edge(switch_ports, uplinks, in_port)
     if target is None or is_own or sender is None:
-        spread = _spread(frame, sender, cluster, ports, edge, normal_delivery)
-        return ArpDecision(Verdict.FORWARDED, spread, claimed)
+        outputs = spread(frame, sender, cluster, ports, edge, normal_delivery)
+        return ArpDecision(Verdict.FORWARDED, outputs, claimed)
 
     key = (cluster.name, target.ip)
     target_port = ports.get(key)
@@ -174,7 +187,7 @@ def decide_arp(
     if frame.op == ARP_REPLY:
         revised = FrameOut(target_port, revised_reply(frame, sender, cluster), dpid)
         return ArpDecision(Verdict.REVISED, (revised,), claimed)
-    if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa == sender.ip:
+    if cluster.arp == ArpMode.RELAY and sender is not None and frame.spa in sender.addresses:
         # with the VIP as sender IP the target would drop the request (its own address): answer instead
         relayed = FrameOut(target_port, for_peer(frame, sender, cluster), dpid)
         return ArpDecision(Verdict.RELAYED, (relayed,), claimed)
@@ -216,15 +229,15 @@ def _from_uplink(
     cluster = registry.cluster_for_mac(frame.sha)
     if cluster is None:
         return ArpDecision(Verdict.NOT_A_CLUSTER)
-    sender = cluster.member_for_ip(frame.spa)
+    sender = cluster.member_for_address(frame.spa)
     if sender is None:
-        owners = registry.clusters_with_member_ip(frame.spa)
-        if owners:
-            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((owners[0].name, frame.spa), in_port))
+        owner = address_owner(registry, frame.spa)
+        if owner is not None:
+            return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
     elif (cluster.name, sender.ip) in member_ports:  # it is here, on an edge port: it never comes by an uplink
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((cluster.name, sender.ip), in_port))
     edge = Edge(switch_ports, uplinks, in_port)
-    return ArpDecision(Verdict.FORWARDED, _spread(frame, sender, cluster, member_ports, edge, normal_delivery))
+    return ArpDecision(Verdict.FORWARDED, spread(frame, sender, cluster, member_ports, edge, normal_delivery))
 
 
 def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecision:
@@ -244,15 +257,17 @@ def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecis
     return ArpDecision(Verdict.LOCATED)
 
 
-def _spread(
-    frame: ArpFrame,
+def spread(
+    frame: Frame,
     sender: Member | None,
     cluster: Cluster,
     ports: MemberPorts,
     edge: Edge,
     normal_delivery: bool,
+    to_peer: Callable[[Frame, Member, Cluster], Frame] = for_peer,
 ) -> tuple[FrameOut, ...]:
-    """Invariant 1: outsiders get the frame unchanged, peers get it with the sender's dedicated MAC.
+    """Invariant 1: outsiders get the frame unchanged, peers get it with the sender's dedicated MAC (to_peer
+    rewrites it: for_peer here, flows/nd.py's for_peer for Neighbor Discovery).
 
     A frame addressed to one peer (its dedicated MAC) goes to that peer only; a frame addressed to
     the cluster MAC goes to the peers only; a broadcast goes to outsiders and peers. A frame addressed
@@ -295,9 +310,9 @@ def _spread(
         if member == sender or port is None or port == edge.in_port:
             continue
         if broadcast or frame.eth_dst == cluster.cluster_mac or member == addressed_peer:
-            outputs.append(FrameOut(port, for_peer(frame, sender, cluster)))
+            outputs.append(FrameOut(port, to_peer(frame, sender, cluster)))
     return tuple(outputs)
 
 
-def _to_ports(frame: ArpFrame, ports: Collection[int]) -> tuple[FrameOut, ...]:
+def _to_ports(frame: Frame, ports: Collection[int]) -> tuple[FrameOut, ...]:
     return tuple(FrameOut(port, frame) for port in sorted(ports))

@@ -16,6 +16,7 @@ from flows.session import Refusal, refusal_view
 CLAIMS = {
     Purpose.NORMAL_FALLBACK: "invariant 6 (other traffic switched as before)",
     Purpose.ARP_PUNT: "1-19 (discovery: the member's ARP reaches the controller)",
+    Purpose.ND_PUNT: "1-19 (discovery, IPv6: the member's Neighbor Discovery reaches the controller)",
     Purpose.MEMBER_DELIVERY: "54-58 (dedicated MAC -> cluster MAC, on the member's port)",
     Purpose.CLUSTER_DELIVERY: "invariant 4 (cluster traffic to every member, no other port)",
     Purpose.SOURCE_MASKING: "55 (the member's source masked to its dedicated MAC, as NLB's MaskSourceMAC)",

@@ -7,6 +7,7 @@ so audit and cleanup never touch another application's flows.
     bits 47-32  cluster id  (0 = not tied to a cluster)
     bits 31-16  member id   (0 = not tied to a member); in a PUNT_PORT flow, the port it meters
     bits 15-8   purpose
+    bits 7-0    0; in an ND_PUNT flow, the ICMPv6 type it punts
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Purpose(IntEnum):
     ARP_ANSWER = 12  # switch mode: a request for a peer's DIP answered inside the switch (claims 1-5)
     ARP_SPREAD = 13  # switch mode: a member's ARP to outsiders unchanged, to peers with its DM (invariant 1)
     ARP_FLOOD = 14  # switch mode: a member's ARP unchanged to every edge port but those of its cluster
+    ND_PUNT = 15  # a member's Neighbor Discovery (its link-layer address or source = cluster MAC) -> controller
 
 
 def cluster_id(cluster_name: str) -> int:

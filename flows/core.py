@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from flows.arp import ArpDecision, ArpFrame, FrameOut, Verdict, decide_arp, probe_outputs
+from flows.arp import ArpDecision, Frame, FrameOut, Verdict, decide_arp, probe_outputs
 from flows.audit import Owners
 from flows.cookies import Purpose, cluster_id, decode_cookie
 from flows.fabric import Resolved, resolve_uplinks, uplink_ports
@@ -43,6 +43,7 @@ from flows.locations import (
     SwitchLocations,
 )
 from flows.model import Cluster, Config, Fabric, Member, Registry
+from flows.nd import NdFrame, decide_nd
 from flows.responder import flood_flows, uses_switch_mode
 
 COUNTERS = ("moves", "moves_refused")  # kept by flows/locations.py beside the verdicts
@@ -98,8 +99,8 @@ class SwitchState:
     names: dict[int, str] = field(default_factory=dict)  # port -> its name in OVS
     resolved: Resolved = ()  # each configured uplink and the port it names now
     uplinks: frozenset[int] = frozenset()  # the ports of the switch that are uplinks
-    emitted: dict[ArpFrame, float] = field(default_factory=dict)  # frames sent out of uplinks lately -> when
-    passed: dict[ArpFrame, tuple[float, int]] = field(default_factory=dict)  # passed on from an uplink -> (when,
+    emitted: dict[Frame, float] = field(default_factory=dict)  # frames sent out of uplinks lately -> when
+    passed: dict[Frame, tuple[float, int]] = field(default_factory=dict)  # passed on from an uplink -> (when,
     # the uplink it came in on)
     loop_warned: float = float("-inf")
     counted: dict[FlowSpec, int] = field(default_factory=dict)  # n_packets of the flows counters_read() watches
@@ -511,9 +512,10 @@ class NlbCore:
         touched |= state.holding.get(port, set())
         return self._work(dpid, touched, notes=notes, punt_ports=(port,))
 
-    def packet_in(self, dpid: int, in_port: int, frame: ArpFrame, now: float) -> tuple[ArpDecision, Work]:
-        """One punted ARP: decide, judge where it says its sender is (flows/locations.py), and say what to
-        send. A frame whose claim is not believed is not acted on: it is dropped."""
+    def packet_in(self, dpid: int, in_port: int, frame: Frame, now: float) -> tuple[ArpDecision, Work]:
+        """One punted ARP or ND message: decide (flows/arp.py, flows/nd.py), judge where it says its sender is
+        (flows/locations.py), and say what to send. A frame whose claim is not believed is not acted on: it is
+        dropped."""
         state = self.switches.get(dpid)
         switch_ports = state.live_ports if state else {in_port}
         uplinks = state.uplinks if state else frozenset()
@@ -523,7 +525,8 @@ class NlbCore:
         self._note_stranger(dpid, in_port, frame)
         normal = self.settings.normal_fallback
         elsewhere = RemotePorts(self, dpid)
-        decision = decide_arp(
+        decide = decide_nd if isinstance(frame, NdFrame) else decide_arp
+        decision = decide(
             self._registry, self.member_ports(dpid), switch_ports, in_port, frame, normal, uplinks, elsewhere
         )
         judgement = Judgement(Outcome.BELIEVED)
@@ -602,7 +605,7 @@ class NlbCore:
         return self._work(dpid, released, frames=tuple(frames), notes=tuple(notes))
 
     def _judge(
-        self, dpid: int, decision: ArpDecision, frame: ArpFrame, now: float, live_ports: set[int]
+        self, dpid: int, decision: ArpDecision, frame: Frame, now: float, live_ports: set[int]
     ) -> tuple[ArpDecision, Judgement]:
         """Whether to believe where the frame says its sender is; a disbelieved frame is not acted on."""
         key, port = decision.claimed
@@ -615,7 +618,7 @@ class NlbCore:
         if member.pinned:
             where.heard_pinned(key, now)
             return decision, Judgement(Outcome.BELIEVED)
-        how = How.PROBE if decision.verdict == Verdict.LOCATED else How.ARP
+        how = How.PROBE if decision.verdict == Verdict.LOCATED else How.ND if isinstance(frame, NdFrame) else How.ARP
         if key not in where.located:
             other = next(((d, self.where[d].located[key].port) for d in self.heard_on.get(key, ()) if d != dpid), None)
             if other is not None:
@@ -717,22 +720,24 @@ class NlbCore:
         self.counters["moves"] += 1
         return (Note(Level.INFO, f"member {ip} of cluster {name} moved from {old} to {new} ({why})"),)
 
-    def _remember(self, sent: dict, frames: Iterable[ArpFrame], value: object) -> None:
+    def _remember(self, sent: dict, frames: Iterable[Frame], value: object) -> None:
         """Remember what went out of uplinks, newest last, so that tick() forgets the oldest first."""
         for frame in frames:
             sent.pop(frame, None)
             sent[frame] = value
 
-    def _came_round(self, state: SwitchState, dpid: int, in_port: int, frame: ArpFrame, now: float) -> bool:
+    def _came_round(self, state: SwitchState, dpid: int, in_port: int, frame: Frame, now: float) -> bool:
         """Whether a member's frame entering by an uplink is one this switch sent out of an uplink itself a
         moment ago (LOOP_SECONDS): first, from the member's edge port here, while the member is still here;
         or passed on from another uplink, and now entering by another uplink than that one. Over a tree a
         frame enters a switch by one way only; a loop brings it in by both. A member that repeats a frame
         (keepalived sends its gratuitous ARPs back to back) repeats it by the same way."""
-        cluster = self._registry.cluster_for_mac(frame.sha)
-        if cluster is None or cluster.member_for_ip(frame.spa) is None:  # every member's VIP announcement is
-            return False  # the same frame: only a frame naming one member says there is a loop
-        still_here = (cluster.name, frame.spa) in self._placement(dpid).located  # else it moved and repeats
+        mac, ip = (frame.lla or frame.eth_src, frame.ip_src) if isinstance(frame, NdFrame) else (frame.sha, frame.spa)
+        cluster = self._registry.cluster_for_mac(mac)
+        member = cluster.member_for_address(ip) if cluster is not None else None
+        if member is None:  # every member's VIP announcement is the same frame: only a frame naming one member
+            return False  # says there is a loop
+        still_here = (cluster.name, member.ip) in self._placement(dpid).located  # else it moved and repeats
         if now - state.emitted.get(frame, float("-inf")) <= LOOP_SECONDS and still_here:
             return True
         passed_at, came_in = state.passed.get(frame, (float("-inf"), None))
@@ -753,7 +758,7 @@ class NlbCore:
         )
         return (Note(Level.WARNING, text),)
 
-    def _note_stranger(self, dpid: int, in_port: int, frame: ArpFrame) -> None:
+    def _note_stranger(self, dpid: int, in_port: int, frame: Frame) -> None:
         """A punted frame from a member's port with a source none of the members there sends."""
         placement = self._placement(dpid)
         keys = placement.by_port.get(in_port)

@@ -18,6 +18,8 @@ from flows.meters import TOTAL_METER_ID, port_meter_id
 from flows.model import Cluster, Registry, Settings
 
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
+IP_PROTO_ICMPV6 = 58
 OFPP_MAX = 0xFFFFFF00  # OpenFlow's reserved ports (LOCAL, CONTROLLER, ...) start here
 
 INGRESS_TABLE = 0  # source masking, then on to forwarding
@@ -26,6 +28,7 @@ PUNT_TABLE = 2  # what goes to the controller passes its ingress port's meter he
 PUNT_OUT_TABLE = 3  # then the total meter, then the controller
 
 PRIORITY_SOURCE_MASKING = 100
+PRIORITY_ROUTER_ND_PUNT = 150  # ingress table, above source masking: an RS or RA keeps the cluster MAC as source
 PRIORITY_INGRESS = 0
 PRIORITY_PROBE_ANSWER = 400
 PRIORITY_ARP_PUNT = 300
@@ -241,6 +244,33 @@ def arp_punt_flow(cluster_name: str, cluster_mac: str) -> FlowSpec:
     )
 
 
+ND_PUNT_MATCHES = (  # (table, the frame's field that holds a member's cluster MAC, ICMPv6 type)
+    (FORWARDING_TABLE, "ipv6_nd_sll", 135),  # NS: its source link-layer address option
+    (FORWARDING_TABLE, "ipv6_nd_tll", 136),  # NA: its target link-layer address option
+    (INGRESS_TABLE, "eth_src", 133),  # RS and RA: OpenFlow matches no option of theirs; a member sends them
+    (INGRESS_TABLE, "eth_src", 134),  # from the cluster MAC (Linux), taken before source masking rewrites it
+)
+
+
+@lru_cache(maxsize=MEMBER_FLOWS_CACHED)
+def nd_punt_flows(cluster_name: str, cluster_mac: str) -> tuple[FlowSpec, ...]:
+    """Neighbor Discovery as ARP (docs/ipv6.md): a member's NS carries the cluster MAC as source link-layer
+    address, its NA as target link-layer address; the controller handles all of it, as far as the punt
+    meters let it through. An NS without the option (DAD, from ::) matches none: it is switched as before."""
+    return tuple(
+        FlowSpec(
+            priority=PRIORITY_ARP_PUNT if table == FORWARDING_TABLE else PRIORITY_ROUTER_ND_PUNT,
+            cookie=make_cookie(Purpose.ND_PUNT, cluster_name) | icmp_type,
+            match=make_match(
+                eth_type=ETH_TYPE_IPV6, ip_proto=IP_PROTO_ICMPV6, icmpv6_type=icmp_type, **{field: cluster_mac}
+            ),
+            actions=(GotoTable(PUNT_TABLE),),
+            table_id=table,
+        )
+        for table, field, icmp_type in ND_PUNT_MATCHES
+    )
+
+
 def punt_port_flow(port: int) -> FlowSpec:
     """A port's punted frames pass its own meter: its storm spends its share and no other port's.
     A port without this flow (not yet known to the app) punts nothing: OpenFlow 1.3's table miss drops."""
@@ -342,6 +372,7 @@ def cluster_flows(
     located = [(member, port) for member, port in located if port is not None]
     if cluster.unicast:
         flows.append(arp_punt_flow(cluster.name, cluster.cluster_mac))
+        flows += nd_punt_flows(cluster.name, cluster.cluster_mac)
         for member, port in located:
             delivery = member_delivery_flow(cluster.name, cluster.cluster_mac, member.ip, member.dedicated_mac, port)
             flows.append(replace(delivery, actions=()) if port in down_ports else delivery)

@@ -34,6 +34,7 @@ class How(str, Enum):
     PINNED = "pinned"  # the registry says so
     PROBE = "probe"  # the member answered the app's probe there
     ARP = "arp"  # the member's own ARP arrived there
+    ND = "nd"  # the member's own Neighbor Discovery arrived there
     ADOPTED = "adopted"  # its delivery flow was in the switch when the controller started
 
 

@@ -19,11 +19,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Union
 
-from flows.addresses import is_multicast_mac
+from flows.addresses import ZERO_MAC, is_multicast_mac
 from flows.arp import ArpFrame
+from flows.arp import Frame as Punted
 from flows.core import NlbCore, Work
 from flows.flowspec import (
     ETH_TYPE_ARP,
+    ETH_TYPE_IPV6,
+    IP_PROTO_ICMPV6,
     NORMAL_PORT,
     Action,
     FlowDiff,
@@ -42,13 +45,15 @@ from flows.flowspec import (
 )
 from flows.locations import Note
 from flows.model import Fabric
+from flows.nd import ND_NEIGHBOR_ADVERTISEMENT, ND_NEIGHBOR_SOLICITATION, NdFrame
 
 ETH_TYPE_IPV4 = 0x0800
 
 
 @dataclass(frozen=True)
 class Frame:
-    """The header fields a flow can match or set; ARP fields are None for other frames."""
+    """The header fields a flow can match or set; ARP fields are None for other frames, and so are the ND
+    fields (an ND message is carried whole in nd, its fields beside it as a switch parses them)."""
 
     eth_src: str
     eth_dst: str
@@ -59,6 +64,40 @@ class Frame:
     arp_tha: str | None = None
     arp_tpa: str | None = None
     payload: str | None = None  # a data frame's tag, so that a test can count the copies of one frame
+    ip_proto: int | None = None
+    icmpv6_type: int | None = None
+    ipv6_nd_sll: str | None = None  # NS only: its SLLA option, all zeros without one (as OVS reads it)
+    ipv6_nd_tll: str | None = None  # NA only
+    nd: NdFrame | None = None
+
+    @classmethod
+    def of(cls, frame: Punted) -> Frame:
+        """What the controller sends or receives, as the switch sees it."""
+        return cls.from_nd(frame) if isinstance(frame, NdFrame) else cls.from_arp(frame)
+
+    def punted(self) -> Punted:
+        """The frame as the controller reads it from a packet-in."""
+        return self.to_nd() if self.nd is not None else self.to_arp()
+
+    @classmethod
+    def from_nd(cls, nd: NdFrame) -> Frame:
+        lla = nd.lla or ZERO_MAC
+        return cls(
+            eth_src=nd.eth_src,
+            eth_dst=nd.eth_dst,
+            eth_type=ETH_TYPE_IPV6,
+            ip_proto=IP_PROTO_ICMPV6,
+            icmpv6_type=nd.type,
+            ipv6_nd_sll=lla if nd.type == ND_NEIGHBOR_SOLICITATION else None,
+            ipv6_nd_tll=lla if nd.type == ND_NEIGHBOR_ADVERTISEMENT else None,
+            nd=nd,
+        )
+
+    def to_nd(self) -> NdFrame:
+        """The ND message with what flows set (Ethernet addresses, the link-layer address option) applied."""
+        nd = replace(self.nd, eth_src=self.eth_src, eth_dst=self.eth_dst)
+        lla = self.ipv6_nd_sll or self.ipv6_nd_tll
+        return nd.with_lla(lla) if lla not in (None, ZERO_MAC) else nd
 
     @classmethod
     def from_arp(cls, arp: ArpFrame) -> Frame:
@@ -97,13 +136,15 @@ class Delivery:
     frame: Frame
 
 
-MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
 IPV4_FIELDS = frozenset({"arp_spa", "arp_tpa"})
 FIELD_BITS = {
     **dict.fromkeys(MAC_FIELDS, 48),
     **dict.fromkeys(IPV4_FIELDS, 32),
     "arp_op": 16,
     "eth_type": 16,
+    "ip_proto": 8,
+    "icmpv6_type": 8,
     "in_port": 32,
     "metadata": 64,
     "reg0": 32,
@@ -111,6 +152,11 @@ FIELD_BITS = {
 REGISTERS = frozenset({"reg0"})  # pipeline registers: 0 when a frame enters, kept across tables
 MAX_RESUBMIT_DEPTH = 64  # OVS's limit on nested resubmits
 ARP_FIELDS = frozenset({"arp_op", "arp_sha", "arp_spa", "arp_tha", "arp_tpa"})
+ND_PREREQUISITE = {  # what OVS asks a match to hold before a field may be matched (ovs-fields(7))
+    "icmpv6_type": range(256),
+    "ipv6_nd_sll": (ND_NEIGHBOR_SOLICITATION,),
+    "ipv6_nd_tll": (ND_NEIGHBOR_ADVERTISEMENT,),
+}
 WRITABLE = MAC_FIELDS | IPV4_FIELDS | REGISTERS | {"arp_op"}  # the fields an app's flow may set or move into
 
 
@@ -144,11 +190,14 @@ def check_flow(flow: FlowSpec) -> None:
     on eth_type=ARP (OpenFlow's prerequisites), and a mask is given only as (value, mask)."""
     match = dict(flow.match)
     is_arp = match.get("eth_type") == ETH_TYPE_ARP
+    is_icmpv6 = match.get("eth_type") == ETH_TYPE_IPV6 and match.get("ip_proto") == IP_PROTO_ICMPV6
     for name, value in flow.match:
         if name not in FIELD_BITS:
             raise FlowRejected(f"{flow}: no field {name!r} to match")
         if name in ARP_FIELDS and not is_arp:
             raise FlowRejected(f"{flow}: {name} matched without eth_type=ARP")
+        if name in ND_PREREQUISITE and (not is_icmpv6 or match.get("icmpv6_type") not in ND_PREREQUISITE[name]):
+            raise FlowRejected(f"{flow}: {name} matched without its ICMPv6 prerequisites (OFPBMC_BAD_PREREQ)")
         if isinstance(value, tuple) and len(value) != 2:
             raise FlowRejected(f"{flow}: a masked match on {name} is (value, mask)")
     for action in flow.actions:
@@ -298,7 +347,7 @@ class FakeFabric:
         out: list[Delivery] = []
         for delivery in self.table.forward(in_port, frame):
             if delivery.port == CONTROLLER:
-                _, work = self.core.packet_in(self.dpid, in_port, delivery.frame.to_arp(), self.now)
+                _, work = self.core.packet_in(self.dpid, in_port, delivery.frame.punted(), self.now)
                 out += self.apply(work)
             else:
                 out.append(delivery)
@@ -317,7 +366,7 @@ class FakeFabric:
     def apply(self, work: Work) -> list[Delivery]:
         self.table.apply(work.diff)
         self.notes += work.notes
-        frames = [Delivery(frame_out.port, Frame.from_arp(frame_out.frame)) for frame_out in work.frames]
+        frames = [Delivery(frame_out.port, Frame.of(frame_out.frame)) for frame_out in work.frames]
         self.sent += frames
         return frames
 
@@ -526,7 +575,7 @@ class FakeNetwork:
             if delivery.port == CONTROLLER and node not in self.connected:
                 continue
             if delivery.port == CONTROLLER:
-                _, work = self.core.packet_in(node, in_port, delivery.frame.to_arp(), self.now)
+                _, work = self.core.packet_in(node, in_port, delivery.frame.punted(), self.now)
                 self._apply(node, work, hops)
             elif delivery.port == NORMAL:
                 for port in switch.normal.forward(in_port, delivery.frame):
@@ -562,7 +611,7 @@ class FakeNetwork:
         self.notes += work.notes
         for out in work.frames:
             target = dpid if out.dpid is None else out.dpid
-            frame = Frame.from_arp(out.frame)
+            frame = Frame.of(out.frame)
             if out.port == NORMAL_PORT:  # in_port as the packet-out gives it: NORMAL never sends it back there
                 for port in self.switches[target].normal.forward(out.in_port, frame):
                     self._emit(target, port, frame, hops)

@@ -8,7 +8,7 @@ Three stages, for the ARP of a member the app located (docs/switch-mode.md):
   sent from there is not recognised and goes to the controller, which judges it as in the other modes;
 - the answer table answers a request for a peer's DIP out of the port it came in on, never a member about
   its own address (those flows come first) and never for an address that is no member's;
-- the spread table does what the controller's spread does (flows/arp.py, _spread): the frame unchanged to
+- the spread table does what the controller's spread does (flows/arp.py, spread): the frame unchanged to
   the other hosts, then the sender's dedicated MAC moved from the metadata into `eth_src` and `arp_sha`
   for the uplinks and the peers.
 
@@ -25,7 +25,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flows.addresses import ZERO_IP
+from flows.addresses import ZERO_IP, is_ipv6
 from flows.cookies import Purpose, cluster_id, make_cookie
 from flows.flowspec import (
     ETH_TYPE_ARP,
@@ -80,11 +80,16 @@ class Owner:
 
     name: str
     cluster_mac: str
-    cluster_ip: str
+    vips: tuple[str, ...]  # its IPv4 cluster addresses: ARP names no other
 
 
 def owner_of(cluster: Cluster) -> Owner:
-    return Owner(cluster.name, cluster.cluster_mac, cluster.cluster_ip)
+    return Owner(cluster.name, cluster.cluster_mac, ipv4_only(cluster.vips))
+
+
+def ipv4_only(addresses: Sequence[str]) -> tuple[str, ...]:
+    """The addresses ARP can name (an IPv6 one is resolved by Neighbor Discovery)."""
+    return tuple(address for address in addresses if not is_ipv6(address))
 
 
 def uses_switch_mode(cluster: Cluster) -> bool:
@@ -140,12 +145,20 @@ def _sender_flows(
     """Recognise the sender, from where it can be: its own port (its DIP, or the VIP or 0.0.0.0 for the
     first member on that port, as the controller recognises a sender by its port), or an uplink for a member
     not here. A DAD probe (0.0.0.0) skips the answers: it is never answered."""
-    flows = [_sender_flow(cluster, member, port, member.ip, ANSWER_TABLE) for member, port in located]
+    flows = [
+        _sender_flow(cluster, member, port, address, ANSWER_TABLE)
+        for member, port in located
+        for address in ipv4_only(member.addresses)
+    ]
     for port, member in _first_on_port(located).items():
-        flows.append(_sender_flow(cluster, member, port, cluster.cluster_ip, ANSWER_TABLE))
+        flows += [_sender_flow(cluster, member, port, vip, ANSWER_TABLE) for vip in cluster.vips]
         flows.append(_sender_flow(cluster, member, port, ZERO_IP, SPREAD_TABLE))
     for uplink in uplinks:
-        flows += [_sender_flow(cluster, member, uplink, member.ip, SPREAD_TABLE) for member in remote]
+        flows += [
+            _sender_flow(cluster, member, uplink, address, SPREAD_TABLE)
+            for member in remote
+            for address in ipv4_only(member.addresses)
+        ]
     return flows
 
 
@@ -171,13 +184,14 @@ def _answer_flows(
     """Claims 1-5 in the switch: the answer for every peer the switch can deliver to (here on a port that is
     up, or on another switch behind the uplinks); a request for a peer not located yet goes to the
     controller, which probes for it; nothing else is answered."""
-    flows = [_own_address_flow(owner, member) for member, _ in located]
+    flows = [
+        _own_address_flow(owner, member, address) for member, _ in located for address in ipv4_only(member.addresses)
+    ]
     reachable = {member.ip for member, port in located if port not in down_ports}
     for target in cluster.members:
-        if target.ip in reachable or (uplinks and (cluster.name, target.ip) in elsewhere):
-            flows.append(_answer_flow(owner, target))
-        else:
-            flows.append(_ask_flow(owner, target))
+        deliverable = target.ip in reachable or (uplinks and (cluster.name, target.ip) in elsewhere)
+        for address in ipv4_only(target.addresses):
+            flows.append(_answer_flow(owner, target, address) if deliverable else _ask_flow(owner, target, address))
     flows.append(
         FlowSpec(
             priority=0,
@@ -191,45 +205,45 @@ def _answer_flows(
 
 
 @lru_cache(maxsize=MEMBER_FLOWS_CACHED)
-def _own_address_flow(cluster: Owner, member: Member) -> FlowSpec:
+def _own_address_flow(cluster: Owner, member: Member, address: str) -> FlowSpec:
     return FlowSpec(
         priority=PRIORITY_OWN_ADDRESS,
         cookie=make_cookie(Purpose.ARP_SENDER, cluster.name, member.ip),
-        match=make_match(metadata=sender_tag(cluster, member), eth_type=ETH_TYPE_ARP, arp_tpa=member.ip),
+        match=make_match(metadata=sender_tag(cluster, member), eth_type=ETH_TYPE_ARP, arp_tpa=address),
         actions=(GotoTable(SPREAD_TABLE),),
         table_id=ANSWER_TABLE,
     )
 
 
 @lru_cache(maxsize=MEMBER_FLOWS_CACHED)
-def _ask_flow(cluster: Owner, target: Member) -> FlowSpec:
+def _ask_flow(cluster: Owner, target: Member, address: str) -> FlowSpec:
     return FlowSpec(
         priority=PRIORITY_ASK_CONTROLLER,
         cookie=make_cookie(Purpose.ARP_PUNT, cluster.name, target.ip),
-        match=_request_for(cluster, target),
+        match=_request_for(cluster, address),
         actions=(GotoTable(PUNT_TABLE),),
         table_id=FORWARDING_TABLE,
     )
 
 
-def answer_flow(cluster: Cluster, target: Member) -> FlowSpec:
-    """The in-switch answer for a peer of this cluster."""
-    return _answer_flow(owner_of(cluster), target)
+def answer_flow(cluster: Cluster, target: Member, address: str | None = None) -> FlowSpec:
+    """The in-switch answer for one address (None: the primary DIP) of a peer of this cluster."""
+    return _answer_flow(owner_of(cluster), target, address or target.ip)
 
 
 @lru_cache(maxsize=MEMBER_FLOWS_CACHED)
-def _answer_flow(cluster: Owner, target: Member) -> FlowSpec:
+def _answer_flow(cluster: Owner, target: Member, address: str) -> FlowSpec:
     """The proxy answer (flows/arp.py, proxy_reply) built from the request itself: its sender IP becomes the
     target IP, everything else is the peer's or the cluster's, and it leaves where the request came in."""
     return FlowSpec(
         priority=PRIORITY_ANSWER,
         cookie=make_cookie(Purpose.ARP_ANSWER, cluster.name, target.ip),
-        match=_request_for(cluster, target),
+        match=_request_for(cluster, address),
         actions=(
             Move("arp_spa", "arp_tpa", IPV4_BITS),
             SetField("eth_dst", cluster.cluster_mac),
             SetField("arp_tha", cluster.cluster_mac),
-            SetField("arp_spa", target.ip),
+            SetField("arp_spa", address),
             SetField("arp_sha", target.dedicated_mac),
             SetField("eth_src", target.dedicated_mac),
             SetField("arp_op", ARP_REPLY),
@@ -239,9 +253,9 @@ def _answer_flow(cluster: Owner, target: Member) -> FlowSpec:
     )
 
 
-def _request_for(cluster: Owner, target: Member) -> tuple:
-    """A cluster member's request for this peer (a member of another cluster is an outsider to it)."""
-    return make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_sha=cluster.cluster_mac, arp_tpa=target.ip)
+def _request_for(cluster: Owner, address: str) -> tuple:
+    """A cluster member's request for this address of a peer (a member of another cluster is an outsider)."""
+    return make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_sha=cluster.cluster_mac, arp_tpa=address)
 
 
 def _spread_flows(
@@ -252,7 +266,7 @@ def _spread_flows(
     down_ports: AbstractSet[int],
     uplinks: Sequence[int],
 ) -> list[FlowSpec]:
-    """Invariant 1 in the switch, as flows/arp.py's _spread: the other hosts get the frame as it came, the
+    """Invariant 1 in the switch, as flows/arp.py's spread(): the other hosts get the frame as it came, the
     uplinks get it with the sender's dedicated MAC as Ethernet source, the peers with it as `arp_sha` too.
     OpenFlow never outputs a frame back to its in_port, so the sender never gets its own frame."""
     ports_here = {port for _, port in located}

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from flows.arp import ARP_REQUEST, FrameOut
+from flows.arp import FrameOut
 from flows.audit import ReadBackFlow, audit_switch, refused_entries
 from flows.config import ConfigError, load_config, read_token_file
 from flows.cookies import Purpose
 from flows.core import NlbCore, Work
 from flows.fabric_ops import check_pins
 from flows.flowspec import EMPTY_DIFF, FlowDiff, FlowSpec
-from flows.frames import Refusal
+from flows.frames import Refusal, describe
 from flows.locations import Level
 from flows.meters import (
     DropWatch,
@@ -335,10 +335,7 @@ class NlbFlow(BaseApp):
         level = logging.INFO if work.diff.to_add or work.diff.to_delete else logging.DEBUG
         if self.logger.isEnabledFor(level):
             self.logger.log(
-                level,
-                "dpid %s port %s: ARP %s %s (%s) -> %s: %s",
-                *(datapath.id, in_port, "request" if frame.op == ARP_REQUEST else "reply"),
-                *(frame.spa, frame.sha, frame.tpa, decision.verdict.value),
+                level, "dpid %s port %s: %s: %s", datapath.id, in_port, describe(frame), decision.verdict.value
             )
         self._send(datapath, work)
 

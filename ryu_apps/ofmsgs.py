@@ -10,7 +10,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flows.arp import ArpFrame, FrameOut
+from flows.arp import Frame, FrameOut
 from flows.cookies import APP_COOKIE_MASK, APP_ID
 from flows.core import Work
 from flows.flowspec import (
@@ -30,8 +30,9 @@ from flows.flowspec import (
     WriteMetadata,
     make_match,
 )
-from flows.frames import Refusal, arp_frame_bytes, is_nic_mac, punted_arp
+from flows.frames import Refusal, arp_frame_bytes, is_nic_mac, nd_frame_bytes, punted_arp
 from flows.meters import MeterDiff, MeterReading, MeterSpec
+from flows.nd import NdFrame
 
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
 PURPOSE_COOKIE_MASK = 0xFF00  # flows/cookies.py: bits 15-8
@@ -297,20 +298,22 @@ def meter_reading(stats) -> MeterReading:
     return MeterReading(stats.meter_id, stats.packet_in_count, dropped)
 
 
-def arp_bytes(frame: ArpFrame) -> bytes:
+def arp_bytes(frame: Frame) -> bytes:
     """The frame's bytes from a template (flows/frames.py): the framework's packet library would take most
-    of an answer's time (docs/performance.md, The packet path).
+    of an answer's time (docs/performance.md, The packet path). ND messages too (flows/nd.py).
 
-    A frame whose Ethernet source or sender MAC is no NIC's (multicast, zero) is never sent: the parser
-    refuses such input, so one here is a bug, and it fails loudly rather than reach a host's cache.
+    A frame whose Ethernet source or sender MAC (an ND message's link-layer address) is no NIC's (multicast,
+    zero) is never sent: the parser refuses such input, so one here is a bug, and it fails loudly rather
+    than reach a host's cache.
     """
-    if not (is_nic_mac(frame.eth_src) and is_nic_mac(frame.sha)):
+    sender = (frame.lla or frame.eth_src) if isinstance(frame, NdFrame) else frame.sha
+    if not (is_nic_mac(frame.eth_src) and is_nic_mac(sender)):
         raise ValueError(f"the app never sends from a multicast or zero MAC: {frame!r}")
-    return arp_frame_bytes(frame)
+    return nd_frame_bytes(frame) if isinstance(frame, NdFrame) else arp_frame_bytes(frame)
 
 
-def arp_frame(data: bytes) -> ArpFrame | Refusal:
-    """The ARP fields of a punted frame, or why it is refused (flows/frames.py).
+def arp_frame(data: bytes) -> Frame | Refusal:
+    """The ARP or ND fields of a punted frame, or why it is refused (flows/frames.py).
 
     Never the framework's generic packet parser: some of its dissectors loop forever or raise.
     """
@@ -357,7 +360,7 @@ def packet_out(datapath, ports: Iterable[int], data: bytes, in_port: int | None 
 
 def packet_outs(datapath, frames: Iterable[FrameOut]) -> list[PacketOut]:
     """One packet-out per distinct frame and in_port, with an output per port."""
-    ports_by_frame: dict[tuple[ArpFrame, int | None], list[int]] = {}
+    ports_by_frame: dict[tuple[Frame, int | None], list[int]] = {}
     for frame_out in frames:
         ports_by_frame.setdefault((frame_out.frame, frame_out.in_port), []).append(frame_out.port)
     return [

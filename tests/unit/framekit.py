@@ -17,7 +17,7 @@ from scapy.contrib.igmp import IGMP
 from scapy.contrib.lldp import LLDPDUChassisID, LLDPDUEndOfLLDPDU, LLDPDUPortID, LLDPDUTimeToLive
 from scapy.contrib.openflow3 import OFPTHello
 from scapy.layers.inet import GRE, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, LLC, SNAP, STP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.layers.sctp import SCTP, SCTPChunkInit
 from scapy.layers.vxlan import VXLAN
@@ -84,11 +84,18 @@ def igmp_report() -> Packet:
     return Ether(src=CLIENT_MAC, dst="01:00:5e:7f:00:64") / IP(src=CLIENT_IP, dst="239.255.0.100") / IGMP(type=0x16)
 
 
-def ipv6_neighbour_solicitation() -> Packet:
+def ipv6_echo_request() -> Packet:
+    """IPv6 that is no Neighbor Discovery (the parser reads ND, flows/frames.py)."""
+    return Ether(src=CLIENT_MAC, dst=CM) / IPv6(src="fd00:10::50", dst="fd00:10::11") / ICMPv6EchoRequest()
+
+
+def ipv6_nd_behind_a_hop_by_hop_header() -> Packet:
+    """A solicitation behind an extension header: not a bare ND message, never dissected."""
     return (
         Ether(src=CLIENT_MAC, dst="33:33:ff:00:00:0b")
-        / IPv6(src="fe80::1", dst="ff02::1:ff00:b")
-        / ICMPv6ND_NS(tgt="fe80::b")
+        / IPv6(src="fe80::1", dst="ff02::1:ff00:b", hlim=255)
+        / IPv6ExtHdrHopByHop()
+        / ICMPv6ND_NS(tgt="fd00:10::11")
     )
 
 
@@ -131,7 +138,8 @@ HOSTILE = {
     "bpdu": bpdu,
     "snap_with_arp": snap_with_arp,
     "igmp_report": igmp_report,
-    "ipv6_neighbour_solicitation": ipv6_neighbour_solicitation,
+    "ipv6_echo_request": ipv6_echo_request,
+    "ipv6_nd_behind_a_hop_by_hop_header": ipv6_nd_behind_a_hop_by_hop_header,
     "bgp_keepalive": bgp_keepalive,
     "sctp_init": sctp_init,
     "lldp": lldp,

@@ -51,6 +51,14 @@ def test_cookie_names_app_cluster_member_and_purpose():
     assert not is_app_cookie(0)
 
 
+ND_PUNTS = (
+    make_match(eth_type=0x86DD, ip_proto=58, icmpv6_type=135, ipv6_nd_sll=CM),
+    make_match(eth_type=0x86DD, ip_proto=58, icmpv6_type=136, ipv6_nd_tll=CM),
+    make_match(eth_type=0x86DD, ip_proto=58, icmpv6_type=133, eth_src=CM),
+    make_match(eth_type=0x86DD, ip_proto=58, icmpv6_type=134, eth_src=CM),
+)
+
+
 def test_every_flow_of_a_switch_carries_a_distinct_cookie():
     flows = expected_flows(Registry(clusters=(web_cluster(),)), Settings(), located_ports(), switch_ports=range(1, 6))
     assert len({flow.cookie for flow in flows}) == len(flows)
@@ -72,7 +80,13 @@ def test_expected_flows_for_a_located_unicast_cluster():
     assert flows[(forwarding, make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM))].actions == (GotoTable(PUNT_TABLE),)
     assert flows[(forwarding, make_match(eth_dst=CM))].actions == (Output(1), Output(2), Output(3))
     assert flows[(forwarding, make_match())].actions == (Normal(),)
-    assert len(flows) == 12  # and the punt-out flow (tests/unit/test_meters.py)
+    nd_punts = {match: flow for (table, match), flow in flows.items() if match in ND_PUNTS}
+    assert set(nd_punts) == set(ND_PUNTS)
+    assert {(flow.table_id, flow.actions) for flow in nd_punts.values()} == {
+        (forwarding, (GotoTable(PUNT_TABLE),)),  # NS and NA, after source masking: their options hold CM
+        (ingress, (GotoTable(PUNT_TABLE),)),  # RS and RA, before source masking: their Ethernet source holds CM
+    }
+    assert len(flows) == 16  # and the punt-out flow (tests/unit/test_meters.py)
 
 
 @pytest.mark.parametrize("mode", [ClusterMode.MULTICAST, ClusterMode.IGMP])
@@ -92,11 +106,12 @@ def test_unlocated_members_get_no_delivery_flow_and_masking_and_normal_fallback_
         make_match(),  # the ingress table's way on to forwarding
         make_match(eth_type=ETH_TYPE_ARP, arp_op=2, eth_dst=PROBE_MAC),
         make_match(eth_type=ETH_TYPE_ARP, arp_sha=CM),
+        *ND_PUNTS,
         make_match(eth_dst=CM),
     }
     assert flows[make_match(eth_dst=CM)].actions == (), "no member to send to: dropped, never flooded"
     located = expected_flows(Registry(clusters=(web_cluster(),)), settings, located_ports())
-    assert not [flow for flow in located if "eth_src" in dict(flow.match)]
+    assert not [flow for flow in located if decode_cookie(flow.cookie).purpose == Purpose.SOURCE_MASKING]
 
 
 def test_a_member_on_a_port_that_is_down_is_dropped_not_flooded_and_held_ports_survive_a_restart():

@@ -49,7 +49,7 @@ def test_a_frame_that_is_not_arp_is_refused_without_being_dissected(name):
 
 
 def test_arp_bytes_behind_any_other_ethertype_are_not_arp():
-    for eth_type in (0x0800, 0x8035, 0x86DD, 0x0000, 0x05DC, 0xFFFF):
+    for eth_type in (0x0800, 0x8035, 0x0000, 0x05DC, 0xFFFF):  # 0x86dd: tests/unit/test_nd_frames.py
         frame = Ether(src=DM[A], dst=BROADCAST, type=eth_type) / Raw(bytes(member_arp()[ARP]))
         assert parsed(frame) == Refusal.NOT_ARP, hex(eth_type)
 

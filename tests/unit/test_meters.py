@@ -166,7 +166,7 @@ def test_punted_frames_pass_their_ports_meter_then_the_total_one_then_reach_the_
     flows = expected_flows(Registry(clusters=(web_cluster(),)), SETTINGS, located_ports(), switch_ports=SWITCH_PORTS)
     by_key = {(flow.table_id, flow.match): flow for flow in flows}
     punts = [flow for flow in flows if flow.table_id == FORWARDING_TABLE and GotoTable(PUNT_TABLE) in flow.actions]
-    assert len(punts) == 2  # the member's ARP and the answers to the app's probes
+    assert len(punts) == 4  # the member's ARP, its NS and NA, and the answers to the app's probes
     assert all(ToController() not in flow.actions for flow in flows if flow.table_id != PUNT_OUT_TABLE)
     for port in SWITCH_PORTS:
         flow = by_key[(PUNT_TABLE, make_match(in_port=port))]
