@@ -164,7 +164,9 @@ def check_cluster(index: RegistryIndex, cluster: Cluster, replacing: str = "") -
     for field_name, vip in _vip_fields(cluster):
         owner = index.ip_owner(vip, replacing)
         if owner is not None:
-            held_by = f"member {owner.member} of cluster {owner.cluster!r}" if owner.member else owner.describe()
+            held_by = (
+                f"member {owner.member} of cluster {owner.cluster!r}" if owner.kind == "member_ip" else owner.describe()
+            )
             raise Conflict(field_name, f"{vip} is already {held_by}")
     owner = index.mac_owner(cluster.cluster_mac, replacing)
     if owner is not None:

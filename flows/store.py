@@ -13,8 +13,12 @@ stops the start and is never replaced: the message names the file and the proble
 YAML state file is imported once, in one transaction, and kept beside it (`<name>.imported`).
 
 The fabric's switches (the config's `fabric.switches:`) are kept in the same database, one row of `switches`
-each, ordered by `previous` links too. A version-1 database (from before the fabric) is migrated in place
-at the start: the table is added, nothing else is touched.
+each, ordered by `previous` links too. A cluster's more addresses (`cluster_ips`) and a member's
+(`ips`) are a column each, the canonical addresses separated by spaces ('' for none).
+
+An older database is migrated in place at the start, in one transaction, once it is read and validated:
+version 1 (from before the fabric) gets the switches table, and versions 1 and 2 (from before more
+addresses) the two address columns, empty; no row is otherwise touched.
 """
 
 from __future__ import annotations
@@ -41,21 +45,26 @@ from flows.model import Cluster, Fabric, Member, Registry, SwitchConfig
 from flows.state import startup_registry
 
 TEMP_SUFFIXES = (".tmp", ".tmp-wal", ".tmp-shm", ".tmp-journal")  # a temp file, and SQLite's files of it
-SCHEMA_VERSION = 2  # 2: the switches table (version 1 is migrated in place)
+SCHEMA_VERSION = 3  # 2: the switches table; 3: cluster_ips and members' ips (1 and 2 are migrated in place)
+MIGRATED_VERSIONS = (1, 2)
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 NEVER_REPLACED = "the state file is never replaced silently: repair or remove it"
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE clusters (name TEXT NOT NULL PRIMARY KEY, previous TEXT, cluster_ip TEXT NOT NULL,"
-    " cluster_mac TEXT NOT NULL, mode TEXT NOT NULL, arp TEXT NOT NULL)",
+    " cluster_mac TEXT NOT NULL, mode TEXT NOT NULL, arp TEXT NOT NULL, cluster_ips TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE members (cluster TEXT NOT NULL, ip TEXT NOT NULL, previous TEXT, mac TEXT, dpid TEXT,"
-    " port INTEGER, PRIMARY KEY (cluster, ip))",
+    " port INTEGER, ips TEXT NOT NULL DEFAULT '', PRIMARY KEY (cluster, ip))",
+)
+ADDRESS_COLUMNS = (  # version 3: at the end of their tables, in a new database as in a migrated one
+    "ALTER TABLE clusters ADD COLUMN cluster_ips TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE members ADD COLUMN ips TEXT NOT NULL DEFAULT ''",
 )
 SWITCHES_TABLE = (
     "CREATE TABLE switches (dpid TEXT NOT NULL PRIMARY KEY, previous TEXT, name TEXT, uplinks TEXT NOT NULL)"
 )
-CLUSTER_COLUMNS = ("name", "previous", "cluster_ip", "cluster_mac", "mode", "arp")
-MEMBER_COLUMNS = ("cluster", "ip", "previous", "mac", "dpid", "port")
+CLUSTER_COLUMNS = ("name", "previous", "cluster_ip", "cluster_mac", "mode", "arp", "cluster_ips")
+MEMBER_COLUMNS = ("cluster", "ip", "previous", "mac", "dpid", "port", "ips")
 SWITCH_COLUMNS = ("dpid", "previous", "name", "uplinks")
 
 
@@ -72,6 +81,7 @@ class ClusterRow:
     cluster_mac: str
     mode: str
     arp: str
+    cluster_ips: str  # the more VIPs, canonical and separated by spaces; '' for none
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class MemberRow:
     mac: str | None
     dpid: str | None  # 16 hex digits, as OVS prints it: a dpid may not fit SQLite's signed 64-bit integer
     port: int | None
+    ips: str  # the more dedicated addresses, canonical and separated by spaces; '' for none
 
 
 @dataclass(frozen=True)
@@ -105,13 +116,21 @@ class Writes:
 
 def cluster_row(cluster: Cluster, previous: str | None) -> ClusterRow:
     return ClusterRow(
-        cluster.name, previous, cluster.cluster_ip, cluster.cluster_mac, cluster.mode.value, cluster.arp.value
+        cluster.name,
+        previous,
+        cluster.cluster_ip,
+        cluster.cluster_mac,
+        cluster.mode.value,
+        cluster.arp.value,
+        " ".join(cluster.cluster_ips),
     )
 
 
 def member_row(cluster: Cluster, member: Member, previous: str | None) -> MemberRow:
     dpid = f"{member.dpid:016x}" if member.pinned else None
-    return MemberRow(cluster.name, member.ip, previous, cluster.entry_mac(member), dpid, member.port)
+    return MemberRow(
+        cluster.name, member.ip, previous, cluster.entry_mac(member), dpid, member.port, " ".join(member.ips)
+    )
 
 
 def member_rows(cluster: Cluster) -> list[MemberRow]:
@@ -222,19 +241,27 @@ class RegistryStore:
     save() and save_fabric() commit new ones."""
 
     def __init__(
-        self, path: str, connection: sqlite3.Connection, registry: Registry, fabric: Fabric, migrated: bool = False
+        self,
+        path: str,
+        connection: sqlite3.Connection,
+        registry: Registry,
+        fabric: Fabric,
+        migrated: bool = False,
+        fabric_seeded: bool = False,
     ) -> None:
         self.path = path
         self.connection = connection
         self.registry = registry
         self.fabric = fabric
-        self.migrated = migrated  # a version-1 database was migrated when it was opened
+        self.migrated = migrated  # an older database was migrated when it was opened
+        self.fabric_seeded = fabric_seeded  # that database was version 1: seed_fabric was stored as its fabric
 
     @classmethod
     def open(cls, path: str, seed_fabric: Fabric | None = None) -> RegistryStore:
         """The database at path, read and validated; ConfigError, with the connection closed, if it is not
-        one this version can use. A version-1 database gets the switches table, filled with seed_fabric
-        (the config's, as at a first start), in one transaction."""
+        one this version can use. An older database is migrated in one transaction: a version-1 database
+        gets the switches table, filled with seed_fabric (the config's, as at a first start), and versions 1
+        and 2 the address columns."""
         try:
             uri = f"file:{quote(os.path.abspath(path))}?mode=rw"
             connection = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -242,16 +269,16 @@ class RegistryStore:
             raise _refused(path, "", f"cannot open the database: {error}") from None
         try:
             version = _version(path, connection)
-            seed = None if version == SCHEMA_VERSION else seed_fabric or Fabric()
-            registry, fabric = _read_state(path, connection, seed)
+            seed = (seed_fabric or Fabric()) if version == 1 else None
+            registry, fabric = _read_state(path, connection, seed, version)
             _writable(path, connection)
             migrated = version != SCHEMA_VERSION
             if migrated:
-                _migrate(path, connection, fabric)
+                _migrate(path, connection, version, fabric)
         except BaseException:
             connection.close()
             raise
-        return cls(path, connection, registry, fabric, migrated)
+        return cls(path, connection, registry, fabric, migrated, fabric_seeded=version == 1)
 
     @classmethod
     def create(cls, path: str, registry: Registry, fabric: Fabric | None = None) -> RegistryStore:
@@ -337,21 +364,30 @@ def _execute(connection: sqlite3.Connection, writes: Writes) -> None:
         connection.execute("DELETE FROM clusters WHERE name = ?", (name,))
     connection.executemany("DELETE FROM members WHERE cluster = ? AND ip = ?", writes.members_deleted)
     connection.executemany(
-        f"INSERT INTO clusters ({', '.join(CLUSTER_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO clusters ({', '.join(CLUSTER_COLUMNS)}) VALUES ({_placeholders(CLUSTER_COLUMNS)})",
         [_values(row) for row in writes.clusters_inserted],
     )
     connection.executemany(
-        "UPDATE clusters SET previous = ?, cluster_ip = ?, cluster_mac = ?, mode = ?, arp = ? WHERE name = ?",
+        f"UPDATE clusters SET {_assignments(CLUSTER_COLUMNS[1:])} WHERE name = ?",
         [(*_values(row)[1:], row.name) for row in writes.clusters_updated],
     )
     connection.executemany(
-        f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({_placeholders(MEMBER_COLUMNS)})",
         [_values(row) for row in writes.members_inserted],
     )
     connection.executemany(
-        "UPDATE members SET previous = ?, mac = ?, dpid = ?, port = ? WHERE cluster = ? AND ip = ?",
+        f"UPDATE members SET {_assignments(MEMBER_COLUMNS[2:])} WHERE cluster = ? AND ip = ?",
         [(*_values(row)[2:], row.cluster, row.ip) for row in writes.members_updated],
     )
+
+
+def _placeholders(columns: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in columns)
+
+
+def _assignments(columns: tuple[str, ...]) -> str:
+    """`previous = ?, mac = ?, ...`: the columns an UPDATE sets, in the order of the row's fields."""
+    return ", ".join(f"{column} = ?" for column in columns)
 
 
 def _execute_fabric(connection: sqlite3.Connection, writes: FabricWrites) -> None:
@@ -382,7 +418,8 @@ def _writable(path: str, connection: sqlite3.Connection) -> None:
 
 
 def _version(path: str, connection: sqlite3.Connection) -> int:
-    """The SQLite pages checked, then the schema version: this one, or 1 (migrated once it is read)."""
+    """The SQLite pages checked, then the schema version: this one, or an older one that is migrated once
+    it is read (MIGRATED_VERSIONS)."""
     try:
         check = connection.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
@@ -390,33 +427,43 @@ def _version(path: str, connection: sqlite3.Connection) -> int:
         version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     except sqlite3.Error as error:
         raise _refused(path, "", f"not a readable nlbflow database: {error}") from None
-    if version not in ([(str(SCHEMA_VERSION),)], [("1",)]):
+    if version not in [[(str(known),)] for known in (SCHEMA_VERSION, *MIGRATED_VERSIONS)]:
         found = repr(version[0][0]) if version else "none"
+        older = " and ".join(str(known) for known in MIGRATED_VERSIONS)
         raise _refused(
-            path, "meta", f"schema version {found}; this version of nlbflow reads {SCHEMA_VERSION} (and migrates 1)"
+            path,
+            "meta",
+            f"schema version {found}; this version of nlbflow reads {SCHEMA_VERSION} (and migrates {older})",
         )
     return int(version[0][0])
 
 
-def _migrate(path: str, connection: sqlite3.Connection, fabric: Fabric) -> None:
-    """A version-1 database (from before the fabric) to this version, in one transaction: the switches
-    table, holding fabric, and the new version number; no other row is touched."""
+def _migrate(path: str, connection: sqlite3.Connection, version: int, fabric: Fabric) -> None:
+    """An older database to this version, in one transaction: a version-1 one (from before the fabric) gets
+    the switches table, holding fabric; versions 1 and 2 (from before more addresses) get the address
+    columns, empty for every row; then the new version number. No other row is touched."""
     try:
         with _transaction(connection):
-            connection.execute(SWITCHES_TABLE)
-            _execute_fabric(connection, plan_fabric_writes(Fabric(), fabric))
+            if version == 1:
+                connection.execute(SWITCHES_TABLE)
+                _execute_fabric(connection, plan_fabric_writes(Fabric(), fabric))
+            for statement in ADDRESS_COLUMNS:
+                connection.execute(statement)
             connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     except sqlite3.Error as error:
-        raise _refused(path, "", f"cannot migrate the database from schema version 1: {error}") from None
+        raise _refused(path, "", f"cannot migrate the database from schema version {version}: {error}") from None
 
 
-def _read_state(path: str, connection: sqlite3.Connection, seed: Fabric | None) -> tuple[Registry, Fabric]:
+def _read_state(
+    path: str, connection: sqlite3.Connection, seed: Fabric | None, version: int = SCHEMA_VERSION
+) -> tuple[Registry, Fabric]:
     """Every row, checked like a config file: each field, the links that order the rows, what spans
     clusters and members (validate_registry), and what spans switches and pins (validate_fabric). A
-    version-1 database has no switches: seed (the config's) is checked against its registry instead."""
+    version-1 database has no switches: seed (the config's) is checked against its registry instead. A
+    database older than version 3 has no address columns: its clusters and members have no more addresses."""
     try:
-        cluster_rows = connection.execute(f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM clusters").fetchall()
-        member_rows_ = connection.execute(f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members").fetchall()
+        cluster_rows = connection.execute(f"SELECT {_selected(CLUSTER_COLUMNS, version)} FROM clusters").fetchall()
+        member_rows_ = connection.execute(f"SELECT {_selected(MEMBER_COLUMNS, version)} FROM members").fetchall()
         switch_rows_ = (
             connection.execute(f"SELECT {', '.join(SWITCH_COLUMNS)} FROM switches").fetchall() if seed is None else []
         )
@@ -452,6 +499,13 @@ def _read_state(path: str, connection: sqlite3.Connection, seed: Fabric | None) 
     except ConfigError as error:
         raise _refused(path, error.key, error.problem) from None
     return registry, fabric
+
+
+def _selected(columns: tuple[str, ...], version: int) -> str:
+    """The columns to SELECT; a database older than version 3 reads '' (no more addresses) for the
+    address columns it has not got yet."""
+    added = ("cluster_ips", "ips") if version < 3 else ()
+    return ", ".join(f"'' AS {column}" if column in added else column for column in columns)
 
 
 def _switch(path: str, row: SwitchRow) -> SwitchConfig:
@@ -506,12 +560,21 @@ def _chain(rows: list, key: str, path: str, table: str) -> list:
 
 
 def _cluster_fields(row: ClusterRow) -> dict:
-    return {name: getattr(row, name) for name in ("name", "cluster_ip", "cluster_mac", "mode", "arp")}
+    fields = {name: getattr(row, name) for name in ("name", "cluster_ip", "cluster_mac", "mode", "arp")}
+    return {**fields, **_address_list("cluster_ips", row.cluster_ips)}
 
 
 def _member_fields(row: MemberRow) -> dict:
-    fields = {"ip": row.ip, "mac": row.mac, "dpid": row.dpid, "port": row.port}
+    fields = {"ip": row.ip, **_address_list("ips", row.ips), "mac": row.mac, "dpid": row.dpid, "port": row.port}
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _address_list(name: str, value: object) -> dict:
+    """An address column as the entry's list: {} for '' (none); anything but text is left for the config's
+    validator to refuse (it expects a list)."""
+    if not isinstance(value, str):
+        return {name: value}
+    return {name: value.split()} if value.split() else {}
 
 
 def _refused(path: str, key: str, problem: str) -> ConfigError:
@@ -600,7 +663,7 @@ def open_registry(
 
 def _fabric_flags(configured: Fabric, store: RegistryStore) -> dict:
     """Whether the config's fabric was stored now (a migrated version-1 database) or is not applied."""
-    if store.migrated:
+    if store.fabric_seeded:
         return {"fabric_first_start": True}
     return {"fabric_ignored": bool(configured.switches) and configured != store.fabric}
 

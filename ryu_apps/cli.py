@@ -147,24 +147,47 @@ def _located(located: list) -> str:
     return ", ".join(f"{_where(spot['dpid'], spot['port'])} ({spot['how']})" for spot in located) or "unlocated"
 
 
+def _addresses(addresses: Sequence[str]) -> str | None:
+    """More addresses (a cluster's cluster_ips, a member's ips) in one cell; None (shown '-') for none."""
+    return ", ".join(addresses) or None
+
+
+def _cluster_rows(rows: list[tuple], more: list[Sequence[str]]) -> str:
+    """The clusters' table: NAME, CLUSTER IP, ... and, only when a cluster has some, its MORE CLUSTER IPS
+    after its primary one."""
+    headers = ("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS")
+    if not any(more):
+        return _table(headers, rows)
+    return _table(
+        (*headers[:2], "MORE CLUSTER IPS", *headers[2:]),
+        [(*row[:2], _addresses(vips), *row[2:]) for row, vips in zip(rows, more)],
+    )
+
+
 def format_clusters(data: dict) -> str:
     """GET /nlb/clusters as a table, one row per cluster."""
     clusters = data["clusters"]
     if not clusters:
         return "no clusters"
-    return _table(
-        ("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"),
+    return _cluster_rows(
         [(c["name"], c["cluster_ip"], c["cluster_mac"], c["mode"], c["arp"], len(c["members"])) for c in clusters],
+        [c.get("cluster_ips", []) for c in clusters],
     )
 
 
 def format_members(members: list) -> str:
-    """Members as a table: where each is pinned and where the switches see it now."""
+    """Members as a table: their more addresses (a column only when one has some), where each is pinned and
+    where the switches see it now."""
     if not members:
         return "no members"
+    if not any(m.get("ips") for m in members):
+        return _table(
+            ("IP", "DEDICATED MAC", "PINNED", "LOCATED"),
+            [(m["ip"], m["mac"], _pinned(m), _located(m["located"])) for m in members],
+        )
     return _table(
-        ("IP", "DEDICATED MAC", "PINNED", "LOCATED"),
-        [(m["ip"], m["mac"], _pinned(m), _located(m["located"])) for m in members],
+        ("IP", "MORE IPS", "DEDICATED MAC", "PINNED", "LOCATED"),
+        [(m["ip"], _addresses(m.get("ips", [])), m["mac"], _pinned(m), _located(m["located"])) for m in members],
     )
 
 
@@ -174,6 +197,7 @@ def format_cluster(cluster: dict) -> str:
         [
             ("cluster", cluster["name"]),
             ("cluster IP", cluster["cluster_ip"]),
+            *([("more cluster IPs", _addresses(cluster["cluster_ips"]))] if cluster.get("cluster_ips") else []),
             ("cluster MAC", cluster["cluster_mac"]),
             ("mode", cluster["mode"]),
             ("arp", cluster["arp"]),
@@ -185,9 +209,10 @@ def format_cluster(cluster: dict) -> str:
 
 
 def format_member(member: dict) -> str:
-    """One member: its dedicated MAC, where it is pinned and where it is seen."""
+    """One member: its more addresses, its dedicated MAC, where it is pinned and where it is seen."""
     fields = [
         ("ip", member["ip"]),
+        *([("more IPs", _addresses(member["ips"]))] if member.get("ips") else []),
         ("dedicated MAC", member["mac"]),
         ("pinned", _pinned(member)),
         ("located", _located(member["located"])),
@@ -412,7 +437,7 @@ def format_config(path: str, config: Config) -> str:
     blocks = [summary]
     if clusters:
         rows = [(c.name, c.cluster_ip, c.cluster_mac, c.mode.value, c.arp.value, len(c.members)) for c in clusters]
-        blocks.append(_table(("NAME", "CLUSTER IP", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"), rows))
+        blocks.append(_cluster_rows(rows, [c.cluster_ips for c in clusters]))
     if switches:
         rows = [(_dpid(s.dpid), s.name, ", ".join(map(str, s.uplinks)) or None) for s in switches]
         blocks.append(_table(("SWITCH", "NAME", "UPLINKS"), rows))
@@ -424,18 +449,28 @@ def _entry(member: dict) -> str:
     parts = [member["ip"], *([member["mac"]] if member.get("mac") else [])]
     if member.get("dpid") is not None:
         parts.append(f"pinned {_where(member['dpid'], member['port'])}")
+    if member.get("ips"):
+        parts.append(f"also {_addresses(member['ips'])}")
     return " ".join(parts)
 
 
 def _summary(cluster: dict) -> str:
+    more = f", also {_addresses(cluster['cluster_ips'])}" if cluster.get("cluster_ips") else ""
     return (
-        f"{cluster['name']} ({cluster['cluster_ip']} {cluster['cluster_mac']}, {cluster['mode']}, arp"
+        f"{cluster['name']} ({cluster['cluster_ip']} {cluster['cluster_mac']}{more}, {cluster['mode']}, arp"
         f" {cluster['arp']}, {_count(len(cluster['members']), 'member')})"
     )
 
 
+def _changed_value(value: object) -> str:
+    """A field's value in a diff: a list of addresses (cluster_ips, ips) in brackets, none as '-'."""
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else _cell(value)
+
+
 def _field_changes(changes: list) -> str:
-    return ", ".join(f"{change['field']} {_cell(change['from'])} -> {_cell(change['to'])}" for change in changes)
+    return ", ".join(
+        f"{change['field']} {_changed_value(change['from'])} -> {_changed_value(change['to'])}" for change in changes
+    )
 
 
 def format_diff(answer: dict) -> str:
@@ -513,7 +548,11 @@ def _pin(args: argparse.Namespace) -> dict:
 
 def cluster_add(args: argparse.Namespace) -> Call:
     options = {"cluster_mac": args.cluster_mac, "mode": args.mode, "arp": args.arp}
-    body = {"name": args.name, "cluster_ip": args.cluster_ip}
+    body = {
+        "name": args.name,
+        "cluster_ip": args.cluster_ip,
+        **({"cluster_ips": args.cluster_ips} if args.cluster_ips else {}),
+    }
     body.update((key, value) for key, value in options.items() if value is not None)
     return Call("POST", "/nlb/clusters", body, lambda cluster: f"added cluster\n{format_cluster(cluster)}")
 
@@ -536,7 +575,12 @@ def cluster_remove(args: argparse.Namespace) -> Call:
 
 
 def member_add(args: argparse.Namespace) -> Call:
-    body = {"ip": args.ip, **({"mac": args.mac} if args.mac is not None else {}), **_pin(args)}
+    body = {
+        "ip": args.ip,
+        **({"ips": args.ips} if args.ips else {}),
+        **({"mac": args.mac} if args.mac is not None else {}),
+        **_pin(args),
+    }
     return Call(
         "POST",
         f"{_cluster_path(args.cluster)}/members",
@@ -565,11 +609,15 @@ def member_remove(args: argparse.Namespace) -> Call:
 def member_move(args: argparse.Namespace) -> Call:
     if args.unpin and (args.dpid is not None or args.port is not None):
         raise UsageError("--unpin cannot go with --dpid or --port")
+    if args.ips and args.no_ips:
+        raise UsageError("--ip cannot go with --no-ips")
     body = {"dpid": None, "port": None} if args.unpin else _pin(args)
     if args.mac is not None:
         body["mac"] = args.mac
+    if args.ips or args.no_ips:
+        body["ips"] = args.ips
     if not body:
-        raise UsageError("nothing to change: give --dpid and --port, --unpin, or --mac")
+        raise UsageError("nothing to change: give --dpid and --port, --unpin, --mac, --ip or --no-ips")
     return Call(
         "PATCH",
         _member_path(args.cluster, args.ip),
@@ -716,7 +764,17 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_actions = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub = leaf(cluster_actions, "add", "register a cluster (POST /nlb/clusters)", cluster_add)
     sub.add_argument("name", metavar="NAME", help="1-63 letters, digits, '_', '.', '-'")
-    sub.add_argument("cluster_ip", metavar="CLUSTER_IP", help="the primary cluster IP (VIP)")
+    sub.add_argument(
+        "cluster_ip", metavar="CLUSTER_IP", help="the primary cluster IP (VIP), IPv4 or IPv6 (IPv6 needs --cluster-mac)"
+    )
+    sub.add_argument(
+        "--cluster-ip",
+        dest="cluster_ips",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="one more cluster IP (VIP), IPv4 or IPv6; repeat for several",
+    )
     sub.add_argument(
         "--cluster-mac",
         metavar="MAC",
@@ -745,8 +803,10 @@ def build_parser() -> argparse.ArgumentParser:
     dpid_help = "the switch: a decimal integer, or the 16 hex digits OVS prints (0000000000000001)"
     sub = leaf(member_actions, "add", "add a member to a cluster", member_add)
     sub.add_argument("cluster", metavar="CLUSTER")
-    sub.add_argument("ip", metavar="IP", help="the member's dedicated IP (DIP)")
-    sub.add_argument("--mac", help="its dedicated MAC (default 02:de:<IP>)")
+    sub.add_argument("ip", metavar="IP", help="the member's dedicated IP (DIP), IPv4: its key")
+    more_ips = "one more dedicated address, IPv4 or IPv6 (never link-local); repeat for several"
+    sub.add_argument("--ip", dest="ips", action="append", default=[], metavar="ADDRESS", help=more_ips)
+    sub.add_argument("--mac", help="its dedicated MAC (default 02:de:<IP>), one for all its addresses")
     sub.add_argument("--dpid", help=dpid_help + "; with --port, pins the member (default: the app locates it)")
     sub.add_argument("--port", type=int, help="the switch port the member is attached to")
     sub = leaf(member_actions, "list", "list a cluster's members and where they are", member_list)
@@ -760,7 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = leaf(
         member_actions,
         "move",
-        "pin a member to a switch port (--dpid and --port), unpin it (--unpin), and/or change its MAC (--mac)",
+        "pin a member to a switch port (--dpid and --port), unpin it (--unpin), and/or change its MAC (--mac)"
+        " or its more addresses (--ip, --no-ips)",
         member_move,
     )
     sub.add_argument("cluster", metavar="CLUSTER")
@@ -769,6 +830,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--port", type=int, help="the switch port")
     sub.add_argument("--unpin", action="store_true", help="let the app locate the member itself")
     sub.add_argument("--mac", help="a new dedicated MAC")
+    sub.add_argument(
+        "--ip",
+        dest="ips",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help=more_ips + "; replaces its more addresses",
+    )
+    sub.add_argument("--no-ips", action="store_true", help="remove the member's more addresses")
 
     switch = commands.add_parser("switch", help="list, show, set or remove the switches' names and uplinks")
     switch_actions = switch.add_subparsers(dest="action", metavar="ACTION", required=True)

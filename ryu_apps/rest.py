@@ -340,6 +340,7 @@ class RestApi:
         cluster = self.service.registry.cluster_named(cluster_name)  # None once the cluster is removed
         return {
             "ip": member.ip,
+            **({"ips": list(member.ips)} if member.ips else {}),  # as member_data: only when it has more
             "mac": cluster.entry_mac(member) if cluster else member.own_mac or member.dedicated_mac,
             "dpid": member.dpid,
             "port": member.port,

@@ -341,6 +341,10 @@ def test_member_remove_sends_delete(api, capsys):
             {"dpid": None, "port": None, "mac": "02:de:00:00:00:01"},
             id="unpin-and-mac",
         ),
+        pytest.param(
+            ("--ip", "fd00:10::11", "--ip", "10.0.1.11"), {"ips": ["fd00:10::11", "10.0.1.11"]}, id="replace-ips"
+        ),
+        pytest.param(("--no-ips",), {"ips": []}, id="no-ips-sends-an-empty-list"),
     ],
 )
 def test_member_move_patches_the_member(api, options, body):
@@ -355,6 +359,7 @@ def test_member_move_patches_the_member(api, options, body):
         pytest.param((), "nothing to change", id="nothing"),
         pytest.param(("--unpin", "--dpid", "1", "--port", "1"), "--unpin cannot go with", id="unpin-and-pin"),
         pytest.param(("--port", "1"), "--dpid and --port go together", id="port-alone"),
+        pytest.param(("--ip", "fd00::11", "--no-ips"), "--ip cannot go with --no-ips", id="ips-and-no-ips"),
     ],
 )
 def test_member_move_refuses_contradictory_or_empty_options_before_sending(api, capsys, options, message):
@@ -363,6 +368,135 @@ def test_member_move_refuses_contradictory_or_empty_options_before_sending(api, 
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
     assert api.requests == []
+
+
+# More addresses: a cluster's cluster_ips, a member's ips
+
+WITH_MORE = {
+    **CLUSTER,
+    "cluster_ips": ["fd00:10::100", "10.0.1.100"],
+    "members": [{**PINNED, "ips": ["fd00:10::11"]}, UNLOCATED],
+}
+
+
+def test_cluster_add_sends_each_more_cluster_ip_and_prints_them(api, capsys):
+    api.answer("POST", "/nlb/clusters", 201, {**WITH_MORE, "members": []})
+    argv = ("cluster", "add", "web", "10.0.0.100", "--cluster-ip", "fd00:10::100", "--cluster-ip", "10.0.1.100")
+    assert run(api, *argv) == 0
+    assert api.last.body == {"name": "web", "cluster_ip": "10.0.0.100", "cluster_ips": ["fd00:10::100", "10.0.1.100"]}
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(next(line for line in lines if line.startswith("more cluster IPs"))) == [
+        "more cluster IPs",
+        "fd00:10::100, 10.0.1.100",
+    ]
+
+
+def test_member_add_sends_each_more_address(api, capsys):
+    api.answer("POST", "/nlb/clusters/web/members", 201, {**UNLOCATED, "ips": ["fd00:10::12", "10.0.1.12"]})
+    assert run(api, "member", "add", "web", "10.0.0.12", "--ip", "fd00:10::12", "--ip", "10.0.1.12") == 0
+    assert api.last.body == {"ip": "10.0.0.12", "ips": ["fd00:10::12", "10.0.1.12"]}
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(next(line for line in lines if line.startswith("more IPs"))) == [
+        "more IPs",
+        "fd00:10::12, 10.0.1.12",
+    ]
+
+
+def test_cluster_list_and_show_print_every_vip_and_each_members_addresses(api, capsys):
+    other = {**CLUSTER, "name": "api", "cluster_ip": "10.0.2.100", "cluster_mac": "02:bf:0a:00:02:64", "members": []}
+    api.answer("GET", "/nlb/clusters", 200, {"clusters": [WITH_MORE, other]})
+    assert run(api, "cluster", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(lines[0]) == ["NAME", "CLUSTER IP", "MORE CLUSTER IPS", "CLUSTER MAC", "MODE", "ARP", "MEMBERS"]
+    vips = "fd00:10::100, 10.0.1.100"
+    assert columns(lines[1]) == ["web", "10.0.0.100", vips, "02:bf:0a:00:00:64", "unicast", "proxy", "2"]
+    assert columns(lines[2])[:3] == ["api", "10.0.2.100", "-"]
+
+    api.answer("GET", "/nlb/clusters/web", 200, WITH_MORE)
+    assert run(api, "cluster", "show", "web") == 0
+    out = capsys.readouterr().out
+    assert "more cluster IPs  fd00:10::100, 10.0.1.100" in out
+    table = out.split("\n\n")[1].splitlines()
+    assert columns(table[0]) == ["IP", "MORE IPS", "DEDICATED MAC", "PINNED", "LOCATED"]
+    assert columns(table[1]) == ["10.0.0.11", "fd00:10::11", "02:de:0a:00:00:0b", "0000000000000001 port 1", PINNED_AT]
+    assert columns(table[2]) == ["10.0.0.12", "-", "02:de:0a:00:00:0c", "-", "unlocated"]
+
+
+def test_member_show_prints_its_more_addresses_and_none_when_it_has_none(api, capsys):
+    api.answer("GET", "/nlb/clusters/web/members/10.0.0.11", 200, {**PINNED, "ips": ["fd00:10::11"]})
+    assert run(api, "member", "show", "web", "10.0.0.11") == 0
+    assert [columns(line) for line in capsys.readouterr().out.splitlines()[:3]] == [
+        ["ip", "10.0.0.11"],
+        ["more IPs", "fd00:10::11"],
+        ["dedicated MAC", "02:de:0a:00:00:0b"],
+    ]
+    api.answer("GET", "/nlb/clusters/web/members/10.0.0.12", 200, UNLOCATED)
+    assert run(api, "member", "show", "web", "10.0.0.12") == 0
+    assert "more IPs" not in capsys.readouterr().out
+
+
+def test_the_diff_shows_more_addresses_added_and_changed():
+    added = {
+        **WITH_MORE,
+        "name": "new",
+        "members": [{"ip": "10.0.0.11", "ips": ["fd00:10::11"], "mac": "02:de:0a:00:00:0b"}],
+    }
+    changed = {
+        "name": "web",
+        "fields": [{"field": "cluster_ips", "from": None, "to": ["fd00:20::100", "10.0.3.100"]}],
+        "members": {
+            "added": [],
+            "removed": [],
+            "changed": [{"ip": "10.0.0.12", "fields": [{"field": "ips", "from": ["fd00:20::12"], "to": None}]}],
+        },
+    }
+    text = cli.format_diff({"dry_run": True, "added": [added], "removed": [], "changed": [changed], "unchanged": 0})
+    assert text.splitlines()[1:] == [
+        "+ cluster new (10.0.0.100 02:bf:0a:00:00:64, also fd00:10::100, 10.0.1.100, unicast, arp proxy, 1 member)",
+        "    + member 10.0.0.11 02:de:0a:00:00:0b also fd00:10::11",
+        "~ cluster web: cluster_ips - -> [fd00:20::100, 10.0.3.100]",
+        "    ~ member 10.0.0.12: ips [fd00:20::12] -> -",
+    ]
+
+
+def test_check_config_lists_each_clusters_more_cluster_ips(tmp_path, capsys):
+    path = tmp_path / "more.yaml"
+    path.write_text(
+        "clusters:\n"
+        "  - {name: web, cluster_ip: 10.0.0.100, cluster_ips: ['FD00:10::100'],"
+        " members: [{ip: 10.0.0.11, ips: ['fd00:10::11']}]}\n"
+        "  - {name: api, cluster_ip: 10.0.1.100}\n"
+    )
+    assert cli.main(["check-config", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert columns(lines[1])[:3] == ["NAME", "CLUSTER IP", "MORE CLUSTER IPS"]
+    assert columns(lines[2])[:3] == ["web", "10.0.0.100", "fd00:10::100"]
+    assert columns(lines[3])[:3] == ["api", "10.0.1.100", "-"]
+
+
+def test_more_addresses_through_the_cli_against_the_real_api(live_api, capsys):
+    url, controller = live_api
+
+    def nlbflow(*argv: str) -> int:
+        return cli.main(["--url", url, *argv])
+
+    assert nlbflow("cluster", "add", "api", "10.0.1.100", "--cluster-ip", "FD00:10::100") == 0
+    assert nlbflow("member", "add", "api", "10.0.1.11", "--ip", "fd00:10::11") == 0
+    capsys.readouterr()
+    assert nlbflow("member", "move", "api", "10.0.1.11", "--ip", "fd00:10::12", "--ip", "10.0.1.12") == 0
+    assert "more IPs       fd00:10::12, 10.0.1.12" in capsys.readouterr().out
+    cluster = controller.registry.cluster_named("api")
+    assert (cluster.cluster_ips, cluster.members[0].ips) == (("fd00:10::100",), ("fd00:10::12", "10.0.1.12"))
+
+    assert nlbflow("member", "add", "web", "10.0.0.20", "--ip", "fd00:10::12") == 1
+    assert capsys.readouterr().err == (
+        "nlbflow: 409: ips[0]: fd00:10::12 is already an address of member 10.0.1.11 of cluster 'api'\n"
+    )
+    assert nlbflow("member", "add", "web", "10.0.0.20", "--ip", "fe80::20") == 1
+    assert "nlbflow: 400: ips[0]: fe80::20 cannot be registered: it is a link-local address" in capsys.readouterr().err
+    assert nlbflow("member", "move", "api", "10.0.1.11", "--no-ips") == 0
+    assert "more IPs" not in capsys.readouterr().out
+    assert controller.registry.cluster_named("api").members[0].ips == ()
 
 
 # Flows and status
@@ -609,7 +743,11 @@ def test_check_config_of_a_missing_file_says_it_cannot_read_it(tmp_path, capsys)
         pytest.param(
             ["cluster", "add"], ("--cluster-mac", "--mode", "02:bf:", "03:bf:", "01:00:5e:7f:"), id="cluster-add"
         ),
-        pytest.param(["member", "move"], ("--dpid", "--port", "--unpin", "--mac"), id="member-move"),
+        pytest.param(
+            ["member", "move"], ("--dpid", "--port", "--unpin", "--mac", "--ip", "--no-ips"), id="member-move"
+        ),
+        pytest.param(["member", "add"], ("--ip ADDRESS", "IPv4 or IPv6", "repeat"), id="member-add"),
+        pytest.param(["cluster", "add"], ("--cluster-ip ADDRESS", "IPv4 or IPv6"), id="cluster-add-more-ips"),
         pytest.param(["flows"], ("reconcile", "--json"), id="flows"),
     ],
 )

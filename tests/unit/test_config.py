@@ -973,3 +973,13 @@ def test_more_addresses_are_refused_where_they_cannot_work(fields, key, problem)
 def test_no_address_is_registered_twice_anywhere(clusters, key, problem):
     refused = rejection(f"clusters: {clusters}")
     assert (refused.key, refused.problem) == (key, problem)
+
+
+def test_the_example_configs_commented_more_addresses_are_valid_once_uncommented():
+    text = EXAMPLE.read_text()
+    assert "    # cluster_ips: [fd00:10::100]" in text and "        # ips: [fd00:10::11]" in text
+    uncommented = text.replace("    # cluster_ips:", "    cluster_ips:").replace("        # ips:", "        ips:")
+    web = parse(uncommented).registry.cluster_named("web")
+    assert web.vips == ("10.0.0.100", "fd00:10::100")
+    assert web.members[0].addresses == ("10.0.0.11", "fd00:10::11")
+    assert web.members[0].dedicated_mac == "02:de:0a:00:00:0b", "one dedicated MAC for all its addresses"

@@ -316,3 +316,34 @@ def test_every_arp_enum_is_the_servers_arp_modes():
     assert len(with_arp) == 5, with_arp
     for name in with_arp:
         assert set(schemas[name]["properties"]["arp"]["enum"]) == {mode.value for mode in ArpMode}, name
+
+
+def test_the_answers_with_more_addresses_are_what_the_doc_says(tmp_path):
+    """A cluster with cluster_ips and a member with ips, created, shown, changed and diffed as served, against
+    the doc; every schema a cluster or member is written in has the two lists."""
+    from tests.unit.test_rest import StandInController, call
+
+    controller = StandInController(str(tmp_path / "state.db"))
+    cluster = {"name": "api", "cluster_ip": "10.0.1.100", "cluster_ips": ["fd00:10::100"]}
+    member = {"ip": "10.0.1.11", "ips": ["fd00:10::11", "10.0.1.12"]}
+    served = [
+        ("POST", "/nlb/clusters", "/nlb/clusters", cluster, "201"),
+        ("POST", "/nlb/clusters/api/members", "/nlb/clusters/{name}/members", member, "201"),
+        ("GET", "/nlb/clusters/api", "/nlb/clusters/{name}", None, "200"),
+        ("GET", "/nlb/clusters/api/members/10.0.1.11", "/nlb/clusters/{name}/members/{ip}", None, "200"),
+        ("PATCH", "/nlb/clusters/api/members/10.0.1.11", "/nlb/clusters/{name}/members/{ip}", {"ips": []}, "200"),
+        ("GET", "/nlb/registry", "/nlb/registry", None, "200"),
+        ("PUT", "/nlb/registry?dry_run=1", "/nlb/registry", {"clusters": [{**cluster, "members": [member]}]}, "200"),
+    ]
+    for method, path, template, body, status in served:
+        got_status, answer = call(controller, method, path, body)
+        assert str(got_status) == status, (path, answer)
+        response = resolve(OPERATIONS[method, template]["responses"][status])
+        problems = mismatches(answer, response["content"]["application/json"]["schema"])
+        assert not problems, f"{method} {path}: {problems}"
+    schemas = SPEC["components"]["schemas"]
+    for name in ("Cluster", "ClusterCreate", "ClusterPut", "ClusterEntry", "RegistryCluster"):
+        assert schemas[name]["properties"]["cluster_ips"]["items"] == {"type": "string"}, name
+        assert "format" not in schemas[name]["properties"]["cluster_ip"], f"{name}: cluster_ip may be IPv6"
+    for name in ("Member", "MemberCreate", "MemberPatch", "RegistryMember"):
+        assert schemas[name]["properties"]["ips"]["items"] == {"type": "string"}, name

@@ -290,6 +290,183 @@ def test_patch_moves_unpins_and_changes_the_mac(controller):
     )
 
 
+def with_more_addresses(controller) -> None:
+    """Cluster api (10.0.1.100 and fd00:10::100) with member 10.0.1.11 (and fd00:10::11), through the API."""
+    body = {"name": "api", "cluster_ip": "10.0.1.100", "cluster_ips": ["FD00:10:0::100"]}
+    assert call(controller, "POST", "/nlb/clusters", body)[0] == 201
+    assert call(controller, "POST", "/nlb/clusters/api/members", {"ip": "10.0.1.11", "ips": ["fd00:10::11"]})[0] == 201
+
+
+def test_more_addresses_are_created_shown_changed_and_saved(controller):
+    body = {"name": "api", "cluster_ip": "10.0.1.100", "cluster_ips": ["FD00:10:0::100", "10.0.1.101"]}
+    status, answer = call(controller, "POST", "/nlb/clusters", body)
+    assert (status, answer["cluster_ip"], answer["cluster_ips"]) == (201, "10.0.1.100", ["fd00:10::100", "10.0.1.101"])
+    status, answer = call(controller, "POST", "/nlb/clusters/api/members", {"ip": "10.0.1.11", "ips": ["fd00:10::11"]})
+    assert (status, answer["ips"], answer["mac"]) == (201, ["fd00:10::11"], "02:de:0a:00:01:0b"), "one dedicated MAC"
+
+    status, shown = call(controller, "GET", "/nlb/clusters/api")
+    assert (status, shown["cluster_ips"], shown["members"][0]["ips"]) == (
+        200,
+        ["fd00:10::100", "10.0.1.101"],
+        ["fd00:10::11"],
+    )
+    assert call(controller, "GET", "/nlb/clusters/api/members/10.0.1.11")[1]["ips"] == ["fd00:10::11"]
+    web = call(controller, "GET", "/nlb/clusters/web")[1]
+    assert "cluster_ips" not in web and all("ips" not in member for member in web["members"]), "absent when none"
+    entry = call(controller, "GET", "/nlb/registry")[1]["clusters"][1]
+    assert (entry["cluster_ips"], entry["members"]) == (
+        ["fd00:10::100", "10.0.1.101"],
+        [{"ip": "10.0.1.11", "ips": ["fd00:10::11"], "mac": "02:de:0a:00:01:0b"}],
+    )
+
+    path = "/nlb/clusters/api/members/10.0.1.11"
+    status, answer = call(controller, "PATCH", path, {"ips": ["fd00:10:0::12", "10.0.1.12"]})
+    assert (status, answer["ips"], answer["mac"]) == (200, ["fd00:10::12", "10.0.1.12"], "02:de:0a:00:01:0b")
+    saved = load_state(controller.state_file).cluster_named("api")
+    assert (saved.vips, saved.members[0].addresses) == (
+        ("10.0.1.100", "fd00:10::100", "10.0.1.101"),
+        ("10.0.1.11", "fd00:10::12", "10.0.1.12"),
+    )
+    assert call(controller, "POST", "/nlb/clusters/web/members", {"ip": "10.0.0.20", "ips": ["fd00:10::11"]})[0] == 201
+    status, answer = call(controller, "PATCH", path, {"ips": []})
+    assert (status, "ips" in answer) == (200, False)
+    assert load_state(controller.state_file).cluster_named("api").members[0].ips == ()
+
+
+def test_an_ipv6_primary_cluster_ip_is_taken_with_its_cluster_mac(controller):
+    body = {"name": "v6", "cluster_ip": "fd00:20::100"}
+    status, answer = call(controller, "POST", "/nlb/clusters", body)
+    assert (status, answer["error"]) == (
+        400,
+        "cluster_mac: required with an IPv6 cluster_ip (fd00:20::100): NLB derives the cluster MAC from an IPv4"
+        " address",
+    )
+    status, answer = call(controller, "POST", "/nlb/clusters", {**body, "cluster_mac": "02:bf:00:00:20:00"})
+    assert (status, answer["cluster_ip"], answer["cluster_mac"]) == (201, "fd00:20::100", "02:bf:00:00:20:00")
+    assert load_state(controller.state_file).cluster_named("v6").cluster_ip == "fd00:20::100"
+
+
+MEMBERS = "/nlb/clusters/web/members"
+MORE_ADDRESS_REFUSALS = [
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["fd00:10::11"]},
+        409,
+        "ips[0]: fd00:10::11 is already an address of member 10.0.1.11 of cluster 'api'",
+        id="another-members-address",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["fd00:10::100"]},
+        409,
+        "ips[0]: fd00:10::100 is already a cluster IP of cluster 'api'",
+        id="a-vip",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["10.0.0.100"]},
+        409,
+        "ips[0]: 10.0.0.100 is already the cluster IP of cluster 'web'",
+        id="its-clusters-primary-vip",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["fd00::20", "fd00:0::20"]},
+        409,
+        "ips[1]: fd00::20 is already an address of member 10.0.0.20 of cluster 'web'",
+        id="twice-in-one-member",
+    ),
+    pytest.param(
+        "PATCH",
+        f"{MEMBERS}/10.0.0.11",
+        {"ips": ["10.0.0.12"]},
+        409,
+        "ips[0]: 10.0.0.12 is already the IP of a member of cluster 'web'",
+        id="patch-onto-a-members-ip",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_ips": ["fd00:10::11"]},
+        409,
+        "cluster_ips[0]: fd00:10::11 is already an address of member 10.0.1.11 of cluster 'api'",
+        id="vip-is-a-members-address",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_ips": ["fd00:10::100"]},
+        409,
+        "cluster_ips[0]: fd00:10::100 is already a cluster IP of cluster 'api'",
+        id="vip-of-another-cluster",
+    ),
+    pytest.param(
+        "PUT",
+        "/nlb/clusters/web",
+        {"cluster_ip": "10.0.0.100", "members": [{"ip": "10.0.0.11", "ips": ["fd00:10::11"]}]},
+        409,
+        "members[0].ips[0]: fd00:10::11 is already an address of member 10.0.1.11 of cluster 'api'",
+        id="put-cluster",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["fe80::20"]},
+        400,
+        "ips[0]: fe80::20 cannot be registered: it is a link-local address",
+        id="link-local",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "10.0.0.20", "ips": ["::ffff:10.0.0.21"]},
+        400,
+        "ips[0]: ::ffff:a00:15 cannot be registered: it is an IPv4-mapped address: write 10.0.0.21 itself",
+        id="ipv4-mapped",
+    ),
+    pytest.param(
+        "POST",
+        MEMBERS,
+        {"ip": "fd00::20"},
+        400,
+        "ip: 'fd00::20': a member's primary ip is IPv4",
+        id="ipv6-primary-member-ip",
+    ),
+    pytest.param("POST", MEMBERS, {"ip": "10.0.0.20", "ips": "fd00::20"}, 400, "ips: expected a list", id="not-a-list"),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_ips": ["ff02::1"]},
+        400,
+        "cluster_ips[0]: ff02::1 cannot be registered: it is a multicast address",
+        id="multicast-vip",
+    ),
+    pytest.param(
+        "POST",
+        "/nlb/clusters",
+        {"name": "x", "cluster_ip": "10.0.9.1", "cluster_ips": ["fd00::1::2"]},
+        400,
+        "cluster_ips[0]: 'fd00::1::2' is not an IPv6 address",
+        id="malformed-vip",
+    ),
+    pytest.param("PATCH", f"{MEMBERS}/10.0.0.11", {"ips": None}, 400, "ips: null is not allowed", id="patch-ips-null"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "error"), MORE_ADDRESS_REFUSALS)
+def test_a_refused_address_names_its_field_and_changes_nothing(controller, method, path, body, status, error):
+    with_more_addresses(controller)
+    before = unchanged(controller)
+    got_status, got_body = call(controller, method, path, body)
+    assert (got_status, list(got_body)) == (status, ["error"])
+    assert got_body["error"].startswith(error), got_body["error"]
+    assert unchanged(controller) == before
+
+
 def test_delete_member_and_cluster_return_what_was_removed(controller):
     status, body = call(controller, "DELETE", "/nlb/clusters/web/members/10.0.0.11")
     assert (status, body["ip"]) == (200, "10.0.0.11")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,12 @@ from flows.state import cluster_data
 from flows.store import (
     ClusterRow,
     RegistryStore,
+    cluster_row,
     member_rows,
     open_registry,
     plan_writes,
     remove_stale_temp_files,
+    switch_rows,
 )
 from tests.unit.example_cluster import web_config
 
@@ -52,17 +55,24 @@ def random_member(rng: random.Random, cluster_number: int, used: set[str]) -> di
         member["mac"] = f"02:aa:{rng.randrange(256):02x}:{rng.randrange(256):02x}:{rng.randrange(256):02x}:01"
     if rng.random() < 0.3:
         member.update(dpid=rng.randrange(1, 4), port=rng.randrange(1, 200))
+    if rng.random() < 0.3:  # more addresses: IPv6 ones, and an IPv4 one sometimes
+        more = [f"fd00:{cluster_number}::{rng.randrange(1, 60):x}", f"10.{cluster_number}.9.{rng.randrange(1, 60)}"]
+        member["ips"] = [address for address in more[: rng.randrange(1, 3)] if address not in used]
+        used.update(member["ips"])
     return member
 
 
 def random_cluster(rng: random.Random, number: int, used: set[str]) -> dict:
-    return {
+    cluster = {
         "name": f"c{number}",
         "cluster_ip": f"10.200.{number}.100",
         "mode": rng.choice(["unicast", "unicast", "multicast", "igmp"]),
         "arp": rng.choice(ARP_MODES),
         "members": [random_member(rng, number, used) for _ in range(rng.randrange(6))],
     }
+    if rng.random() < 0.3:
+        cluster["cluster_ips"] = [f"fd00:200:{number}::100", f"10.201.{number}.100"][: rng.randrange(1, 3)]
+    return cluster
 
 
 def registry_of(data: list[dict]) -> Registry:
@@ -72,7 +82,12 @@ def registry_of(data: list[dict]) -> Registry:
 def mutated(rng: random.Random, data: list[dict]) -> list[dict]:
     """data with one random change of the kinds the API and `apply` make; the input is left as it is."""
     data = copy.deepcopy(data)
-    used = {member["ip"] for cluster in data for member in cluster["members"]}
+    used = {
+        address
+        for cluster in data
+        for member in cluster["members"]
+        for address in (member["ip"], *member.get("ips", []))
+    }
     kind = rng.choice(
         ["add cluster", "remove cluster", "swap clusters", "cluster field"] + ["member"] * 4 + ["move member"]
     )
@@ -86,8 +101,12 @@ def mutated(rng: random.Random, data: list[dict]) -> list[dict]:
         data[i], data[j] = data[j], data[i]
     elif kind == "cluster field":
         cluster = rng.choice(data)
-        field = rng.choice(["arp", "mode"])
-        cluster[field] = rng.choice(ARP_MODES if field == "arp" else ["unicast", "multicast", "igmp"])
+        field = rng.choice(["arp", "mode", "cluster_ips"])
+        if field == "cluster_ips":
+            number = int(cluster["name"][1:])
+            cluster[field] = rng.sample([f"fd00:200:{number}::100", f"10.201.{number}.100"], rng.randrange(3))
+        else:
+            cluster[field] = rng.choice(ARP_MODES if field == "arp" else ["unicast", "multicast", "igmp"])
     elif kind == "move member":
         source, target = rng.choice(data), rng.choice(data)
         if source["members"]:
@@ -139,7 +158,13 @@ def rows_of(registry: Registry) -> tuple[dict, dict]:
     names = [None, *(cluster.name for cluster in registry.clusters)]
     clusters = {
         cluster.name: ClusterRow(
-            cluster.name, names[i], cluster.cluster_ip, cluster.cluster_mac, cluster.mode.value, cluster.arp.value
+            cluster.name,
+            names[i],
+            cluster.cluster_ip,
+            cluster.cluster_mac,
+            cluster.mode.value,
+            cluster.arp.value,
+            " ".join(cluster.cluster_ips),
         )
         for i, cluster in enumerate(registry.clusters)
     }
@@ -220,6 +245,64 @@ def test_every_arp_mode_round_trips_and_a_change_of_mode_rewrites_only_that_clus
     assert sorted((row.name, row.arp) for row in writes.clusters_updated) == [("db", "switch"), ("web", "proxy")]
     assert writes.rows == 2
     assert RegistryStore.open(store.path).registry == changed.registry
+    store.close()
+
+
+MORE_ADDRESSES = """
+clusters:
+  - name: web
+    cluster_ip: 10.0.0.100
+    cluster_ips: [FD00:10:0::100, 10.0.1.100]
+    members:
+      - {ip: 10.0.0.11, ips: [fd00:10::11, 10.0.1.11], dpid: 1, port: 3}
+      - {ip: 10.0.0.12}
+  - name: v6
+    cluster_ip: fd00:20::100
+    cluster_mac: 03:bf:00:00:20:00
+    mode: multicast
+    members: [{ip: 10.0.2.11, ips: [fd00:20::11], mac: 52:54:00:00:02:0b}]
+"""
+
+
+def test_more_addresses_of_either_family_and_an_ipv6_primary_vip_round_trip(tmp_path):
+    registry = parse_config(MORE_ADDRESSES).registry
+    store = RegistryStore.create(str(tmp_path / "state.db"), registry)
+    reopened = RegistryStore.open(store.path)
+    assert reopened.registry == registry
+    web, v6 = reopened.registry.clusters
+    assert (web.vips, web.members[0].addresses, web.members[1].ips) == (
+        ("10.0.0.100", "fd00:10::100", "10.0.1.100"),
+        ("10.0.0.11", "fd00:10::11", "10.0.1.11"),
+        (),
+    )
+    assert (v6.cluster_ip, v6.members[0].ips) == ("fd00:20::100", ("fd00:20::11",))
+    assert sorted(store.connection.execute("SELECT name, cluster_ips FROM clusters")) == [
+        ("v6", ""),
+        ("web", "fd00:10::100 10.0.1.100"),
+    ]
+    assert sorted(store.connection.execute("SELECT ip, ips FROM members")) == [
+        ("10.0.0.11", "fd00:10::11 10.0.1.11"),
+        ("10.0.0.12", ""),
+        ("10.0.2.11", "fd00:20::11"),
+    ]
+    for opened in (store, reopened):
+        opened.close()
+
+
+def test_changing_only_a_members_addresses_or_a_clusters_writes_its_one_row(tmp_path):
+    store = RegistryStore.create(str(tmp_path / "state.db"), parse_config(MORE_ADDRESSES).registry)
+    registry = update_member(store.registry, "web", "10.0.0.12", {"ips": ["fd00:10::12"]})[0]
+    statements = traced_writes(store, registry)
+    assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "COMMIT"], statements
+    assert store.connection.execute("SELECT ips FROM members WHERE ip = '10.0.0.12'").fetchall() == [("fd00:10::12",)]
+    registry = update_member(store.registry, "web", "10.0.0.11", {"ips": []})[0]
+    writes = store.save(registry)
+    assert [(row.ip, row.ips) for row in writes.members_updated] == [("10.0.0.11", "")] and writes.rows == 1
+    web = replace(store.registry.clusters[0], cluster_ips=("fd00:10::100",))
+    writes = store.save(Registry(clusters=(web, store.registry.clusters[1])))
+    assert [(row.name, row.cluster_ips) for row in writes.clusters_updated] == [("web", "fd00:10::100")]
+    assert writes.rows == 1
+    assert RegistryStore.open(store.path).registry == store.registry
     store.close()
 
 
@@ -498,7 +581,10 @@ CORRUPT = {
         lambda p: sqlite3.connect(p).execute("CREATE TABLE t (x)").connection.commit(),
         "no such table: meta",
     ),
-    "schema-version": (lambda p: edited(p, "UPDATE meta SET value = '7'"), "schema version '7'"),
+    "schema-version": (
+        lambda p: edited(p, "UPDATE meta SET value = '7'"),
+        "schema version '7'; this version of nlbflow reads 3 (and migrates 1 and 2)",
+    ),
     "bad-member-ip": (
         lambda p: edited(p, "UPDATE members SET ip = '10.0.0.300' WHERE ip = '10.0.0.5'"),
         "members[cluster='c0', ip='10.0.0.300'].ip",
@@ -511,6 +597,18 @@ CORRUPT = {
     "member-ip-twice": (
         lambda p: edited(p, "UPDATE clusters SET cluster_ip = '10.0.0.3'"),
         "10.0.0.3 is already the cluster IP",
+    ),
+    "link-local-member-address": (
+        lambda p: edited(p, "UPDATE members SET ips = 'fd00::5 fe80::5' WHERE ip = '10.0.0.5'"),
+        "members[cluster='c0', ip='10.0.0.5'].ips[1]: fe80::5 cannot be registered: it is a link-local address",
+    ),
+    "cluster-ips-a-blob": (
+        lambda p: edited(p, "UPDATE clusters SET cluster_ips = X'6664'"),
+        "clusters[name='c0'].cluster_ips: expected a list",
+    ),
+    "member-address-is-the-vip": (
+        lambda p: edited(p, "UPDATE members SET ips = '10.200.0.100' WHERE ip = '10.0.0.2'"),
+        "clusters[0].members[1].ips[0]: 10.200.0.100 is already the cluster IP of cluster 'c0'",
     ),
     "broken-order": (
         lambda p: edited(p, "UPDATE members SET previous = '10.0.0.1' WHERE ip = '10.0.0.4'"),
@@ -733,14 +831,46 @@ def test_save_fabric_writes_only_the_rows_that_changed_and_keeps_the_order(tmp_p
     reopened.close()
 
 
-def version_1_database(path: str, registry: Registry) -> None:
-    """A database as nlbflow wrote it before the fabric: schema version 1, no switches table."""
-    RegistryStore.create(path, registry).close()
+VERSION_1_SCHEMA = (  # as nlbflow created its database before the fabric
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE clusters (name TEXT NOT NULL PRIMARY KEY, previous TEXT, cluster_ip TEXT NOT NULL,"
+    " cluster_mac TEXT NOT NULL, mode TEXT NOT NULL, arp TEXT NOT NULL)",
+    "CREATE TABLE members (cluster TEXT NOT NULL, ip TEXT NOT NULL, previous TEXT, mac TEXT, dpid TEXT,"
+    " port INTEGER, PRIMARY KEY (cluster, ip))",
+)
+VERSION_2_SCHEMA = (  # as it did before more addresses: the switches table too
+    *VERSION_1_SCHEMA,
+    "CREATE TABLE switches (dpid TEXT NOT NULL PRIMARY KEY, previous TEXT, name TEXT, uplinks TEXT NOT NULL)",
+)
+
+
+def older_database(path: str, version: int, registry: Registry, fabric: Fabric | None = None) -> None:
+    """A database as an older nlbflow wrote it: that version's tables, rows without more addresses, and
+    (version 2) the fabric's switches."""
     connection = sqlite3.connect(path)
-    connection.execute("DROP TABLE switches")
-    connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    connection.execute("PRAGMA journal_mode=WAL")
+    for statement in VERSION_1_SCHEMA if version == 1 else VERSION_2_SCHEMA:
+        connection.execute(statement)
+    connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    for index, cluster in enumerate(registry.clusters):
+        assert not cluster.cluster_ips and not any(member.ips for member in cluster.members), "no such columns"
+        row = cluster_row(cluster, registry.clusters[index - 1].name if index else None)
+        connection.execute("INSERT INTO clusters VALUES (?, ?, ?, ?, ?, ?)", astuple(row)[:6])
+        for member in member_rows(cluster):
+            connection.execute("INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)", astuple(member)[:6])
+    if version == 2:
+        connection.executemany(
+            "INSERT INTO switches VALUES (?, ?, ?, ?)", map(astuple, switch_rows(fabric or Fabric()))
+        )
+    else:
+        assert fabric is None, "a version-1 database has no switches"
     connection.commit()
     connection.close()
+
+
+def version_1_database(path: str, registry: Registry) -> None:
+    """A database as nlbflow wrote it before the fabric: schema version 1, no switches table."""
+    older_database(path, 1, registry)
 
 
 def test_a_version_1_database_is_migrated_in_place_losing_nothing_and_takes_the_configs_fabric(tmp_path):
@@ -754,7 +884,7 @@ def test_a_version_1_database_is_migrated_in_place_losing_nothing_and_takes_the_
     assert (opened.store.registry, opened.store.fabric) == (registry, configured)
     opened.store.close()
     connection = sqlite3.connect(path)
-    assert connection.execute("SELECT value FROM meta").fetchall() == [("2",)]
+    assert connection.execute("SELECT value FROM meta").fetchall() == [("3",)]
     connection.close()
 
     again = open_registry(path, registry, fabric=Fabric(switches=(SwitchConfig(1, "other"),)))
@@ -854,3 +984,38 @@ def test_kill_9_while_migrating_leaves_the_version_1_database_which_the_next_sta
     store = RegistryStore.open(str(path), configured)
     assert (store.migrated, store.registry, store.fabric) == (True, registry, configured)
     store.close()
+
+
+def test_a_version_2_database_is_migrated_in_place_keeping_its_fabric_and_takes_more_addresses(tmp_path):
+    path = str(tmp_path / "state.db")
+    registry = web_config(pinned=True).registry
+    older_database(path, 2, registry, FABRIC)
+    before = stored_rows(sqlite3.connect(path))
+
+    opened = open_registry(path, registry, fabric=Fabric(switches=(SwitchConfig(9, "other"),)))
+    assert opened.store.migrated and (opened.first_start, opened.fabric_first_start) == (False, False)
+    assert (opened.fabric_ignored, opened.store.registry, opened.store.fabric) == (True, registry, FABRIC)
+    clusters, members = stored_rows(opened.store.connection)
+    assert (clusters, members) == ({(*row, "") for row in before[0]}, {(*row, "") for row in before[1]})
+    assert opened.store.connection.execute("SELECT value FROM meta").fetchall() == [("3",)]
+
+    changed = update_member(opened.store.registry, "web", "10.0.0.12", {"ips": ["fd00::12"]})[0]
+    assert opened.store.save(changed).rows == 1
+    opened.store.close()
+    again = RegistryStore.open(path)
+    assert (again.migrated, again.registry, again.fabric) == (False, changed, FABRIC)
+    assert again.registry.cluster_named("web").member_for_address("fd00::12").ip == "10.0.0.12"
+    again.close()
+
+
+def test_a_version_2_database_that_fails_validation_is_refused_and_not_migrated(tmp_path):
+    path = tmp_path / "state.db"
+    older_database(str(path), 2, web_config().registry)
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE clusters SET mode = 'broadcast'")
+    connection.commit()
+    connection.close()
+    before = fingerprint(tmp_path)
+    with pytest.raises(ConfigError, match="is not a cluster mode"):
+        open_registry(str(path), Registry())
+    assert fingerprint(tmp_path) == before
