@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from flows.addresses import PROBE_MAC
-from flows.arp import ARP_REQUEST, FrameOut, probe_outputs
+from flows.arp import ARP_REQUEST, ArpFrame, FrameOut, probe_outputs
 from flows.model import LocationSettings
 
 MemberKey = tuple[str, str]  # (cluster name, member ip)
@@ -129,7 +129,7 @@ class SwitchLocations:
     def probes_sent(self, frames: Iterable[FrameOut], now: float) -> None:
         """Remember each probe sent: only its answer, from the port it went out of, may locate a member."""
         for out in frames:
-            if out.frame.sha == PROBE_MAC and out.frame.op == ARP_REQUEST:
+            if isinstance(out.frame, ArpFrame) and out.frame.sha == PROBE_MAC and out.frame.op == ARP_REQUEST:
                 self.probed[(out.frame.tpa, out.port)] = now
 
     def probes_swept(self, member_ips: Iterable[str], ports: frozenset[int], now: float) -> None:

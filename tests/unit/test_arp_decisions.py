@@ -267,3 +267,15 @@ def test_a_multicast_member_without_a_registered_mac_is_located_by_any_unicast_s
     registry = multicast_cluster(None)
     answer = reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC, sha=CLIENT_MAC, eth_src=CLIENT_MAC)
     assert decide_arp(registry, {}, SWITCH_PORTS, 2, answer).claimed == (("web", B), 2)
+
+
+def test_a_peers_other_ipv4_address_is_answered_with_its_one_dedicated_mac_and_names_that_address(all_located):
+    base = web_cluster()
+    members = tuple(replace(m, ips=("10.0.1.12",)) if m.ip == B else m for m in base.members)
+    registry = Registry(clusters=(replace(base, members=members),))
+    decision = decide_arp(registry, all_located, SWITCH_PORTS, MEMBER_PORT[A], request(A, "10.0.1.12"))
+    assert decision.verdict == Verdict.ANSWERED
+    answer = by_port(decision.outputs)[MEMBER_PORT[A]]
+    assert (answer.sha, answer.spa, answer.tpa) == (DM[B], "10.0.1.12", A)
+    from_other_address = decide_arp(registry, all_located, SWITCH_PORTS, MEMBER_PORT[B], request("10.0.1.12", A))
+    assert from_other_address.claimed == (("web", B), MEMBER_PORT[B])
