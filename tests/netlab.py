@@ -71,7 +71,7 @@ import signal, socket, sys, threading
 proto, ip, port, lifetime = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 signal.alarm(lifetime)
 kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-srv = socket.socket(socket.AF_INET, kind)
+srv = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, kind)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((ip, port))
 if proto == "udp":
@@ -97,7 +97,7 @@ _TCP_CLIENT = r"""
 import signal, socket, sys
 ip, port, source, lifetime, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 signal.alarm(lifetime)
-sock = socket.socket()
+sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
 sock.settimeout(timeout)
 try:
     if source:
@@ -127,7 +127,7 @@ _UDP_CLIENT = r"""
 import socket, sys
 ip, port, source, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 payload = sys.argv[5].encode()
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
 sock.settimeout(timeout)
 if source:
     sock.bind((source, 0))
@@ -469,44 +469,78 @@ class Lab:
         pid = int((self.workdir / f"{daemon}.pid").read_text().strip())
         self.processes.append(ProcessRecord.of(pid, daemon))
 
-    def _add_netns(self, host: Host | None) -> None:
-        """The host's (None: the switch's) namespace, loopback up, IPv6 off (no solicitations in captures)."""
+    def _add_netns(self, host: Host | None, ipv6: bool = False) -> None:
+        """The host's (None: the switch's) namespace, loopback up, IPv6 off (no solicitations in captures)
+        unless asked for. With IPv6, interfaces made later get random link-local addresses: members share one
+        MAC, and EUI-64 would give them one link-local address, which DAD refuses (docs/ipv6.md)."""
         netns = self._netns(host)
         _host_cmd("ip", "netns", "add", netns)
         self.namespaces.append(netns)
         self.run(host, "ip", "link", "set", "lo", "up")
-        if Path("/proc/sys/net/ipv6").exists():
+        if ipv6:
+            self.run(
+                host,
+                *("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0"),
+                "net.ipv6.conf.default.addr_gen_mode=3",
+            )
+        elif Path("/proc/sys/net/ipv6").exists():
             self.run(
                 host, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
             )
 
     def add_host(
-        self, name: str, mac: str, addresses: Sequence[str], ofport: int | None = None, bridge: str = BRIDGE
+        self,
+        name: str,
+        mac: str,
+        addresses: Sequence[str],
+        ofport: int | None = None,
+        bridge: str = BRIDGE,
+        ipv6: Sequence[str] = (),
     ) -> Host:
         """A namespace `<prefix>-<name>` whose eth0 (`mac`, `addresses`) is plugged into `bridge`.
 
         On an OVS bridge the switch end is port `ofport` (None: the number OVS picks); on a Linux bridge
-        `ofport` must be None.
+        `ofport` must be None. ipv6: IPv6 addresses ("fd00:10::11/64", "fd00:10::100/128 nodad"), which turn
+        IPv6 on in the namespace; each passed DAD (or was added nodad) when this returns.
         """
         switch_iface = self._switch_name(name, "host")
         if name in self.hosts:
             raise ValueError(f"host {name!r} already in the lab")
         self._check_free_port(bridge, ofport)
         host = Host(name, f"{self.prefix}-{name}", mac.lower(), tuple(addresses), ofport, switch_iface, bridge)
-        self._add_netns(host)
+        self._add_netns(host, ipv6=bool(ipv6))
         _host_cmd(
             *f"ip link add eth0 netns {host.netns} type veth peer name {switch_iface} netns {self.switch_netns}".split()
         )
         self.run(host, "ip", "link", "set", "eth0", "address", host.mac)
+        if ipv6:
+            self.run(host, "ip", "link", "set", "eth0", "addrgenmode", "random")  # while down
         for address in host.addresses:
             self.run(host, "ip", "addr", "add", address, "dev", "eth0")
+        for address in ipv6:
+            self.run(host, "ip", "addr", "add", *address.split(), "dev", "eth0")
         self.run(host, "ip", "link", "set", "eth0", "up")
         # Mandatory: with TX offload on, TCP through the userspace datapath hangs (method.md, lab facts).
         self.run(host, "ethtool", "-K", "eth0", "tx", "off")
         self.run(None, "ip", "link", "set", switch_iface, "up")
         host = replace(host, ofport=self._attach(switch_iface, bridge, ofport))
         self.hosts[name] = host
+        if ipv6:
+            self.wait_for_dad(host)
         return host
+
+    def wait_for_dad(self, host: Host, timeout: float = 15.0) -> None:
+        """Until no IPv6 address of the host is tentative; one whose DAD failed is a LabError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            failed = self.run(host, "ip", "-6", "addr", "show", "dev", "eth0", "dadfailed").stdout.strip()
+            if failed:
+                raise LabError(f"{host.name}: duplicate address detection failed:\n{failed}")
+            if not self.run(host, "ip", "-6", "addr", "show", "dev", "eth0", "tentative").stdout.strip():
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: IPv6 addresses still tentative after {timeout} s")
+            time.sleep(0.2)
 
     def _check_free_port(self, bridge: str, ofport: int | None) -> None:
         """`bridge` is one of the lab's, and `ofport` (if any) is free on it (Linux bridges number nothing)."""
@@ -819,6 +853,11 @@ class Lab:
     def neigh(self, host: Host) -> dict[str, Neigh]:
         """The host's IPv4 neighbour table on eth0, by IP."""
         entries = json.loads(self.run(host, "ip", "-j", "-4", "neigh", "show", "dev", "eth0").stdout or "[]")
+        return {e["dst"]: Neigh(e["dst"], e.get("lladdr"), (e.get("state") or [""])[0]) for e in entries}
+
+    def neigh6(self, host: Host) -> dict[str, Neigh]:
+        """The host's IPv6 neighbour table on eth0, by address (routers' and link-local entries included)."""
+        entries = json.loads(self.run(host, "ip", "-j", "-6", "neigh", "show", "dev", "eth0").stdout or "[]")
         return {e["dst"]: Neigh(e["dst"], e.get("lladdr"), (e.get("state") or [""])[0]) for e in entries}
 
     def flush_neigh(self, host: Host) -> None:

@@ -55,7 +55,14 @@ FlowRow = tuple[int, int, int, str, str]
 """(table, cookie, priority, match, actions): a flow as ovs-ofctl prints it, the match's fields sorted
 (OVS prints them in an order of its own)."""
 
-_OVS_FIELD_NAMES = {"eth_dst": "dl_dst", "eth_src": "dl_src"}
+_OVS_FIELD_NAMES = {
+    "eth_dst": "dl_dst",
+    "eth_src": "dl_src",
+    "icmpv6_type": "icmp_type",
+    "ipv6_nd_sll": "nd_sll",
+    "ipv6_nd_tll": "nd_tll",
+}
+_PROTOCOLS = {(0x0806, None): "arp", (0x86DD, 58): "icmp6"}  # what ovs-ofctl prints for eth_type (and ip_proto)
 _HEX_FIELDS = ("metadata", "reg0")  # ovs-ofctl prints these in hex, in a match and in set_field
 _OVS_HEADERS = {  # a field as ovs-ofctl names it in a move or a register output, and its width in bits
     "arp_spa": ("NXM_OF_ARP_SPA", 32),
@@ -98,8 +105,11 @@ def _ovs_action(action: Action) -> str:
 
 def ovs_text(flow: FlowSpec) -> FlowRow:
     """A flow the app computes, written as ovs-ofctl -O OpenFlow13 dump-flows prints it."""
-    fields = ["arp"] if dict(flow.match).get("eth_type") == 0x0806 else []
-    fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={_ovs_value(k, v)}" for k, v in flow.match if k != "eth_type"]
+    match = dict(flow.match)
+    protocol = _PROTOCOLS.get((match.get("eth_type"), match.get("ip_proto")))
+    fields = [protocol] if protocol else []
+    shorthand = ("eth_type", "ip_proto") if protocol else ()
+    fields += [f"{_OVS_FIELD_NAMES.get(k, k)}={_ovs_value(k, v)}" for k, v in flow.match if k not in shorthand]
     actions = ",".join(_ovs_action(action) for action in flow.actions) or "drop"
     return (flow.table_id, flow.cookie, flow.priority, _sorted_match(fields), actions)
 
