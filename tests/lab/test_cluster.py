@@ -5,6 +5,7 @@ One lab per (runtime, ARP mode) serves the tests of this module; each test sets 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -169,11 +170,14 @@ def test_a_frame_for_a_dedicated_mac_leaves_only_on_the_targets_port_addressed_t
 
 
 def test_data_frames_cause_no_packet_in(net):
-    """Only ARP may reach the controller: every packet-in during a data burst is an ARP a member sent."""
+    """Only ARP (and ND) may reach the controller: every packet-in during a data burst is an ARP a member
+    sent (IPv6 is off in this lab: tests/lab/test_ipv6.py)."""
     populate_caches(net)
     flows = net.lab.dump_flows(APP_COOKIES)
     punts = [f for f in flows if f.actions == "goto_table:2"]  # into the punt meters (docs/storms.md)
-    assert punts and all(f.match.startswith("arp,") for f in punts), "only ARP may go to the controller"
+    nd = re.compile(r"icmp6,.*icmp_type=13[3-6]")  # a member's Neighbor Discovery (docs/ipv6.md)
+    only_arp_and_nd = all(f.match.startswith("arp,") or nd.match(f.match) for f in punts)
+    assert punts and only_arp_and_nd, "only ARP and ND may go to the controller"
     assert [f.table for f in flows if "CONTROLLER" in f.actions] == [3], "the punt meters' table alone punts"
     before = settled_packet_counts(net.lab)
     src, dst = net.members[0], net.members[1]

@@ -244,6 +244,8 @@ def test_the_audit_reads_the_switch_and_reconcile_repairs_exactly_what_is_missin
         (1, None, None, "probe_answer", 400),
         (1, None, None, "normal_fallback", 0),
         (1, "web", None, "arp_punt", 300),
+        (1, "web", None, "nd_punt", 300),  # NS and NA (docs/ipv6.md)
+        (0, "web", None, "nd_punt", 150),  # RS and RA
         *((1, "web", m.ip, "member_delivery", 200) for m in net.members),
         (1, "web", None, "cluster_delivery", 100),
         (2, None, None, "punt_port", 100),  # one per port (docs/storms.md)
