@@ -3,6 +3,7 @@
 Run as root from the repo root: `python -m tests.demo [--runtime osken|ryu] [--arp switch|proxy|relay]`
 (`make demo` does it). Everything happens in a throw-away lab (tests/netlab.py): namespaces, a private
 userspace Open vSwitch and the controller, all removed at the end, even on failure or Ctrl-C.
+The members are dual-stack, so the problem and the fix are shown for IPv4 and IPv6 side by side (issue 11).
 The exit code is 0 only if the problem was reproduced and every check of the fix passed. A last section
 puts members on two OVS bridges joined by a Linux bridge, one app driving both (issue 9).
 """
@@ -30,7 +31,7 @@ from tests.lab.appkit import (
     write_config,
 )
 from tests.lab.fabrickit import build_topology_a, members_in_status, start_fabric
-from tests.netlab import BRIDGE, CLUSTER_MAC, CLUSTER_VIP, Flow, Host, Lab, LabError
+from tests.netlab import BRIDGE, CLUSTER_MAC, CLUSTER_VIP, CLUSTER_VIP6, Flow, Host, Lab, LabError
 
 PURPOSES = {
     Purpose.NORMAL_FALLBACK: "normal fallback",
@@ -40,10 +41,14 @@ PURPOSES = {
     Purpose.SOURCE_MASKING: "source masking",
     Purpose.INGRESS: "on to table 1",
     Purpose.PROBE_ANSWER: "probe answers",
+    Purpose.PUNT_PORT: "punt meter of a port",
+    Purpose.PUNT_TOTAL: "punt meter of the switch",
+    Purpose.MEMBER_TRANSIT: "to a member on another switch",
     Purpose.ARP_SENDER: "member ARP recognised",
     Purpose.ARP_ANSWER: "ARP answered by the switch",
     Purpose.ARP_SPREAD: "member ARP spread",
     Purpose.ARP_FLOOD: "flood to edge ports",
+    Purpose.ND_PUNT: "ND to controller",
 }
 FLOW_TIMEOUT = 30.0
 HTTP_REQUESTS = 210  # one connection each, cycling through the client's CLIENT_SOURCES: about 10 s
@@ -73,9 +78,10 @@ def heading(title: str, explanation: str) -> None:
     print(f"\n== {title} ==\n{explanation}", flush=True)
 
 
-def ping_matrix(lab: Lab, members: list[Host], count: int) -> dict[tuple[str, str], bool]:
-    """Ping every peer's DIP from every member, printing one row per source as it completes."""
-    print(("          " + "".join(f"to {m.name:<8}" for m in members)).rstrip())
+def ping_matrix(lab: Lab, members: list[Host], count: int, ipv6: bool = False) -> dict[tuple[str, str], bool]:
+    """Ping every peer's DIP (IPv4, or the IPv6 DIP) from every member, printing one row per source as it completes."""
+    family = "IPv6" if ipv6 else "IPv4"
+    print((f"  {family}    " + "".join(f"to {m.name:<8}" for m in members)).rstrip())
     results: dict[tuple[str, str], bool] = {}
     for src in members:
         row = f"  from {src.name:<3} "
@@ -83,7 +89,7 @@ def ping_matrix(lab: Lab, members: list[Host], count: int) -> dict[tuple[str, st
             if dst is src:
                 row += f"{'-':<11}"
                 continue
-            got = lab.ping_replies(src, dst.ip, count=count)
+            got = lab.ping_replies(src, dst.ip6 if ipv6 else dst.ip, count=count)
             results[(src.name, dst.name)] = got == count
             row += f"{'ok' if got == count else f'FAIL {got}/{count}':<11}"
         print(row.rstrip(), flush=True)
@@ -98,6 +104,15 @@ def owner_of(mac: str | None, members: list[Host]) -> str:
     return f"dedicated MAC of {names[0]}" if names else ""
 
 
+def neighbour_row(lab: Lab, host: Host, address: str, members: list[Host]) -> tuple[str | None, str, str]:
+    """(MAC, state, the row to print) for one address in the host's neighbour table (`ip neigh`, `ip -6 neigh`)."""
+    entry = (lab.neigh6(host) if ":" in address else lab.neigh(host)).get(address)
+    mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
+    client_note = "the cluster MAC" if mac == CLUSTER_MAC else ""
+    note = owner_of(mac, members) if host in members else client_note
+    return mac, state, f"{host.name}: {address:<12} -> {mac or '(none)':<17}  {state:<10} {note}"
+
+
 def show_problem(lab: Lab, members: list[Host], checks: Checks) -> None:
     """Without the app, br0 is a plain learning switch: members cannot reach each other by DIP."""
     heading(
@@ -105,19 +120,22 @@ def show_problem(lab: Lab, members: list[Host], checks: Checks) -> None:
         "Every member's NIC carries the cluster MAC, so a member resolves a peer's DIP to its own MAC or not at all.",
     )
     lab.add_flow("actions=NORMAL")
-    results = ping_matrix(lab, members, count=1)
-    checks.check(not any(results.values()), "problem: member-to-member pings should all fail without the app")
-    m1 = members[0]
-    table = lab.neigh(m1)
-    print(f"\n  {m1.name}'s neighbour table (ip neigh) for its peers:")
-    for peer in members[1:]:
-        entry = table.get(peer.ip)
-        mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
-        print(f"    {peer.ip:<10} -> {mac or '(none)':<17}  {state:<10} {owner_of(mac, members)}".rstrip())
+    for ipv6 in (False, True):
+        results = ping_matrix(lab, members, count=1, ipv6=ipv6)
+        family = "IPv6" if ipv6 else "IPv4"
         checks.check(
-            entry is not None and (mac == CLUSTER_MAC or state in {"FAILED", "INCOMPLETE"}),
-            f"problem: {m1.name} should resolve {peer.name} to the cluster MAC or fail",
+            not any(results.values()), f"problem: member-to-member {family} pings should all fail without the app"
         )
+    m1 = members[0]
+    print(f"\n  {m1.name}'s neighbour tables (ip neigh, ip -6 neigh) for its peers:")
+    for peer in members[1:]:
+        for address in (peer.ip, peer.ip6):
+            mac, state, row = neighbour_row(lab, m1, address, members)
+            print(f"    {row}".rstrip())
+            checks.check(
+                state != "absent" and (mac == CLUSTER_MAC or state in {"FAILED", "INCOMPLETE"}),
+                f"problem: {m1.name} should resolve {peer.name}'s {address} to the cluster MAC or fail",
+            )
     ports = sorted(port for port, mac in lab.fdb() if mac == CLUSTER_MAC)
     if ports:
         print(f"\n  br0's MAC table (ovs-appctl fdb/show) holds the cluster MAC on port {ports[0]}, the member that")
@@ -126,7 +144,7 @@ def show_problem(lab: Lab, members: list[Host], checks: Checks) -> None:
     lab.appctl("fdb/flush", BRIDGE)
     for host in members:
         lab.flush_neigh(host)
-    print("\n  Removed the NORMAL flow, flushed br0's MAC table and the members' neighbour tables.")
+    print("\n  Removed the NORMAL flow, flushed br0's MAC table and the members' neighbour tables (both families).")
 
 
 def wait_for_delivery_flows(lab: Lab, members: list[Host]) -> list[Flow]:
@@ -166,17 +184,18 @@ def print_flows(flows: list[Flow]) -> None:
     print("  cookie 0x4e4c CCCC MMMM PP 00: 4e4c = nlbflow, CCCC = cluster id, MMMM = member id (the DIP's last")
     print("  two octets, 000b = .11), PP = purpose (01 normal fallback, 02 ARP to controller, 03 delivery to a member,")
     print("  04 cluster traffic to all members, 05 source masking, 06 table 0 to 1, 07 answers to the app's probes;")
-    print("  in switch mode 0b a member's ARP recognised, 0c answered by the switch, 0d spread, 0e flooded)")
+    print("  in switch mode 0b a member's ARP recognised, 0c answered by the switch, 0d spread, 0e flooded;")
+    print("  0f a member's Neighbor Discovery to the app, the last byte its ICMPv6 type: 85 RS, 86 RA, 87 NS, 88 NA)")
 
 
 def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespace, checks: Checks) -> None:
     """With the app, members reach each other through dedicated MACs; the outside still sees the cluster MAC."""
     heading(
         f"3. The fix: nlbflow on {args.runtime}, ARP mode {args.arp}",
-        "Each member gets a dedicated MAC (02:de:<DIP>) that exists only in the switch and its peers' ARP caches.",
+        "Each member gets a dedicated MAC (02:de:<DIP>) that lives only in the switch and its peers' neighbour caches.",
     )
     # members without dpid/port: the app locates them itself
-    config = write_config(lab, cluster_yaml(args.arp, tuple(m.addresses[0] for m in members)))
+    config = write_config(lab, cluster_yaml(args.arp, tuple(m.addresses[0] for m in members), ipv6=True))
     print(f"  Config {config}:")
     print("".join(f"    {line}\n" for line in config.read_text().splitlines()), end="")
     lab.start_controller(args.runtime, config)
@@ -185,55 +204,70 @@ def show_fix(lab: Lab, members: list[Host], client: Host, args: argparse.Namespa
     wait_for_delivery_flows(lab, members)
     print("  Every member has its delivery flow.")
 
-    print("\n  Member-to-member ping by DIP, with the app:")
-    results = ping_matrix(lab, members, count=2)
-    checks.check(all(results.values()), "fix: every member should ping every peer's DIP")
+    print("\n  Member-to-member ping by DIP, with the app, IPv4 and IPv6:")
+    for ipv6 in (False, True):
+        results = ping_matrix(lab, members, count=2, ipv6=ipv6)
+        family = "IPv6" if ipv6 else "IPv4"
+        checks.check(all(results.values()), f"fix: every member should ping every peer's {family} DIP")
 
     src, dst = members[0], members[1]
-    tcp_ok = lab.tcp_exchange(src, dst, dst.ip, 7000)
-    print(f"\n  TCP {src.name} -> {dst.name} {dst.ip}:7000, bytes both ways: {'ok' if tcp_ok else 'FAIL'}")
-    checks.check(tcp_ok, f"fix: TCP from {src.name} to {dst.name}")
+    for port, address in ((7000, dst.ip), (7001, dst.ip6)):
+        tcp_ok = lab.tcp_exchange(src, dst, address, port)
+        shown = f"[{address}]" if ":" in address else address
+        print(f"  TCP {src.name} -> {dst.name} {shown}:{port}, bytes both ways: {'ok' if tcp_ok else 'FAIL'}")
+        checks.check(tcp_ok, f"fix: TCP from {src.name} to {dst.name} {address}")
 
-    print("\n  Neighbour tables: members hold their peers' dedicated MACs (02:de:...), never the cluster MAC.")
+    print("\n  Neighbour tables: members hold their peers' dedicated MACs (02:de:...), never the cluster MAC,")
+    print("  for IPv4 (ARP) and IPv6 (Neighbor Discovery) alike: one dedicated MAC per member, whatever the address.")
     for member in members:
-        table = lab.neigh(member)
         for peer in members:
             if peer is member:
                 continue
-            entry = table.get(peer.ip)
-            mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
-            print(f"    {member.name}: {peer.ip:<10} -> {mac or '(none)':<17}  {state:<10} {owner_of(mac, members)}")
-            checks.check(mac == dedicated_mac(peer.ip), f"fix: {member.name} should hold {peer.name}'s dedicated MAC")
+            for address in (peer.ip, peer.ip6):
+                mac, _, row = neighbour_row(lab, member, address, members)
+                print(f"    {row}")
+                checks.check(
+                    mac == dedicated_mac(peer.ip),
+                    f"fix: {member.name} should hold {peer.name}'s dedicated MAC for {address}",
+                )
 
     print("\n  The app's flows in br0 (ovs-ofctl dump-flows br0 cookie=" + APP_COOKIES + "):")
     print_flows(lab.dump_flows(APP_COOKIES))
 
     print("\n  The client still sees the cluster the usual way: the VIP and every DIP resolve to the cluster MAC")
-    print(f"  (every member answers an ARP for the VIP). {client.name}'s neighbour table, flushed, then after a ping:")
+    print(f"  (every member answers an ARP or a Neighbor Solicitation for the VIP). {client.name}'s neighbour tables,")
+    print("  flushed, then after a ping:")
     lab.flush_neigh(client)
-    targets = (("the VIP", VIP), (f"{members[0].name}'s DIP", members[0].ip))
-    pinged = {ip: lab.ping(client, ip) for _, ip in targets}
-    table = lab.neigh(client)
-    for what, ip in targets:
-        entry = table.get(ip)
-        mac, state = (entry.lladdr, entry.state) if entry else (None, "absent")
-        note = "the cluster MAC" if mac == CLUSTER_MAC else owner_of(mac, members)
-        print(
-            f"    {client.name}: {ip:<10} -> {mac or '(none)':<17}  {state:<10} {note:<16} ping {what}: "
-            f"{'ok' if pinged[ip] else 'FAIL'}"
-        )
-        checks.check(pinged[ip], f"fix: {client.name} should ping {what} {ip}")
-        checks.check(mac == CLUSTER_MAC, f"fix: {client.name} should resolve {what} {ip} to the cluster MAC")
+    m1 = members[0]
+    targets = (
+        ("the VIP", VIP),
+        (f"{m1.name}'s DIP", m1.ip),
+        ("the IPv6 VIP", CLUSTER_VIP6.split("/")[0]),
+        (f"{m1.name}'s IPv6 DIP", m1.ip6),
+    )
+    for what, address in targets:
+        pinged = lab.ping(client, address)
+        mac, _, row = neighbour_row(lab, client, address, members)
+        print(f"    {row:<66} ping {what}: {'ok' if pinged else 'FAIL'}")
+        checks.check(pinged, f"fix: {client.name} should ping {what} {address}")
+        checks.check(mac == CLUSTER_MAC, f"fix: {client.name} should resolve {what} {address} to the cluster MAC")
 
-    arp_lines = [line.strip() for line in lab.controller_log().splitlines() if "ARP" in line]
-    shown = f"{len(arp_lines)} lines" + (", the first 20" if len(arp_lines) > 20 else "")
-    print(f"\n  Controller log, one line per ARP the app handled ({shown}):")
-    for line in arp_lines[:20]:
+    handled = [line.strip() for line in lab.controller_log().splitlines() if " ARP " in line or " ND " in line]
+    shown = f"{len(handled)} lines" + (", the first 20" if len(handled) > 20 else "")
+    print(
+        f"\n  Controller log, a line per ARP or ND frame that changed the app's flows, e.g. located a member ({shown}):"
+    )
+    for line in handled[:20]:
         print(f"    {line}")
+    flows = lab.dump_flows(APP_COOKIES)
     if args.arp == "switch":
-        answered = sum(f.n_packets for f in lab.dump_flows(APP_COOKIES) if purpose_of(f) == Purpose.ARP_ANSWER)
-        print(f"\n  Answers the switch gave by its own flows (n_packets of the 0c flows): {answered}")
+        answered = sum(f.n_packets for f in flows if purpose_of(f) == Purpose.ARP_ANSWER)
+        print(f"\n  ARP answers the switch gave by its own flows (n_packets of the 0c flows): {answered}")
         checks.check(answered > 0, "fix: in switch mode the switch should have answered the members' ARP")
+    nd_punted = sum(f.n_packets for f in flows if purpose_of(f) == Purpose.ND_PUNT)
+    print(f"  Members' Neighbor Discovery frames the switch gave the app (n_packets of the 0f flows): {nd_punted}")
+    print("  The app answers them, or relays them revised, with dedicated MACs as the link-layer addresses.")
+    checks.check(nd_punted > 0, "fix: the members' Neighbor Discovery should have reached the app")
 
 
 def show_load_balancing(lab: Lab, members: list[Host], client: Host, outsider: Host, checks: Checks) -> None:
@@ -383,14 +417,20 @@ def run(args: argparse.Namespace, checks: Checks) -> None:
     try:
         with lab:
             heading("1. The lab", f"Switch br0 (userspace Open vSwitch) in namespace {lab.switch_netns}; hosts:")
-            members, client = lab.add_typical_cluster()
+            members, client = lab.add_typical_cluster(ipv6=True)
             outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], ofport=client.ofport + 1)
             print(f"  {'host':<5} {'role':<7} {'addresses':<28} {'MAC':<18} switch port")
             for host in [*members, client, outsider]:
                 role = "member" if host in members else "client" if host is client else "other"
                 port = f"{host.ofport} ({host.switch_iface})"
                 print(f"  {host.name:<5} {role:<7} {', '.join(host.addresses):<28} {host.mac:<18} {port}")
-            print(f"  Members are in unicast mode: NIC MAC = cluster MAC {CLUSTER_MAC}, VIP {CLUSTER_VIP} on each.")
+                if host.ipv6:
+                    print(f"  {'':<13} {', '.join(host.ipv6)}")
+            print(f"  Members are in unicast mode: NIC MAC = cluster MAC {CLUSTER_MAC}, VIPs {CLUSTER_VIP} and")
+            print(
+                f"  {CLUSTER_VIP6} on each. Their IPv6 link-local addresses are random (addrgenmode random): from one"
+            )
+            print("  shared MAC, EUI-64 would give every member the same one, and DAD would refuse it (docs/ipv6.md).")
             try:
                 show_problem(lab, members, checks)
                 show_fix(lab, members, client, args, checks)

@@ -56,6 +56,9 @@ CLUSTER_VIP = "10.0.0.100/32"
 MEMBER_DIPS = ("10.0.0.11/24", "10.0.0.12/24", "10.0.0.13/24")
 CLIENT_MAC = "02:00:0a:00:00:32"
 CLIENT_ADDRESS = "10.0.0.50/24"
+IPV6_PREFIX = "fd00:10::"  # the lab's IPv6 subnet, fd00:10::/64: a member's IPv6 DIP ends as its IPv4 DIP does
+CLUSTER_VIP6 = IPV6_PREFIX + "100/128"
+CLIENT_ADDRESS6 = IPV6_PREFIX + "50/64"
 
 _NAME_RE = re.compile(r"^[a-z0-9]+$")
 _IFNAMSIZ = 15
@@ -196,6 +199,11 @@ class LabError(RuntimeError):
     """A lab command failed; the message carries the command and its output."""
 
 
+def ipv6_dip(dip: str) -> str:
+    """The IPv6 DIP the lab gives a member: IPV6_PREFIX and the IPv4 DIP's last octet (10.0.0.11/24 -> fd00:10::11)."""
+    return IPV6_PREFIX + dip.split("/")[0].rsplit(".", 1)[1]
+
+
 @dataclass(frozen=True)
 class Host:
     """A host namespace whose `eth0` is plugged into `bridge` (at `ofport`) through `switch_iface`."""
@@ -207,11 +215,17 @@ class Host:
     ofport: int | None  # None on a Linux bridge, which numbers no ports
     switch_iface: str
     bridge: str = BRIDGE
+    ipv6: tuple[str, ...] = ()  # "ip/prefix", IPv6 turned on only where there are some
 
     @property
     def ip(self) -> str:
         """The first address without its prefix: a member's DIP, a client's only address."""
         return self.addresses[0].split("/")[0]
+
+    @property
+    def ip6(self) -> str:
+        """The first IPv6 address without its prefix: a member's IPv6 DIP (IndexError for an IPv4-only host)."""
+        return self.ipv6[0].split("/")[0]
 
 
 @dataclass(frozen=True)
@@ -507,7 +521,16 @@ class Lab:
         if name in self.hosts:
             raise ValueError(f"host {name!r} already in the lab")
         self._check_free_port(bridge, ofport)
-        host = Host(name, f"{self.prefix}-{name}", mac.lower(), tuple(addresses), ofport, switch_iface, bridge)
+        host = Host(
+            name,
+            f"{self.prefix}-{name}",
+            mac.lower(),
+            tuple(addresses),
+            ofport,
+            switch_iface,
+            bridge,
+            tuple(address.split()[0] for address in ipv6),
+        )
         self._add_netns(host, ipv6=bool(ipv6))
         _host_cmd(
             *f"ip link add eth0 netns {host.netns} type veth peer name {switch_iface} netns {self.switch_netns}".split()
@@ -668,14 +691,22 @@ class Lab:
         vip: str = CLUSTER_VIP,
         cluster_mac: str = CLUSTER_MAC,
         bridge: str = BRIDGE,
+        ipv6: bool = False,
     ) -> Host:
-        """An NLB member in unicast mode: NIC MAC = cluster MAC, DIP (with prefix) then VIP/32 on eth0."""
-        return self.add_host(name, cluster_mac, [dip, vip], ofport, bridge)
+        """An NLB member in unicast mode: NIC MAC = cluster MAC, DIP (with prefix) then VIP/32 on eth0.
 
-    def add_typical_cluster(self) -> tuple[list[Host], Host]:
-        """Members m1..m3 (MEMBER_DIPS) on ofports 1..3 and client c1 (CLIENT_ADDRESS) on ofport 4."""
-        members = [self.add_member(f"m{i}", dip, ofport=i) for i, dip in enumerate(MEMBER_DIPS, start=1)]
-        client = self.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], ofport=len(members) + 1)
+        ipv6: dual-stack, with the IPv6 DIP ipv6_dip(dip)/64 and the VIP CLUSTER_VIP6 as well. The VIP is added
+        nodad, as every member holds it, and preferred_lft 0, so that Linux never picks it as the source of its
+        own connections: a peer drops a packet from its own VIP (docs/ipv6.md)."""
+        v6 = [f"{ipv6_dip(dip)}/64", f"{CLUSTER_VIP6} nodad preferred_lft 0"] if ipv6 else []
+        return self.add_host(name, cluster_mac, [dip, vip], ofport, bridge, ipv6=v6)
+
+    def add_typical_cluster(self, ipv6: bool = False) -> tuple[list[Host], Host]:
+        """Members m1..m3 (MEMBER_DIPS) on ofports 1..3 and client c1 (CLIENT_ADDRESS) on ofport 4;
+        ipv6: dual-stack, the client with CLIENT_ADDRESS6 (add_member)."""
+        members = [self.add_member(f"m{i}", dip, ofport=i, ipv6=ipv6) for i, dip in enumerate(MEMBER_DIPS, start=1)]
+        client_v6 = [CLIENT_ADDRESS6] if ipv6 else []
+        client = self.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], ofport=len(members) + 1, ipv6=client_v6)
         return members, client
 
     # --- commands ---------------------------------------------------------------------------------

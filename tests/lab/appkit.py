@@ -21,7 +21,7 @@ from flows.flowspec import Action, FlowSpec, Move, OutputReg, SetField, action_t
 from flows.model import Registry
 from flows.state import STATE_FILE_NAME
 from flows.store import RegistryStore
-from tests.netlab import CLUSTER_VIP, LABS, MEMBER_DIPS, REPO_ROOT, Host, Lab
+from tests.netlab import CLUSTER_VIP, CLUSTER_VIP6, LABS, MEMBER_DIPS, REPO_ROOT, Host, Lab, ipv6_dip
 
 RUNTIMES = ("osken", "ryu")
 ARP_MODES = ("switch", "proxy", "relay")
@@ -32,12 +32,18 @@ CLIENT_SOURCES = tuple(f"10.0.0.{host}" for host in range(50, 62))  # c1's addre
 HTTP_PORT = 80
 
 
-def cluster_yaml(arp: str = "proxy", member_dips: tuple[str, ...] = MEMBER_DIPS) -> str:
+def cluster_yaml(arp: str = "proxy", member_dips: tuple[str, ...] = MEMBER_DIPS, ipv6: bool = False) -> str:
     """The typical cluster as config. Its mode is always written out: proxy unless a test names another, for
     the tests of the controller's own path (punt meters, trust, the control path), where every member ARP
-    must reach the controller; the app's default, switch, is run by the tests over ARP_MODES."""
-    members = "".join(f"      - ip: {dip.split('/')[0]}\n" for dip in member_dips)
-    return f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n    arp: {arp}\n    members:\n{members}"
+    must reach the controller; the app's default, switch, is run by the tests over ARP_MODES.
+    ipv6: dual-stack as Lab.add_typical_cluster(ipv6=True) builds it, the IPv6 VIP and DIPs registered too."""
+    if ipv6:
+        members = "".join(f"      - {{ip: {dip.split('/')[0]}, ips: ['{ipv6_dip(dip)}']}}\n" for dip in member_dips)
+        vips = f"    cluster_ips: ['{CLUSTER_VIP6.split('/')[0]}']\n"
+    else:
+        members = "".join(f"      - ip: {dip.split('/')[0]}\n" for dip in member_dips)
+        vips = ""
+    return f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n{vips}    arp: {arp}\n    members:\n{members}"
 
 
 def write_config(lab: Lab, text: str, name: str = "nlbflow.yaml") -> Path:

@@ -18,24 +18,10 @@ import pytest
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
 
-from tests.lab.appkit import ARP_MODES, RUNTIMES, dm, expected_table, wait_for_table, write_config
-from tests.netlab import CLIENT_MAC, CLUSTER_MAC, CLUSTER_VIP, MEMBER_DIPS, Host, Lab
+from tests.lab.appkit import ARP_MODES, RUNTIMES, cluster_yaml, dm, expected_table, wait_for_table, write_config
+from tests.netlab import CLUSTER_MAC, CLUSTER_VIP6, IPV6_PREFIX, Host, Lab
 
-V6_PREFIX = "fd00:10::"
-VIP6 = V6_PREFIX + "100"
-CLIENT6 = V6_PREFIX + "50"
-
-
-def v6(host_ip: str) -> str:
-    """The IPv6 DIP the lab gives a member: fd00:10:: and the IPv4 DIP's last octet (10.0.0.11 -> ::11)."""
-    return V6_PREFIX + host_ip.rsplit(".", 1)[1]
-
-
-def config(arp: str) -> str:
-    members = "".join(f"      - {{ip: {dip.split('/')[0]}, ips: ['{v6(dip.split('/')[0])}']}}\n" for dip in MEMBER_DIPS)
-    vip = CLUSTER_VIP.split("/")[0]
-    head = f"clusters:\n  - name: web\n    cluster_ip: {vip}\n    cluster_ips: ['{VIP6}']\n    arp: {arp}\n"
-    return f"{head}    members:\n{members}"
+VIP6 = CLUSTER_VIP6.split("/")[0]
 
 
 @dataclass
@@ -50,18 +36,8 @@ class Ipv6Lab:
 def net(request, lab_available) -> Iterator[Ipv6Lab]:
     runtime, arp = request.param
     with Lab() as lab:
-        members = [
-            lab.add_host(
-                f"m{i}",
-                CLUSTER_MAC,
-                [dip, CLUSTER_VIP],
-                ofport=i,
-                ipv6=[f"{v6(dip.split('/')[0])}/64", f"{VIP6}/128 nodad preferred_lft 0"],
-            )
-            for i, dip in enumerate(MEMBER_DIPS, start=1)
-        ]
-        client = lab.add_host("c1", CLIENT_MAC, ["10.0.0.50/24"], ofport=4, ipv6=[f"{CLIENT6}/64"])
-        config_path = write_config(lab, config(arp))
+        members, client = lab.add_typical_cluster(ipv6=True)
+        config_path = write_config(lab, cluster_yaml(arp, ipv6=True))
         lab.start_controller(runtime, config_path)
         lab.wait_connected()
         expected = expected_table(config_path, members)
@@ -72,7 +48,7 @@ def net(request, lab_available) -> Iterator[Ipv6Lab]:
 
 
 def v6_of(member: Host) -> str:
-    return v6(member.ip)
+    return member.ip6
 
 
 def assert_peers_held_as_dedicated_macs(net: Ipv6Lab) -> None:
@@ -143,10 +119,10 @@ def test_a_client_reaches_the_ipv6_vip_and_every_member_dip_at_the_cluster_mac(n
 
 def test_duplicate_address_detection_passes_for_a_new_address_and_catches_a_real_duplicate(net):
     m1 = net.members[0]
-    fresh = V6_PREFIX + "21"
+    fresh = IPV6_PREFIX + "21"
     net.lab.run(m1, "ip", "addr", "add", f"{fresh}/64", "dev", "eth0")
     net.lab.wait_for_dad(m1)  # raises if DAD failed
-    duplicate = V6_PREFIX + "31"
+    duplicate = IPV6_PREFIX + "31"
     net.lab.run(net.client, "ip", "addr", "add", f"{duplicate}/64", "dev", "eth0")
     net.lab.wait_for_dad(net.client)
     net.lab.run(m1, "ip", "addr", "add", f"{duplicate}/64", "dev", "eth0")
