@@ -123,10 +123,14 @@ def decide_nd(
     Ethernet source, is a cluster MAC), with decide_arp()'s rules and verdicts.
 
     The sender is the member whose registered address is the IPv6 source, else the member located on the
-    port (a link-local, VIP or unspecified source: link-local addresses are never registered). A member's
-    NS for a peer's address is answered (proxy, switch) or relayed to the peer (relay); a DAD probe (source
-    ::) and an NS for the sender's own address are never answered. Everything else is spread: unchanged to
-    outsiders, with the sender's dedicated MAC to its peers (invariant 1).
+    port (a link-local, VIP or unspecified source: link-local addresses are never registered), or, from an
+    uplink, the member whose dedicated MAC is the Ethernet source: its edge switch masked the frame, and
+    without a sender the peers here would never get it (ND between link-local addresses across switches).
+    Such a frame claims no location, and one naming a member located here is a spoof, as by address.
+
+    A member's NS for a peer's address is answered (proxy, switch) or relayed to the peer (relay); a DAD
+    probe (source ::) and an NS for the sender's own address are never answered. Everything else is spread:
+    unchanged to outsiders, with the sender's dedicated MAC to its peers (invariant 1).
     """
     cluster = registry.cluster_for_mac(frame.lla or frame.eth_src)
     if cluster is None or not cluster.unicast:
@@ -137,6 +141,8 @@ def decide_nd(
         owner = address_owner(registry, frame.ip_src)
         if owner is not None:  # another cluster's MAC with this member's address: its peers would cache it
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
+    if sender is None and from_uplink:
+        sender = cluster.member_for_dedicated_mac(frame.eth_src)
     key = (cluster.name, sender.ip) if sender is not None else None
     if from_uplink and key is not None and key in member_ports:  # here on an edge port: never by an uplink
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(key, in_port))

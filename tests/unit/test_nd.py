@@ -294,6 +294,42 @@ def test_from_an_uplink_a_solicitation_is_spread_never_answered_and_never_locate
     assert by_port(decision.outputs)[MEMBER_PORT[B]].lla == DM[A]
 
 
+UPLINK = 9
+
+
+def test_from_an_uplink_a_link_local_solicitation_reaches_the_peers_here_with_the_dedicated_mac_of_its_masked_source():
+    """Link-local addresses are never registered, and the port says nothing beyond an uplink: the sender's edge
+    switch masked the frame to DM(sender), and that names it. Without it, no peer behind an uplink would ever
+    get a member's link-local ND (docs/ipv6.md, docs/fabric.md)."""
+    ports = {("web", B): MEMBER_PORT[B]}
+    frame = read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=DM[A]))
+    decision = decide(frame, UPLINK, ports=ports, uplinks=(UPLINK,))
+    assert (decision.verdict, decision.claimed) == (Verdict.FORWARDED, None), "spread, never a location"
+    out = by_port(decision.outputs)
+    assert (out[MEMBER_PORT[B]].lla, out[MEMBER_PORT[B]].eth_src) == (DM[A], DM[A])
+    assert out[CLIENT_PORT].lla == CM, "outsiders get it unchanged"
+
+
+def test_from_an_uplink_a_link_local_solicitation_reaches_no_peer_unless_its_source_is_a_dedicated_mac():
+    ports = {("web", B): MEMBER_PORT[B]}
+    decision = decide(
+        read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=CLIENT_MAC)), UPLINK, ports=ports, uplinks=(UPLINK,)
+    )
+    assert decision.verdict == Verdict.FORWARDED
+    assert MEMBER_PORT[B] not in by_port(decision.outputs), "nobody to give a dedicated MAC for"
+    assert by_port(decision.outputs)[CLIENT_PORT].lla == CM
+
+
+def test_from_an_uplink_a_link_local_solicitation_with_the_dedicated_mac_of_a_member_here_is_a_spoof():
+    frame = read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=DM[A]))
+    decision = decide(frame, UPLINK, uplinks=(UPLINK,))
+    assert (decision.verdict, decision.claimed, decision.outputs) == (
+        Verdict.DROPPED_SPOOFED,
+        (("web", A), UPLINK),
+        (),
+    )
+
+
 def test_a_solicitation_whose_mac_is_no_cluster_is_not_handled():
     frame = read(ns(CLIENT6, V6[A], lla=CLIENT_MAC, eth_src=CLIENT_MAC))
     assert decide(frame, CLIENT_PORT).verdict == Verdict.NOT_A_CLUSTER

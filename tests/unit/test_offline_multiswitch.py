@@ -11,7 +11,8 @@ a test answers for them. Three topologies, as the lab of issue 9 has them:
     loop       hv1 (a, b, n1) --4---4-- hv2 (c, d, n2), and --5---5-- as well: two links, a loop
 
 On every nlbflow switch the members sit on ports 1 and 2, a non-member on port 3; port 5 is free unless
-it is an uplink. The members form one unicast cluster.
+it is an uplink. The members form one unicast cluster; build(ipv6=True) makes it dual-stack (an IPv6 DIP per
+member, an IPv6 VIP: tests/unit/test_offline_multiswitch_ipv6.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flows.core import NlbCore
 from flows.flowspec import FlowDiff, ingress_flow, normal_fallback_flow
 from flows.locations import UNLOCATED_PROBE_SECONDS, Level
 from flows.model import ArpMode, Cluster, Config, Fabric, LocationSettings, Member, Registry, SwitchConfig
-from flows.oftable import FakeNetwork, FakeOFTable, Frame, FrameLoop, LearningSwitch, Received
+from flows.oftable import ETH_TYPE_IPV4, FakeNetwork, FakeOFTable, Frame, FrameLoop, LearningSwitch, Received
 
 VIP = "10.0.0.100"
 CM = unicast_cluster_mac(VIP)
@@ -37,10 +38,13 @@ ZERO_MAC = "00:00:00:00:00:00"
 CLIENT_IP, CLIENT_MAC = "10.0.0.50", "52:54:00:00:00:50"
 IP = {host: f"10.0.0.{n}" for n, host in enumerate("abcdef", start=11)}
 DM = {host: dedicated_mac(ip) for host, ip in IP.items()}
+VIP6 = "fd00:10::100"
+IP6 = {host: f"fd00:10::{n}" for n, host in enumerate("abcdef", start=11)}
 MEMBERS_ON = {1: ("a", "b"), 2: ("c", "d"), 3: ("e", "f")}
 OUTSIDERS = ("n1", "n2", "n3", "client", "outsider", "outsider2")  # every non-member a topology may hold
 OUTSIDER_IP = {host: CLIENT_IP if host == "client" else f"10.0.0.{n}" for n, host in enumerate(OUTSIDERS, start=60)}
 OUTSIDER_MAC = {host: CLIENT_MAC if host == "client" else f"52:54:00:00:01:{n:02x}" for n, host in enumerate(OUTSIDERS)}
+OUTSIDER_IP6 = {host: f"fd00:10::{ip.split('.')[-1]}" for host, ip in OUTSIDER_IP.items()}
 PORTS = (1, 2, 3, 4, 5)
 FREE_PORT = 5  # on hv2 of the learning topology: where a member moves to, or a forger sits
 CONFIRM = LocationSettings().confirm_seconds
@@ -73,9 +77,11 @@ def answering(request) -> ArpMode:
     return request.param
 
 
-def build(kind: str, arp: ArpMode | None = None, pinned: tuple[str, ...] = (), configured: bool = True) -> Topology:
+def build(
+    kind: str, arp: ArpMode | None = None, pinned: tuple[str, ...] = (), configured: bool = True, ipv6: bool = False
+) -> Topology:
     """A topology, not yet connected. pinned: members pinned where they sit; configured: the fabric is in the
-    config (else only set later, with set_fabric())."""
+    config (else only set later, with set_fabric()); ipv6: each member also holds IP6[host], the cluster VIP6."""
     dpids = (1, 2, 3) if kind == "line" else (1, 2)
     members = tuple(host for dpid in dpids for host in MEMBERS_ON[dpid])
     cluster = Cluster(
@@ -83,7 +89,8 @@ def build(kind: str, arp: ArpMode | None = None, pinned: tuple[str, ...] = (), c
         cluster_ip=VIP,
         cluster_mac=CM,
         arp=arp or ANSWERING["arp"],
-        members=tuple(member(host, dpids, pinned) for host in members),
+        members=tuple(member(host, dpids, pinned, ipv6) for host in members),
+        cluster_ips=(VIP6,) if ipv6 else (),
     )
     net = FakeNetwork(
         NlbCore(Config(registry=Registry(clusters=(cluster,)), fabric=fabric(kind) if configured else Fabric()))
@@ -119,11 +126,13 @@ def build(kind: str, arp: ArpMode | None = None, pinned: tuple[str, ...] = (), c
     return Topology(net, members, edge, beyond)
 
 
-def member(host: str, dpids: tuple[int, ...], pinned: tuple[str, ...]) -> Member:
+def member(host: str, dpids: tuple[int, ...], pinned: tuple[str, ...], ipv6: bool = False) -> Member:
     dpid = next(dpid for dpid in dpids if host in MEMBERS_ON[dpid])
+    ips = (IP6[host],) if ipv6 else ()
     if host in pinned:
-        return Member(ip=IP[host], dedicated_mac=DM[host], dpid=dpid, port=MEMBERS_ON[dpid].index(host) + 1)
-    return Member(ip=IP[host], dedicated_mac=DM[host])
+        port = MEMBERS_ON[dpid].index(host) + 1
+        return Member(ip=IP[host], dedicated_mac=DM[host], dpid=dpid, port=port, ips=ips)
+    return Member(ip=IP[host], dedicated_mac=DM[host], ips=ips)
 
 
 def fabric(kind: str) -> Fabric:
@@ -175,9 +184,9 @@ def probe_answer(ip: str) -> ArpFrame:
     return ArpFrame(eth_src=CM, eth_dst=PROBE_MAC, op=ARP_REPLY, sha=CM, spa=ip, tha=PROBE_MAC, tpa="0.0.0.0")
 
 
-def data(dst: str, tag: str) -> Frame:
-    """An IPv4 frame a member's stack sends: from the cluster MAC (the switch masks it)."""
-    return Frame(eth_src=CM, eth_dst=dst, payload=tag)
+def data(dst: str, tag: str, eth_type: int = ETH_TYPE_IPV4) -> Frame:
+    """An IPv4 (or eth_type's) frame a member's stack sends: from the cluster MAC (the switch masks it)."""
+    return Frame(eth_src=CM, eth_dst=dst, eth_type=eth_type, payload=tag)
 
 
 def probed(got: Received, host: str) -> list[str]:
@@ -195,11 +204,12 @@ def assert_no_cluster_mac_learned(topo: Topology) -> None:
         assert CM not in bridge.fdb, f"{name} learned the cluster MAC on port {bridge.fdb.get(CM)}"
 
 
-def assert_delivered_to(topo: Topology, x: str, y: str, tag: str) -> None:
-    """An IPv4 frame from member x to DM(y) reaches y once as the cluster MAC, and no one else; between
-    switches it travels as DM(y)."""
-    got = topo.net.send(x, data(DM[y], tag))
-    assert copies(got, tag) == {y: [Frame(eth_src=DM[x], eth_dst=CM, payload=tag)]}, f"{x} -> DM({y})"
+def assert_delivered_to(topo: Topology, x: str, y: str, tag: str, eth_type: int = ETH_TYPE_IPV4) -> None:
+    """An IPv4 (or eth_type's) frame from member x to DM(y) reaches y once as the cluster MAC, and no one else;
+    between switches it travels as DM(y)."""
+    got = topo.net.send(x, data(DM[y], tag, eth_type))
+    expected = Frame(eth_src=DM[x], eth_dst=CM, eth_type=eth_type, payload=tag)
+    assert copies(got, tag) == {y: [expected]}, f"{x} -> DM({y})"
     on_links = [(frame.eth_src, frame.eth_dst) for _, _, frame in topo.net.crossed if frame.payload == tag]
     assert set(on_links) <= {(DM[x], DM[y])}, f"{x} -> DM({y}) on the links: {on_links}"
     if topo.switch_of(x) != topo.switch_of(y):
