@@ -223,7 +223,9 @@ def _from_uplink(
     """A member's ARP that another switch spread (method.md, Fabrics): its sender's edge switch answered
     or relayed it already and located its sender, so here it is spread and nothing else. A probe answer
     cannot come from beyond an uplink (probes never leave through one), and another cluster's MAC with a
-    member's DIP is a spoof wherever it comes from."""
+    member's DIP is a spoof wherever it comes from. An ARP whose arp_spa names no member (a duplicate
+    address probe from 0.0.0.0, a VIP announcement) names its sender by its Ethernet source, the DM its edge
+    switch masked it with, so that the peers here get it too, as the sender's own switch spread it there."""
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return ArpDecision(Verdict.PROBE_UNSOLICITED)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -234,7 +236,8 @@ def _from_uplink(
         owner = address_owner(registry, frame.spa)
         if owner is not None:
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
-    elif (cluster.name, sender.ip) in member_ports:  # it is here, on an edge port: it never comes by an uplink
+        sender = cluster.member_for_dedicated_mac(frame.eth_src)
+    if sender is not None and (cluster.name, sender.ip) in member_ports:  # here on an edge port, not uplinked
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((cluster.name, sender.ip), in_port))
     edge = Edge(switch_ports, uplinks, in_port)
     return ArpDecision(Verdict.FORWARDED, spread(frame, sender, cluster, member_ports, edge, normal_delivery))

@@ -113,6 +113,25 @@ def test_an_arp_from_the_uplink_is_spread_here_and_never_answered_or_taken_as_a_
     assert all(out.frame.op != ARP_REPLY for out in for_a.outputs)
 
 
+def test_from_the_uplink_a_duplicate_address_probe_reaches_the_peers_here_with_its_masked_sources_dm():
+    """C's probe from 0.0.0.0 names no member by arp_spa: its Ethernet source, DM(C) since C's switch masked
+    it, names C, so A and B get it with DM(C) as arp_sha (one of them may hold the address and must answer)
+    and the hosts here get it unchanged. Nothing is located, nothing is answered."""
+    probe = request("0.0.0.0", "10.0.0.77", eth_src=DM[C])
+    decision = decide(probe, UPLINK)
+    assert (decision.verdict, decision.claimed) == (Verdict.FORWARDED, None)
+    assert by_port(decision.outputs) == {
+        (None, 1): replace(probe, sha=DM[C]),
+        (None, 2): replace(probe, sha=DM[C]),
+        (None, CLIENT_PORT): probe,
+        (None, OTHER_PORT): probe,
+    }
+    unmasked = request("0.0.0.0", "10.0.0.77", eth_src="52:54:00:00:00:99")  # names no member: hosts only
+    assert by_port(decide(unmasked, UPLINK).outputs) == {(None, CLIENT_PORT): unmasked, (None, OTHER_PORT): unmasked}
+    forged = request("0.0.0.0", "10.0.0.77", eth_src=DM[A])  # A is here, on port 1: never by the uplink
+    assert decide(forged, UPLINK).verdict == Verdict.DROPPED_SPOOFED
+
+
 def test_from_the_uplink_a_frame_for_a_peer_here_reaches_that_peer_only():
     probe = request(C, "10.0.0.1", eth_dst=DM[A], eth_src=DM[C])
     decision = decide(probe, UPLINK)
