@@ -23,7 +23,18 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from tests.lab.appkit import APP_COOKIES, OUTSIDER_ADDRESS, OUTSIDER_MAC, VIP, api_ok, dm, wait_for_api, write_config
-from tests.netlab import CLIENT_ADDRESS, CLIENT_MAC, CLUSTER_MAC, Capture, Host, Lab, Link, OvsBridge
+from tests.netlab import (
+    CLIENT_ADDRESS,
+    CLIENT_MAC,
+    CLUSTER_MAC,
+    CLUSTER_VIP6,
+    Capture,
+    Host,
+    Lab,
+    Link,
+    OvsBridge,
+    ipv6_dip,
+)
 
 FABRIC_DIPS = ("10.0.0.11/24", "10.0.0.12/24", "10.0.0.13/24", "10.0.0.14/24")
 OTHER_MAC, OTHER_ADDRESS = "02:00:0a:00:00:5c", "10.0.0.92/24"  # the non-member on hv2
@@ -68,18 +79,24 @@ class FabricLab:
         return end.ofport
 
 
-def build_topology_a(lab: Lab, member_macs: Sequence[str] | None = None) -> FabricLab:
-    """Topology A (see the module's docstring), not yet controlled; `member_macs` replaces the cluster MAC."""
+def build_topology_a(lab: Lab, member_macs: Sequence[str] | None = None, ipv6: bool = False) -> FabricLab:
+    """Topology A (see the module's docstring), not yet controlled; `member_macs` replaces the cluster MAC.
+    ipv6: every host dual-stack (Lab.add_member's IPv6 DIP and VIP, an IPv6 address for each non-member)."""
     switches = {"hv1": lab.add_ovs_bridge("hv1", 1), "hv2": lab.add_ovs_bridge("hv2", 2)}
     bridge = lab.add_linux_bridge("lb")
     uplinks = {
         label: lab.add_link(f"up{label[-1]}", switches[label].name, bridge, ofport_a=UPLINK_PORTS[label])
         for label in switches
     }
-    members = _add_members(lab, switches, member_macs)
-    other = lab.add_host("o2", OTHER_MAC, [OTHER_ADDRESS], ofport=3, bridge=switches["hv2"].name)
-    client = lab.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], bridge=bridge)
-    outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], bridge=bridge)
+    members = _add_members(lab, switches, member_macs, ipv6)
+
+    def v6(address: str) -> list[str]:
+        return [f"{ipv6_dip(address)}/64"] if ipv6 else []
+
+    hv2 = switches["hv2"].name
+    other = lab.add_host("o2", OTHER_MAC, [OTHER_ADDRESS], ofport=3, bridge=hv2, ipv6=v6(OTHER_ADDRESS))
+    client = lab.add_host("c1", CLIENT_MAC, [CLIENT_ADDRESS], bridge=bridge, ipv6=v6(CLIENT_ADDRESS))
+    outsider = lab.add_host("o1", OUTSIDER_MAC, [OUTSIDER_ADDRESS], bridge=bridge, ipv6=v6(OUTSIDER_ADDRESS))
     return FabricLab(lab, switches, members, client, [outsider, other], uplinks, bridge)
 
 
@@ -95,25 +112,32 @@ def build_topology_b(lab: Lab, member_macs: Sequence[str] | None = None) -> Fabr
     return FabricLab(lab, switches, members, client, [other], {"hv1": patch, "hv2": patch})
 
 
-def _add_members(lab: Lab, switches: dict[str, OvsBridge], macs: Sequence[str] | None) -> list[Host]:
+def _add_members(
+    lab: Lab, switches: dict[str, OvsBridge], macs: Sequence[str] | None, ipv6: bool = False
+) -> list[Host]:
     """m1, m2 on hv1 and m3, m4 on hv2, at ports 1 and 2 of each."""
     members = []
     for index, dip in enumerate(FABRIC_DIPS):
         bridge = switches["hv1" if index < 2 else "hv2"].name
         mac = CLUSTER_MAC if macs is None else macs[index]
-        members.append(lab.add_member(f"m{index + 1}", dip, ofport=index % 2 + 1, cluster_mac=mac, bridge=bridge))
+        port = index % 2 + 1
+        members.append(lab.add_member(f"m{index + 1}", dip, ofport=port, cluster_mac=mac, bridge=bridge, ipv6=ipv6))
     return members
 
 
 def fabric_yaml(fabric: FabricLab, arp: str) -> str:
-    """The cluster, and the fabric's switches with their uplinks: hv1's by port name, hv2's by number."""
-    members = "".join(f"      - ip: {m.ip}\n" for m in fabric.members)
+    """The cluster, and the fabric's switches with their uplinks: hv1's by port name, hv2's by number.
+    Dual-stack members have their IPv6 DIPs registered, and the cluster its IPv6 VIP."""
+    members = "".join(
+        f"      - {{ip: {m.ip}, ips: ['{m.ip6}']}}\n" if m.ipv6 else f"      - ip: {m.ip}\n" for m in fabric.members
+    )
+    vips = f"    cluster_ips: ['{CLUSTER_VIP6.split('/')[0]}']\n" if any(m.ipv6 for m in fabric.members) else ""
     hv1_uplink = fabric.uplinks["hv1"].end_on(fabric.switches["hv1"].name).iface
     return (
         "fabric:\n  switches:\n"
         f'    - {{dpid: "{fabric.switches["hv1"].dpid:016x}", name: hv1, uplinks: [{hv1_uplink}]}}\n'
         f'    - {{dpid: "{fabric.switches["hv2"].dpid:016x}", name: hv2, uplinks: [{fabric.uplink_port("hv2")}]}}\n'
-        f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n    arp: {arp}\n    members:\n{members}"
+        f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n{vips}    arp: {arp}\n    members:\n{members}"
     )
 
 

@@ -179,21 +179,21 @@ def test_data_frames_cause_no_packet_in(net):
     only_arp_and_nd = all(f.match.startswith("arp,") or nd.match(f.match) for f in punts)
     assert punts and only_arp_and_nd, "only ARP and ND may go to the controller"
     assert [f.table for f in flows if "CONTROLLER" in f.actions] == [3], "the punt meters' table alone punts"
-    before = settled_packet_counts(net.lab)
     src, dst = net.members[0], net.members[1]
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # the captures span both counter readings: every frame punted in between is in them
         sent_arp = [stack.enter_context(net.lab.capture(m, "arp", direction="out")) for m in net.members]
+        before = settled_packet_counts(net.lab)
         assert net.lab.ping(src, dst.ip, count=50, timeout=2)
         assert net.lab.tcp_exchange(src, dst, dst.ip, 7300)
-    after = settled_packet_counts(net.lab)
+        after = settled_packet_counts(net.lab)
     delivered = sum(after[f.cookie] - before[f.cookie] for f in net.lab.dump_flows(APP_COOKIES) if f.priority == 200)
     punted = sum(after[f.cookie] - before[f.cookie] for f in punts)
     members_arp = sum(1 for cap in sent_arp for f in cap.frames if ARP in f and f[ARP].hwsrc == CLUSTER_MAC)
     assert delivered >= 100, "member-to-member frames did not take the delivery flows"
     if net.arp == "switch":  # the switch answers members' ARP itself: none reaches the controller
         assert punted == 0, f"{punted} packet-ins, though the switch answers members' {members_arp} ARP frames"
-    else:
-        assert punted == members_arp, f"{punted} packet-ins, but members sent only {members_arp} ARP frames"
+    else:  # members' ARP sent while a reading settled may fall outside the window: at most as many, not exactly
+        assert punted <= members_arp, f"{punted} packet-ins, but members sent only {members_arp} ARP frames"
     assert "not ARP" not in net.lab.controller_log()
 
 
