@@ -9,12 +9,23 @@ import pytest
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import Ether
 
+from flows.addresses import PROBE_MAC
 from flows.core import NlbCore
 from flows.flowspec import NORMAL_PORT
 from flows.frames import punted_arp
-from flows.model import ArpMode, Config, Registry
+from flows.model import ArpMode, Config, LocationSettings, Registry
 from flows.oftable import CONTROLLER, NORMAL, FakeFabric, Frame
-from tests.unit.example_cluster import CLIENT_MAC, CLIENT_PORT, CM, DM, MEMBER_PORT, SWITCH_PORTS, web_cluster
+from tests.unit.example_cluster import (
+    CLIENT_MAC,
+    CLIENT_PORT,
+    CM,
+    DM,
+    MEMBER_PORT,
+    OTHER_PORT,
+    SWITCH_PORTS,
+    web_cluster,
+)
+from tests.unit.example_cluster import reply as arp_reply
 from tests.unit.example_cluster import request as arp_request
 
 A, B, C = "10.0.0.11", "10.0.0.12", "10.0.0.13"
@@ -22,15 +33,21 @@ V6 = {A: "fd00:10::11", B: "fd00:10::12", C: "fd00:10::13"}
 ETH_TYPE_IPV6 = 0x86DD
 
 
-@pytest.fixture(params=list(ArpMode), ids=[mode.value for mode in ArpMode])
-def net(request) -> FakeFabric:
-    base = web_cluster(request.param)
+def dual_stack(mode: ArpMode, announced: tuple[str, ...] = (A, B, C)) -> FakeFabric:
+    """The example cluster with IPv6 DIPs and VIP; the `announced` members sent a gratuitous ARP, as Linux
+    does when its link comes up, and are located."""
+    base = web_cluster(mode)
     members = tuple(replace(member, ips=(V6[member.ip],)) for member in base.members)
     registry = Registry(clusters=(replace(base, members=members, cluster_ips=("fd00:10::100",)),))
     fabric = FakeFabric(NlbCore(Config(registry=registry)), dpid=1, ports=list(SWITCH_PORTS))
-    for ip, port in MEMBER_PORT.items():  # each member announces itself, as Linux does when its link comes up
-        fabric.send(port, Frame.from_arp(arp_request(ip, ip)))
+    for ip in announced:
+        fabric.send(MEMBER_PORT[ip], Frame.from_arp(arp_request(ip, ip)))
     return fabric
+
+
+@pytest.fixture(params=list(ArpMode), ids=[mode.value for mode in ArpMode])
+def net(request) -> FakeFabric:
+    return dual_stack(request.param)
 
 
 def nd(packet) -> Frame:
@@ -108,3 +125,47 @@ def test_a_members_solicitation_for_an_outsider_reaches_it_unchanged_and_peers_w
 def test_a_members_advertisement_to_a_client_keeps_the_cluster_mac(net):
     out = net.send(MEMBER_PORT[A], advertisement(V6[A], "fd00:10::50", CLIENT_MAC))
     assert [(d.port, d.frame.nd.lla, d.frame.eth_src) for d in out] == [(NORMAL_PORT, CM, DM[A])]  # packet-out
+
+
+def to_b(net: FakeFabric) -> set[int]:
+    """Where a frame from A for B's dedicated MAC goes: B's location as the delivery flows have it."""
+    return {d.port for d in net.send(MEMBER_PORT[A], Frame(eth_src=CM, eth_dst=DM[B], eth_type=ETH_TYPE_IPV6))}
+
+
+@pytest.mark.parametrize("mode", list(ArpMode), ids=[mode.value for mode in ArpMode])
+def test_a_member_heard_first_by_its_neighbor_discovery_is_located_where_it_spoke(mode):
+    net = dual_stack(mode, announced=(A, C))
+    assert to_b(net) == {NORMAL}, "positive control: B is located nowhere yet, so no delivery flow takes it"
+    net.send(MEMBER_PORT[B], solicitation(V6[B], V6[C]))
+    assert to_b(net) == {MEMBER_PORT[B]}
+
+
+def test_a_member_that_moves_is_followed_by_its_neighbor_discovery_once_its_old_port_stayed_silent(net):
+    held = net.send(OTHER_PORT, solicitation(V6[B], V6[A]))
+    assert [(d.port, d.frame.arp_sha, d.frame.arp_tpa) for d in held] == [(MEMBER_PORT[B], PROBE_MAC, B)]
+    assert to_b(net) == {MEMBER_PORT[B]}, "not yet: B's old port is probed first"
+    net.tick(LocationSettings().confirm_seconds)
+    assert to_b(net) == {OTHER_PORT}
+    assert net.core.status(net.now)["counters"]["moves"] == 1
+
+
+def test_a_forged_neighbor_discovery_from_another_port_is_dropped_while_the_member_answers_on_its_own(net):
+    for forged in (solicitation(V6[B], V6[A]), advertisement(V6[B], "ff02::1", "33:33:00:00:00:01")):
+        net.send(OTHER_PORT, forged)
+        probe_answer = arp_reply(B, "0.0.0.0", tha=PROBE_MAC, eth_dst=PROBE_MAC)
+        assert net.send(MEMBER_PORT[B], Frame.from_arp(probe_answer)) == []
+        net.tick(LocationSettings().confirm_seconds)
+        assert to_b(net) == {MEMBER_PORT[B]}
+    counters = net.core.status(net.now)["counters"]
+    assert counters["moves"] == 0 and counters["dropped_spoofed"] >= 2
+
+
+def test_a_members_multicast_listener_report_is_switched_as_before_with_its_source_masked(net):
+    """MLD is no Neighbor Discovery: no punt flow matches it, so it reaches the controller never and NORMAL
+    as any multicast does, from the member's dedicated MAC, so that no switch learns the cluster MAC."""
+    # an MLDv2 report to ff02::16 behind a hop-by-hop header, as OVS reads it: ICMPv6 type 143
+    report = Frame(eth_src=CM, eth_dst="33:33:00:00:00:16", eth_type=ETH_TYPE_IPV6, ip_proto=58, icmpv6_type=143)
+    packet_ins = net.packet_ins
+    out = net.send(MEMBER_PORT[A], report)
+    assert net.packet_ins == packet_ins
+    assert [(d.port, d.frame.eth_src, d.frame.eth_dst) for d in out] == [(NORMAL, DM[A], "33:33:00:00:00:16")]
