@@ -170,7 +170,7 @@ def decide_arp(
     if sender is not None:  # the sender is where its frame came from; looked up, never copied: O(1)
         ports = ChainMap({(cluster.name, sender.ip): in_port}, member_ports)
     if sender is None:  # a DAD probe (0.0.0.0) or the VIP as sender IP: recognise the sender by its port
-        sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
+        sender = member_on_port(cluster, ports, in_port)
 
     target = cluster.member_for_address(frame.tpa)
     is_own = frame.spa in (frame.tpa, ZERO_IP) or (sender is not None and target == sender)
@@ -258,6 +258,21 @@ def _probe_answer(registry: Registry, in_port: int, frame: ArpFrame) -> ArpDecis
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=claimed)
         return ArpDecision(Verdict.LOCATED, claimed=claimed)
     return ArpDecision(Verdict.LOCATED)
+
+
+def member_on_port(cluster: Cluster, ports: MemberPorts, in_port: int) -> Member | None:
+    """The member of the cluster located on in_port (the first in registry order where a port holds several):
+    how a frame whose source address names no member (0.0.0.0, the VIP, a link-local address) is known as a
+    member's. The core's view of its locations indexes members by port (on_port), so this costs the members
+    on that port, not the cluster's size; a plain mapping (the tests') is scanned."""
+    on_port = getattr(ports, "on_port", None)
+    if on_port is not None:
+        keys = [key for key in on_port(in_port) if key[0] == cluster.name]
+        if not keys:
+            return None
+        if len(keys) == 1:
+            return cluster.member_for_ip(keys[0][1])
+    return next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
 
 
 def spread(

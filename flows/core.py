@@ -137,9 +137,19 @@ class DeliverablePorts(Mapping):
     """Members a switch can deliver to now: located, on a port that is up. A view of the core's own index,
     so that a packet-in looks up the members it needs instead of copying every member's port."""
 
-    def __init__(self, located: Mapping[MemberKey, int], live_ports: Collection[int]) -> None:
+    def __init__(
+        self,
+        located: Mapping[MemberKey, int],
+        live_ports: Collection[int],
+        by_port: Mapping[int, Collection[MemberKey]],
+    ) -> None:
         self._located = located
         self._live_ports = live_ports
+        self._by_port = by_port
+
+    def on_port(self, port: int) -> Collection[MemberKey]:
+        """The members located on one port, from the placement's index (flows/arp.py, member_on_port)."""
+        return self._by_port.get(port, ()) if port in self._live_ports else ()
 
     def __getitem__(self, key: MemberKey) -> int:
         port = self._located[key]
@@ -266,7 +276,8 @@ class NlbCore:
     def member_ports(self, dpid: int) -> Mapping[tuple[str, str], int]:
         """Members this switch can deliver to now: located, on a port that is up."""
         state = self.switches.get(dpid)
-        return DeliverablePorts(self._placement(dpid).located, state.live_ports if state else ())
+        placement = self._placement(dpid)
+        return DeliverablePorts(placement.located, state.live_ports if state else (), placement.by_port)
 
     def located_ports(self, dpid: int) -> dict[tuple[str, str], int]:
         """Where each member sits on this switch: its pinned port, else where it was found and believed."""

@@ -21,6 +21,7 @@ from flows.arp import (
     FrameOut,
     Verdict,
     address_owner,
+    member_on_port,
     probe_outputs,
     spread,
 )
@@ -153,14 +154,18 @@ def decide_nd(
     if claimed is not None:
         ports = ChainMap({key: in_port}, member_ports)
     if sender is None and not from_uplink:
-        sender = next((m for m in cluster.members if ports.get((cluster.name, m.ip)) == in_port), None)
+        sender = member_on_port(cluster, ports, in_port)
     edge = Edge(switch_ports, uplinks, in_port)
-    spread_only = ArpDecision(Verdict.FORWARDED, spread(frame, sender, cluster, ports, edge, normal_delivery, for_peer))
+
+    def spread_only() -> ArpDecision:  # built only when it is the answer: it visits every peer
+        outputs = spread(frame, sender, cluster, ports, edge, normal_delivery, for_peer)
+        return ArpDecision(Verdict.FORWARDED, outputs, claimed)
+
     if from_uplink or frame.type != ND_NEIGHBOR_SOLICITATION or sender is None or frame.ip_src == UNSPECIFIED:
-        return replace(spread_only, claimed=claimed)
+        return spread_only()
     target = cluster.member_for_address(frame.target)
     if target is None or target == sender:
-        return replace(spread_only, claimed=claimed)
+        return spread_only()
     target_key = (cluster.name, target.ip)
     target_port = ports.get(target_key)
     dpid, target_port = (None, target_port) if target_port is not None else elsewhere.get(target_key, (None, None))

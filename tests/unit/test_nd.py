@@ -3,7 +3,9 @@ decide_nd() for every kind of ND a member emits, field by field (docs/ipv6.md)."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from ipaddress import IPv4Address
 
 import pytest
 from scapy.layers.inet6 import (
@@ -19,9 +21,10 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
+from flows.addresses import dedicated_mac
 from flows.arp import FrameOut, Verdict
 from flows.frames import Refusal, nd_frame_bytes, punted_arp
-from flows.model import ArpMode, Registry
+from flows.model import ArpMode, Member, Registry
 from flows.nd import NA_OVERRIDE, NA_SOLICITED, OPTION_TLLA, NdFrame, decide_nd, proxy_advertisement
 from tests.unit.example_cluster import CLIENT_MAC, CLIENT_PORT, CM, DM, MEMBER_PORT, SWITCH_PORTS, web_cluster
 
@@ -333,3 +336,50 @@ def test_from_an_uplink_a_link_local_solicitation_with_the_dedicated_mac_of_a_me
 def test_a_solicitation_whose_mac_is_no_cluster_is_not_handled():
     frame = read(ns(CLIENT6, V6[A], lla=CLIENT_MAC, eth_src=CLIENT_MAC))
     assert decide(frame, CLIENT_PORT).verdict == Verdict.NOT_A_CLUSTER
+
+
+class CountingPorts(Mapping):
+    """Member locations that count how often they are read, with the core's index by port (on_port)."""
+
+    def __init__(self, located: dict[tuple[str, str], int]) -> None:
+        self._located = located
+        self._by_port: dict[int, set[tuple[str, str]]] = {}
+        for key, port in located.items():
+            self._by_port.setdefault(port, set()).add(key)
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self._located[key]
+
+    def __iter__(self):
+        self.reads += len(self._located)
+        return iter(self._located)
+
+    def __len__(self) -> int:
+        return len(self._located)
+
+    def on_port(self, port: int):
+        self.reads += 1
+        return self._by_port.get(port, ())
+
+
+@pytest.mark.parametrize("arp", [ArpMode.PROXY, ArpMode.RELAY], ids=["proxy", "relay"])
+@pytest.mark.parametrize("source", ["dip", "link-local"])
+def test_a_solicitation_for_a_peer_costs_a_few_lookups_whatever_the_clusters_size(arp, source):
+    """Every event-loop step stays short at 10,000 members: neither the answer (or relay) nor knowing the
+    sender by its port when its source is link-local visits the other members."""
+    ips = [str(IPv4Address("10.1.0.0") + n) for n in range(10_000)]
+    members = tuple(
+        Member(ip=ip, dedicated_mac=dedicated_mac(ip), ips=(f"fd00:10::1:{n:x}",)) for n, ip in enumerate(ips)
+    )
+    big = replace(web_cluster(arp), members=members)
+    ports = CountingPorts({("web", ip): n + 1 for n, ip in enumerate(ips)})
+    asker, peer = members[0], members[9_999]
+    src = asker.ips[0] if source == "dip" else "fe80::a"
+    frame = read(ns(src, peer.ips[0]))
+    decision = decide_nd(Registry(clusters=(big,)), ports, range(1, 10_001), 1, frame)
+    wanted = Verdict.RELAYED if arp == ArpMode.RELAY and source == "dip" else Verdict.ANSWERED
+    assert decision.verdict == wanted
+    assert [out.port for out in decision.outputs] == [10_000 if wanted == Verdict.RELAYED else 1]
+    assert ports.reads < 10, f"{ports.reads} location reads for one solicitation"
