@@ -15,6 +15,8 @@ registers and locates N members (each with an IPv6 DIP), so the decision's cost 
 
     python -m bench.packet_path [--mode proxy|relay] [--frames N] [--rounds N] [--profile] [--nd] [--members N]
     (run it with the venv of the runtime: .venv for os-ken, .venv-ryu for Ryu)
+
+One app serves every round and kind, so that a large registry is built once.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def member_ips(count: int) -> tuple[str, ...]:
     return (*DIPS[:count], *more)
 
 
-def ipv6_dip(ip: str) -> str:
-    """A member's IPv6 DIP: fd00:10:: and the IPv4 DIP's 32 bits (10.0.0.11 -> fd00:10::a00:b)."""
+def wide_ipv6_dip(ip: str) -> str:
+    """A member's IPv6 DIP: fd00:10:: and all 32 bits of its IPv4 DIP (10.0.0.11 -> fd00:10::a00:b), so that
+    10,000 members get distinct ones (the lab's netlab.ipv6_dip uses the last octet)."""
     value = int(IPv4Address(ip))
     return f"fd00:10::{value >> 16:x}:{value & 0xFFFF:x}"
 
@@ -103,7 +106,9 @@ def ipv6_dip(ip: str) -> str:
 def app_for(mode: ArpMode, count: int = len(DIPS)) -> tuple[NlbFlow, KeepingDatapath]:
     """The app with `count` members (the lab's cluster first, each with an IPv6 DIP too) located on ports 1
     to count (adopted from its flows, as after a restart)."""
-    members = tuple(Member(ip=ip, dedicated_mac=dedicated_mac(ip), ips=(ipv6_dip(ip),)) for ip in member_ips(count))
+    members = tuple(
+        Member(ip=ip, dedicated_mac=dedicated_mac(ip), ips=(wide_ipv6_dip(ip),)) for ip in member_ips(count)
+    )
     ports = tuple(range(1, count + 3))  # the members' ports, and two more
     vip = CLUSTER_VIP.split("/")[0]
     cluster = Cluster(name="web", cluster_ip=vip, cluster_mac=unicast_cluster_mac(vip), arp=mode, members=members)
@@ -130,14 +135,14 @@ def punted_frame(family: str) -> bytes:
         return bytes(
             Ether(src=CLUSTER_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=CLUSTER_MAC, psrc=DIPS[1], pdst=DIPS[2])
         )
-    target = IPv6Address(ipv6_dip(DIPS[2]))
+    target = IPv6Address(wide_ipv6_dip(DIPS[2]))
     low24 = target.packed[13:]  # to the target's solicited-node multicast group, as a host sends it
     group = IPv6Address(IPv6Address("ff02::1:ff00:0").packed[:13] + low24)
     if family == "nud":
         ether, ipv6 = Ether(src=CLUSTER_MAC, dst=dedicated_mac(DIPS[2])), IPv6(src="fe80::2", dst=str(target), hlim=255)
     else:
         ether = Ether(src=CLUSTER_MAC, dst="33:33:ff:" + low24.hex(":"))
-        ipv6 = IPv6(src=ipv6_dip(DIPS[1]), dst=str(group), hlim=255)
+        ipv6 = IPv6(src=wide_ipv6_dip(DIPS[1]), dst=str(group), hlim=255)
     return bytes(ether / ipv6 / ICMPv6ND_NS(tgt=str(target)) / ICMPv6NDOptSrcLLAddr(lladdr=CLUSTER_MAC))
 
 

@@ -223,9 +223,11 @@ def _from_uplink(
     """A member's ARP that another switch spread (method.md, Fabrics): its sender's edge switch answered
     or relayed it already and located its sender, so here it is spread and nothing else. A probe answer
     cannot come from beyond an uplink (probes never leave through one), and another cluster's MAC with a
-    member's DIP is a spoof wherever it comes from. An ARP whose arp_spa names no member (a duplicate
-    address probe from 0.0.0.0, a VIP announcement) names its sender by its Ethernet source, the DM its edge
-    switch masked it with, so that the peers here get it too, as the sender's own switch spread it there."""
+    member's DIP is a spoof wherever it comes from. A duplicate address probe (arp_spa 0.0.0.0) or a VIP
+    announcement names its sender by its Ethernet source, the DM its edge switch masked it with, so that the
+    peers here get it too (one holding the probed address must answer). Neither can teach a peer a wrong
+    MAC, which is why a forgeable Ethernet source is taken for them alone: hosts cache no entry from
+    0.0.0.0 and none for an address of their own."""
     if frame.op == ARP_REPLY and frame.tha == PROBE_MAC:
         return ArpDecision(Verdict.PROBE_UNSOLICITED)
     cluster = registry.cluster_for_mac(frame.sha)
@@ -236,7 +238,8 @@ def _from_uplink(
         owner = address_owner(registry, frame.spa)
         if owner is not None:
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
-        sender = cluster.member_for_dedicated_mac(frame.eth_src)
+        if frame.spa == ZERO_IP or frame.spa in cluster.vips:
+            sender = cluster.member_for_dedicated_mac(frame.eth_src)
     if sender is not None and (cluster.name, sender.ip) in member_ports:  # here on an edge port, not uplinked
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=((cluster.name, sender.ip), in_port))
     edge = Edge(switch_ports, uplinks, in_port)

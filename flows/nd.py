@@ -124,10 +124,11 @@ def decide_nd(
     Ethernet source, is a cluster MAC), with decide_arp()'s rules and verdicts.
 
     The sender is the member whose registered address is the IPv6 source, else the member located on the
-    port (a link-local, VIP or unspecified source: link-local addresses are never registered), or, from an
-    uplink, the member whose dedicated MAC is the Ethernet source: its edge switch masked the frame, and
-    without a sender the peers here would never get it (ND between link-local addresses across switches).
-    Such a frame claims no location, and one naming a member located here is a spoof, as by address.
+    port (a link-local, VIP or unspecified source: link-local addresses are never registered). Beyond an
+    uplink the port names nobody, and an Ethernet source there is anyone's to forge: such ND reaches
+    outsiders only. An NA speaks for its target, so one whose target is another member's address is a spoof,
+    and one whose target is no address of its sender reaches outsiders only: peers given the sender's DM for
+    it would send that address's traffic to the sender.
 
     A member's NS for a peer's address is answered (proxy, switch) or relayed to the peer (relay); a DAD
     probe (source ::) and an NS for the sender's own address are never answered. Everything else is spread:
@@ -142,8 +143,10 @@ def decide_nd(
         owner = address_owner(registry, frame.ip_src)
         if owner is not None:  # another cluster's MAC with this member's address: its peers would cache it
             return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(owner, in_port))
-    if sender is None and from_uplink:
-        sender = cluster.member_for_dedicated_mac(frame.eth_src)
+    if frame.type == ND_NEIGHBOR_ADVERTISEMENT and frame.target != frame.ip_src:
+        spoken_for = cluster.member_for_address(frame.target)
+        if spoken_for is not None and spoken_for != sender:
+            return ArpDecision(Verdict.DROPPED_SPOOFED)
     key = (cluster.name, sender.ip) if sender is not None else None
     if from_uplink and key is not None and key in member_ports:  # here on an edge port: never by an uplink
         return ArpDecision(Verdict.DROPPED_SPOOFED, claimed=(key, in_port))
@@ -155,6 +158,10 @@ def decide_nd(
         ports = ChainMap({key: in_port}, member_ports)
     if sender is None and not from_uplink:
         sender = member_on_port(cluster, ports, in_port)
+    # an NA for an address its sender does not hold: peers must not cache that address at DM(sender)
+    speaks_for_others = frame.type == ND_NEIGHBOR_ADVERTISEMENT and frame.target != frame.ip_src
+    if speaks_for_others and sender is not None and frame.target not in sender.addresses:
+        sender = None
     edge = Edge(switch_ports, uplinks, in_port)
 
     def spread_only() -> ArpDecision:  # built only when it is the answer: it visits every peer

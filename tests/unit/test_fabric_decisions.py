@@ -130,6 +130,8 @@ def test_from_the_uplink_a_duplicate_address_probe_reaches_the_peers_here_with_i
     assert by_port(decide(unmasked, UPLINK).outputs) == {(None, CLIENT_PORT): unmasked, (None, OTHER_PORT): unmasked}
     forged = request("0.0.0.0", "10.0.0.77", eth_src=DM[A])  # A is here, on port 1: never by the uplink
     assert decide(forged, UPLINK).verdict == Verdict.DROPPED_SPOOFED
+    gateway = request("10.0.0.1", "10.0.0.77", eth_src=DM[C])  # an address a peer would cache: at DM(C)?
+    assert by_port(decide(gateway, UPLINK).outputs) == {(None, CLIENT_PORT): gateway, (None, OTHER_PORT): gateway}
 
 
 def test_from_the_uplink_a_frame_for_a_peer_here_reaches_that_peer_only():

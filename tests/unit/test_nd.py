@@ -59,9 +59,12 @@ def ns(src: str, target: str, lla: str | None = CM, eth_src: str = CM, unicast_t
     return packet / ICMPv6NDOptSrcLLAddr(lladdr=lla) if lla else packet
 
 
-def na(src: str, dst: str, eth_dst: str, lla: str = CM, solicited=True, override=True) -> Packet:
-    message = ICMPv6ND_NA(tgt=src, R=0, S=int(solicited), O=int(override))
-    return Ether(src=CM, dst=eth_dst) / IPv6(src=src, dst=dst, hlim=255) / message / ICMPv6NDOptDstLLAddr(lladdr=lla)
+def na(
+    src: str, dst: str, eth_dst: str, lla: str = CM, solicited=True, override=True, target=None, eth_src=CM
+) -> Packet:
+    message = ICMPv6ND_NA(tgt=target or src, R=0, S=int(solicited), O=int(override))
+    ether = Ether(src=eth_src, dst=eth_dst)
+    return ether / IPv6(src=src, dst=dst, hlim=255) / message / ICMPv6NDOptDstLLAddr(lladdr=lla)
 
 
 def read(packet: Packet) -> NdFrame:
@@ -300,37 +303,39 @@ def test_from_an_uplink_a_solicitation_is_spread_never_answered_and_never_locate
 UPLINK = 9
 
 
-def test_from_an_uplink_a_link_local_solicitation_reaches_the_peers_here_with_the_dedicated_mac_of_its_masked_source():
-    """Link-local addresses are never registered, and the port says nothing beyond an uplink: the sender's edge
-    switch masked the frame to DM(sender), and that names it. Without it, no peer behind an uplink would ever
-    get a member's link-local ND (docs/ipv6.md, docs/fabric.md)."""
+@pytest.mark.parametrize("eth_src", [DM[A], CLIENT_MAC], ids=["a-members-dm", "another-mac"])
+def test_from_an_uplink_link_local_nd_reaches_outsiders_only_whatever_its_ethernet_source(eth_src):
+    """Beyond an uplink the port names nobody, and anyone there can write a member's DM as Ethernet source:
+    a peer given that DM for a link-local address (a router's, say) would send its traffic to that member."""
     ports = {("web", B): MEMBER_PORT[B]}
-    frame = read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=DM[A]))
-    decision = decide(frame, UPLINK, ports=ports, uplinks=(UPLINK,))
-    assert (decision.verdict, decision.claimed) == (Verdict.FORWARDED, None), "spread, never a location"
-    out = by_port(decision.outputs)
-    assert (out[MEMBER_PORT[B]].lla, out[MEMBER_PORT[B]].eth_src) == (DM[A], DM[A])
-    assert out[CLIENT_PORT].lla == CM, "outsiders get it unchanged"
+    for frame in (
+        read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=eth_src)),
+        read(na("fe80::1", "ff02::1", "33:33:00:00:00:01", eth_src=eth_src)),
+    ):
+        decision = decide(frame, UPLINK, ports=ports, uplinks=(UPLINK,))
+        assert (decision.verdict, decision.claimed) == (Verdict.FORWARDED, None), "spread, never a location"
+        out = by_port(decision.outputs)
+        assert MEMBER_PORT[B] not in out, "no peer gets a dedicated MAC nobody vouches for"
+        assert out[CLIENT_PORT].lla == CM, "outsiders get it unchanged (positive control)"
 
 
-def test_from_an_uplink_a_link_local_solicitation_reaches_no_peer_unless_its_source_is_a_dedicated_mac():
-    ports = {("web", B): MEMBER_PORT[B]}
-    decision = decide(
-        read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=CLIENT_MAC)), UPLINK, ports=ports, uplinks=(UPLINK,)
-    )
-    assert decision.verdict == Verdict.FORWARDED
-    assert MEMBER_PORT[B] not in by_port(decision.outputs), "nobody to give a dedicated MAC for"
-    assert by_port(decision.outputs)[CLIENT_PORT].lla == CM
+@pytest.mark.parametrize("in_port", [MEMBER_PORT[A], CLIENT_PORT, UPLINK], ids=["member", "outsider", "uplink"])
+def test_an_advertisement_for_another_members_address_is_a_spoof_wherever_it_comes_from(in_port):
+    """An NA speaks for its target: A, or anyone claiming A's address, cannot advertise B's address."""
+    for src in (V6[A], LINK_LOCAL[A]):
+        forged = read(na(src, "ff02::1", "33:33:00:00:00:01", target=V6[B]))
+        decision = decide(forged, in_port, uplinks=(UPLINK,))
+        assert (decision.verdict, decision.outputs) == (Verdict.DROPPED_SPOOFED, ()), src
+    own = decide(read(na(V6[A], "ff02::1", "33:33:00:00:00:01")), MEMBER_PORT[A], uplinks=(UPLINK,))
+    assert own.verdict == Verdict.FORWARDED, "positive control: A advertising its own address is spread"
 
 
-def test_from_an_uplink_a_link_local_solicitation_with_the_dedicated_mac_of_a_member_here_is_a_spoof():
-    frame = read(ns(LINK_LOCAL[A], LINK_LOCAL[B], eth_src=DM[A]))
-    decision = decide(frame, UPLINK, uplinks=(UPLINK,))
-    assert (decision.verdict, decision.claimed, decision.outputs) == (
-        Verdict.DROPPED_SPOOFED,
-        (("web", A), UPLINK),
-        (),
-    )
+def test_an_advertisement_for_an_address_its_sender_does_not_hold_reaches_outsiders_only():
+    """A's NA for a router's link-local address: peers would cache the router at DM(A)."""
+    forged = read(na(V6[A], "ff02::1", "33:33:00:00:00:01", target="fe80::1"))
+    out = by_port(decide(forged, MEMBER_PORT[A]).outputs)
+    assert MEMBER_PORT[B] not in out and MEMBER_PORT[C] not in out
+    assert out[CLIENT_PORT].lla == CM
 
 
 def test_a_solicitation_whose_mac_is_no_cluster_is_not_handled():

@@ -144,16 +144,19 @@ def link_local_targets(topo: Topology, x: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kind", TOPOLOGIES)
-def test_a_members_link_local_ns_reaches_every_peer_once_with_its_dedicated_mac_and_every_outsider_unchanged(kind):
+def test_a_members_link_local_ns_reaches_its_switchs_peers_with_its_dm_and_every_outsider_unchanged(kind):
+    """A link-local source names its sender only where the port does: on the sender's own switch. Beyond an
+    uplink anyone could write a member's DM as Ethernet source, so peers there get nothing (docs/ipv6.md)."""
     topo = start6(kind)
     for x in topo.members:
         for what, target in link_local_targets(topo, x).items():
             got = topo.net.send(x, member_ns(x, target, src=LINK_LOCAL[x]))
             assert x not in got, "nothing comes back to the sender"
             for peer in (m for m in topo.members if m != x):
-                assert [(n.lla, n.eth_src, n.ip_src, n.target) for n in nds(got, peer)] == [
-                    (DM[x], DM[x], LINK_LOCAL[x], target)
-                ], f"{x}'s NS for {what} at {peer}"
+                wanted = [(DM[x], DM[x], LINK_LOCAL[x], target)] if topo.switch_of(peer) == topo.switch_of(x) else []
+                assert [(n.lla, n.eth_src, n.ip_src, n.target) for n in nds(got, peer)] == wanted, (
+                    f"{x}'s NS for {what} at {peer}"
+                )
             for host in topo.non_members:
                 assert [(n.lla, n.eth_src, n.eth_dst, n.ip_src, n.target) for n in nds(got, host)] == [
                     (CM, DM[x], solicited_node(target)[1], LINK_LOCAL[x], target)
@@ -165,17 +168,18 @@ def test_a_members_link_local_ns_reaches_every_peer_once_with_its_dedicated_mac_
 
 
 @pytest.mark.parametrize("kind", TOPOLOGIES)
-def test_a_members_link_local_reachability_probe_to_a_peers_dedicated_mac_reaches_that_peer_alone(kind):
+def test_a_members_link_local_reachability_probe_reaches_a_peer_on_its_switch_and_never_one_with_the_cluster_mac(kind):
     """Linux confirms a stale entry for a peer's link-local address with a unicast NS to the MAC it cached:
-    DM(peer), wherever the peer is."""
+    DM(peer). On the sender's switch the peer gets it with DM(sender); beyond an uplink no peer gets it."""
     topo = start6(kind)
     for x, y in permutations(topo.members, 2):
         probe = solicitation(CM, LINK_LOCAL[x], LINK_LOCAL[y], slla=CM, eth_dst=DM[y], ip_dst=LINK_LOCAL[y])
         got = topo.net.send(x, probe)
-        assert [(n.lla, n.eth_src, n.eth_dst, n.target) for n in nds(got, y)] == [(DM[x], DM[x], CM, LINK_LOCAL[y])], (
-            f"{x} probes {y}"
-        )
-        assert set(got) == {y}, f"{x}'s probe for {y} reaches {y} alone"
+        here = topo.switch_of(x) == topo.switch_of(y)
+        wanted = [(DM[x], DM[x], CM, LINK_LOCAL[y])] if here else []
+        assert [(n.lla, n.eth_src, n.eth_dst, n.target) for n in nds(got, y)] == wanted, f"{x} probes {y}"
+        assert set(got) <= {y}, f"{x}'s probe for {y} reaches no one else"
+        assert all(n.lla != CM for m in topo.members for n in nds(got, m))
         assert {n.eth_src for n in crossed_nd(topo)} <= {DM[x]}
 
 
@@ -250,15 +254,15 @@ BEYOND = {"learning": "outsider", "line": "outsider2"}  # a host behind an uplin
 def forgeries(topo: Topology) -> dict[str, tuple[Frame, str | None]]:
     """ND with the cluster MAC, as a forger beyond an uplink makes it, and the member it names (None: none):
     claiming each member's IPv6 DIP, or from a link-local address with the forger's own Ethernet source or a
-    member's dedicated MAC (as that member's edge switch masks it), soliciting each member's IPv6 DIP or
-    advertising it."""
+    member's dedicated MAC (as that member's edge switch would mask it: a link-local source names nobody
+    beyond an uplink all the same), soliciting each member's IPv6 DIP or advertising it."""
     frames: dict[str, tuple[Frame, str | None]] = {}
     for m in topo.members:
         for target in (t for t in topo.members if t != m):
             frames[f"NS {m} -> {target}"] = (solicitation(FORGER_MAC, IP6[m], IP6[target], slla=CM), m)
         frames[f"NS link-local -> {m}"] = (solicitation(FORGER_MAC, LINK_LOCAL["a"], IP6[m], slla=CM), None)
         ll_as_member = solicitation(DM[m], LINK_LOCAL[m], IP6[topo.members[0]], slla=CM)
-        frames[f"NS link-local as DM({m})"] = (ll_as_member, m)
+        frames[f"NS link-local as DM({m})"] = (ll_as_member, None)
         na = advertisement(FORGER_MAC, IP6[m], CM, ALL_NODES_MAC, ALL_NODES, solicited=False)
         frames[f"NA {m}"] = (na, m)
     return frames
@@ -319,3 +323,28 @@ def test_a_forged_nd_for_a_member_from_another_switchs_edge_port_does_not_move_i
         assert_delivered_to(topo, peer, "a", f"{peer}->a", eth_type=ETH_TYPE_IPV6)
     again = net.send("forger", frame)
     assert not [n for m in topo.members for n in nds(again, m)], "a claim proven forged is refused for a while"
+
+
+@pytest.mark.parametrize("kind", ["learning", "line"])
+@pytest.mark.parametrize("where", ["edge", "beyond"])
+def test_a_forged_advertisement_with_a_members_dm_as_source_teaches_no_member_a_wrong_mac(kind, where):
+    """A host of no cluster writes c's DM as Ethernet source and advertises, from a link-local address or a
+    router's, b's IPv6 DIP or the router's address: no member may come to hold any address at a MAC other
+    than its owner's (nor the router's at a DM), from an edge port of hv2 or from beyond an uplink."""
+    topo = start6(kind)
+    net = topo.net
+    forger = BEYOND[kind]
+    if where == "edge":
+        net.attach("forger", (2, FREE_PORT))
+        forger = "forger"
+    router = "fe80::1"
+    for target in (IP6["b"], router):
+        got = net.send(
+            forger, advertisement(DM["c"], target, CM, ALL_NODES_MAC, ALL_NODES, solicited=False, src=router)
+        )
+        taught = {(m, n.target, n.lla) for m in topo.members for n in nds(got, m, ND_NEIGHBOR_ADVERTISEMENT)}
+        assert taught == set(), f"{where}: the NA for {target} reached members as {taught}"
+        assert [n.lla for n in nds(got, "n1")] in ([], [CM]), "outsiders at most get it as it was sent"
+    # positive control: c's own advertisement for its own address reaches its peers with DM(c)
+    own = net.send("c", advertisement(CM, IP6["c"], CM, ALL_NODES_MAC, ALL_NODES, solicited=False))
+    assert {n.lla for n in nds(own, "a", ND_NEIGHBOR_ADVERTISEMENT)} == {DM["c"]}
