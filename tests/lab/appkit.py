@@ -37,13 +37,17 @@ def cluster_yaml(arp: str = "proxy", member_dips: tuple[str, ...] = MEMBER_DIPS,
     the tests of the controller's own path (punt meters, trust, the control path), where every member ARP
     must reach the controller; the app's default, switch, is run by the tests over ARP_MODES.
     ipv6: dual-stack as Lab.add_typical_cluster(ipv6=True) builds it, the IPv6 VIP and DIPs registered too."""
-    if ipv6:
-        members = "".join(f"      - {{ip: {dip.split('/')[0]}, ips: ['{ipv6_dip(dip)}']}}\n" for dip in member_dips)
-        vips = f"    cluster_ips: ['{CLUSTER_VIP6.split('/')[0]}']\n"
-    else:
-        members = "".join(f"      - ip: {dip.split('/')[0]}\n" for dip in member_dips)
-        vips = ""
+    members = "".join(member_yaml(dip.split("/")[0], ipv6_dip(dip) if ipv6 else None) for dip in member_dips)
+    vips = IPV6_VIP_YAML if ipv6 else ""
     return f"clusters:\n  - name: web\n    cluster_ip: {VIP}\n{vips}    arp: {arp}\n    members:\n{members}"
+
+
+IPV6_VIP_YAML = f"    cluster_ips: ['{CLUSTER_VIP6.split('/')[0]}']\n"  # the lab's IPv6 VIP, in a cluster's YAML
+
+
+def member_yaml(ip: str, ipv6: str | None = None) -> str:
+    """One member of a cluster's YAML: its DIP, and its IPv6 DIP where it has one."""
+    return f"      - {{ip: {ip}, ips: ['{ipv6}']}}\n" if ipv6 else f"      - ip: {ip}\n"
 
 
 def write_config(lab: Lab, text: str, name: str = "nlbflow.yaml") -> Path:

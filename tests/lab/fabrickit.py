@@ -22,12 +22,22 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from tests.lab.appkit import APP_COOKIES, OUTSIDER_ADDRESS, OUTSIDER_MAC, VIP, api_ok, dm, wait_for_api, write_config
+from tests.lab.appkit import (
+    APP_COOKIES,
+    IPV6_VIP_YAML,
+    OUTSIDER_ADDRESS,
+    OUTSIDER_MAC,
+    VIP,
+    api_ok,
+    dm,
+    member_yaml,
+    wait_for_api,
+    write_config,
+)
 from tests.netlab import (
     CLIENT_ADDRESS,
     CLIENT_MAC,
     CLUSTER_MAC,
-    CLUSTER_VIP6,
     Capture,
     Host,
     Lab,
@@ -128,10 +138,8 @@ def _add_members(
 def fabric_yaml(fabric: FabricLab, arp: str) -> str:
     """The cluster, and the fabric's switches with their uplinks: hv1's by port name, hv2's by number.
     Dual-stack members have their IPv6 DIPs registered, and the cluster its IPv6 VIP."""
-    members = "".join(
-        f"      - {{ip: {m.ip}, ips: ['{m.ip6}']}}\n" if m.ipv6 else f"      - ip: {m.ip}\n" for m in fabric.members
-    )
-    vips = f"    cluster_ips: ['{CLUSTER_VIP6.split('/')[0]}']\n" if any(m.ipv6 for m in fabric.members) else ""
+    members = "".join(member_yaml(m.ip, m.ip6 if m.ipv6 else None) for m in fabric.members)
+    vips = IPV6_VIP_YAML if any(m.ipv6 for m in fabric.members) else ""
     hv1_uplink = fabric.uplinks["hv1"].end_on(fabric.switches["hv1"].name).iface
     return (
         "fabric:\n  switches:\n"

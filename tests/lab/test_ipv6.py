@@ -47,62 +47,58 @@ def net(request, lab_available) -> Iterator[Ipv6Lab]:
     assert lab.leftovers() == []
 
 
-def v6_of(member: Host) -> str:
-    return member.ip6
-
-
 def assert_peers_held_as_dedicated_macs(net: Ipv6Lab) -> None:
     """`ip -6 neigh` of every member: each peer's IPv6 DIP, where cached, at that peer's dedicated MAC."""
     for member in net.members:
         table = net.lab.neigh6(member)
         for peer in net.members:
-            entry = table.get(v6_of(peer))
+            entry = table.get(peer.ip6)
             if peer is not member and entry is not None and entry.lladdr is not None:
                 assert entry.lladdr == dm(peer), f"{member.name} holds {entry} for {peer.name}"
 
 
 def test_every_member_reaches_every_other_by_ipv6_dip_over_icmpv6_and_tcp(net):
     for src, dst in permutations(net.members, 2):
-        assert net.lab.ping(src, v6_of(dst), count=2, timeout=2), f"{src.name} -> {dst.name} ({net.arp})"
-        assert net.lab.tcp_exchange(src, dst, v6_of(dst), 7000), f"TCP {src.name} -> {dst.name}"
+        assert net.lab.ping(src, dst.ip6, count=2, timeout=2), f"{src.name} -> {dst.name} ({net.arp})"
+        assert net.lab.tcp_exchange(src, dst, dst.ip6, 7000), f"TCP {src.name} -> {dst.name}"
     for src in net.members:  # positive control: every peer was resolved, so the check below reads real entries
         table = net.lab.neigh6(src)
-        assert all(table.get(v6_of(peer)) is not None for peer in net.members if peer is not src), table
+        assert all(table.get(peer.ip6) is not None for peer in net.members if peer is not src), table
     assert_peers_held_as_dedicated_macs(net)
 
 
 def test_ipv4_and_ipv6_run_between_the_same_members_at_once(net):
     src, dst = net.members[0], net.members[1]
-    with net.lab.tcp_session(src, dst, dst.ip, 7001) as four, net.lab.tcp_session(src, dst, v6_of(dst), 7002) as six:
+    with net.lab.tcp_session(src, dst, dst.ip, 7001) as four, net.lab.tcp_session(src, dst, dst.ip6, 7002) as six:
         assert four.connected and six.connected
         for _ in range(3):
             assert four.echo("v4") and six.echo("v6")
-    assert net.lab.neigh(src)[dst.ip].lladdr == net.lab.neigh6(src)[v6_of(dst)].lladdr == dm(dst)
+    assert net.lab.neigh(src)[dst.ip].lladdr == net.lab.neigh6(src)[dst.ip6].lladdr == dm(dst)
 
 
 def test_an_unsolicited_override_advertisement_leaves_peers_with_the_dedicated_mac(net):
     m1, m2 = net.members[0], net.members[1]
-    assert net.lab.ping(m2, v6_of(m1), count=1, timeout=2)
+    assert net.lab.ping(m2, m1.ip6, count=1, timeout=2)
     advert = (
         Ether(src=CLUSTER_MAC, dst="33:33:00:00:00:01")
-        / IPv6(src=v6_of(m1), dst="ff02::1", hlim=255)
-        / ICMPv6ND_NA(tgt=v6_of(m1), R=0, S=0, O=1)
+        / IPv6(src=m1.ip6, dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=m1.ip6, R=0, S=0, O=1)
         / ICMPv6NDOptDstLLAddr(lladdr=CLUSTER_MAC)
     )
     net.lab.send_frames(m1, [bytes(advert)])
     time.sleep(0.5)
-    assert net.lab.neigh6(m2)[v6_of(m1)].lladdr == dm(m1)
-    assert net.lab.ping(m2, v6_of(m1), count=1, timeout=2)
+    assert net.lab.neigh6(m2)[m1.ip6].lladdr == dm(m1)
+    assert net.lab.ping(m2, m1.ip6, count=1, timeout=2)
 
 
 def test_reachability_probes_of_stale_entries_keep_the_dedicated_mac(net):
     m1, m2 = net.members[0], net.members[2]
-    assert net.lab.ping(m1, v6_of(m2), count=1, timeout=2)
-    net.lab.run(m1, "ip", "-6", "neigh", "change", v6_of(m2), "dev", "eth0", "nud", "stale")
-    assert net.lab.neigh6(m1)[v6_of(m2)].state == "STALE"
-    assert net.lab.ping(m1, v6_of(m2), count=1, timeout=2)
+    assert net.lab.ping(m1, m2.ip6, count=1, timeout=2)
+    net.lab.run(m1, "ip", "-6", "neigh", "change", m2.ip6, "dev", "eth0", "nud", "stale")
+    assert net.lab.neigh6(m1)[m2.ip6].state == "STALE"
+    assert net.lab.ping(m1, m2.ip6, count=1, timeout=2)
     time.sleep(7)  # the reachability probe goes out delay_first_probe_time (5 s) after the entry is used
-    entry = net.lab.neigh6(m1)[v6_of(m2)]
+    entry = net.lab.neigh6(m1)[m2.ip6]
     assert entry.lladdr == dm(m2), entry
     assert_peers_held_as_dedicated_macs(net)
 
@@ -110,10 +106,10 @@ def test_reachability_probes_of_stale_entries_keep_the_dedicated_mac(net):
 def test_a_client_reaches_the_ipv6_vip_and_every_member_dip_at_the_cluster_mac(net):
     assert net.lab.ping_replies(net.client, VIP6, count=2, timeout=2) >= 1
     for member in net.members:
-        assert net.lab.ping(net.client, v6_of(member), count=1, timeout=2), member.name
+        assert net.lab.ping(net.client, member.ip6, count=1, timeout=2), member.name
     table = net.lab.neigh6(net.client)
-    assert {address: table[address].lladdr for address in [VIP6, *map(v6_of, net.members)]} == dict.fromkeys(
-        [VIP6, *map(v6_of, net.members)], CLUSTER_MAC
+    assert {address: table[address].lladdr for address in [VIP6, *(m.ip6 for m in net.members)]} == dict.fromkeys(
+        [VIP6, *(m.ip6 for m in net.members)], CLUSTER_MAC
     )
 
 
